@@ -1,0 +1,1 @@
+//! (module `archive`: being written)

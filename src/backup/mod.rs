@@ -1,0 +1,1 @@
+//! (module `backup`: being written)

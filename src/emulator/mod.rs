@@ -1,0 +1,1 @@
+//! (module `emulator`: being written)

@@ -1,0 +1,2 @@
+//! The `tcb-backup` binary: a thin shell over the library's CLI.
+fn main() {}

@@ -1,0 +1,1 @@
+//! (module `manifest`: being written)

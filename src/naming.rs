@@ -1,0 +1,1 @@
+//! (module `naming`: being written)

@@ -273,10 +273,12 @@ impl CloudBaseClient {
                         "empty page at offset {offset} although pager.Total is {total}"
                     )))
                 }
-                Some(total) if new_names == 0 => return Err(invalid(format!(
+                Some(total) if new_names == 0 => {
+                    return Err(invalid(format!(
                     "page at offset {} repeated already listed collections (pager.Total {total})",
                     offset - returned
-                ))),
+                )))
+                }
                 Some(_) => {}
                 None if returned < page_limit || new_names == 0 => return Ok(out),
                 None => {}

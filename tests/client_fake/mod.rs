@@ -23,8 +23,13 @@ pub const SECRET: &str = "fake-secret-0123456789abcdef";
 #[derive(Clone, Debug)]
 pub enum Reply {
     Json(Value),
-    Raw { status: u16, body: Vec<u8> },
+    Raw {
+        status: u16,
+        body: Vec<u8>,
+    },
     Delay(Duration, Box<Reply>),
+    /// 302 to the given location.
+    Redirect(String),
 }
 
 #[derive(Clone, Debug)]
@@ -191,6 +196,9 @@ async fn render(reply: Reply) -> Response {
             Reply::Json(v) => return (StatusCode::OK, axum::Json(v)).into_response(),
             Reply::Raw { status, body } => {
                 return (StatusCode::from_u16(status).unwrap(), Body::from(body)).into_response()
+            }
+            Reply::Redirect(to) => {
+                return (StatusCode::FOUND, [("location", to)], Body::empty()).into_response()
             }
             Reply::Delay(d, inner) => {
                 tokio::time::sleep(d).await;

@@ -597,3 +597,46 @@ async fn insecure_api_base_is_refused_unless_opted_in() {
     assert!(CloudBaseClient::new(cfg, creds(TokenMode::Stable)).is_ok());
     assert!(CloudBaseClient::new(ClientConfig::default(), creds(TokenMode::Stable)).is_ok());
 }
+
+/// A raw server that promises `promised` bytes and sends only `sent` before closing.
+async fn truncating_server(promised: usize, sent: usize) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = sock.read(&mut buf).await;
+            let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {promised}\r\n\r\n");
+            let _ = sock.write_all(head.as_bytes()).await;
+            let _ = sock.write_all(&vec![b'x'; sent]).await;
+            let _ = sock.shutdown().await;
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn truncated_download_ends_in_an_error_not_a_short_success() {
+    let fake = Fake::start();
+    let c = stable(&fake);
+    let base = truncating_server(10_000, 4_000).await;
+    let dl = c.download(&format!("{base}/f")).await.unwrap();
+    assert_eq!(dl.content_length, Some(10_000));
+    let mut stream = dl.stream;
+    let mut got = 0usize;
+    let mut error = None;
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(b) => got += b.len(),
+            Err(e) => {
+                error = Some(e);
+                break;
+            }
+        }
+    }
+    let err = error.expect("a truncated body must surface as an error");
+    assert!(got <= 4_000);
+    assert_eq!(err.endpoint, "download");
+    assert_eq!(err.class(), ErrorClass::Transient, "{err}");
+}

@@ -274,3 +274,17 @@ async fn token_endpoint_hostile_bodies() {
     assert_eq!(err.class(), ErrorClass::Transient, "{err}");
     c.ensure_token().await.unwrap();
 }
+
+#[tokio::test]
+async fn absurd_expires_in_is_capped_not_a_panic() {
+    let fake = Fake::start();
+    let c = client(&fake, TokenMode::Stable);
+    fake.script(
+        "stable_token",
+        [Reply::Json(
+            json!({"access_token": "abcdefghijklmnop", "expires_in": u64::MAX}),
+        )],
+    );
+    let exp = c.ensure_token().await.unwrap();
+    assert!(exp <= SystemTime::now() + Duration::from_secs(24 * 3600 + 60));
+}

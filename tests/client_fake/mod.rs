@@ -30,6 +30,8 @@ pub enum Reply {
     Delay(Duration, Box<Reply>),
     /// 302 to the given location.
     Redirect(String),
+    /// Hold the reply until the test releases the gate.
+    Hold(Arc<tokio::sync::Semaphore>, Box<Reply>),
 }
 
 #[derive(Clone, Debug)]
@@ -129,6 +131,16 @@ impl Fake {
             .extend(replies);
     }
 
+    /// Replies still queued for `endpoint`.
+    pub fn pending_scripts(&self, endpoint: &str) -> usize {
+        self.state
+            .scripts
+            .lock()
+            .unwrap()
+            .get(endpoint)
+            .map_or(0, |q| q.len())
+    }
+
     /// Every token minted so far (for leak assertions).
     pub fn issued_tokens(&self) -> Vec<String> {
         self.state.tokens.lock().unwrap().issued.clone()
@@ -199,6 +211,10 @@ async fn render(reply: Reply) -> Response {
             }
             Reply::Redirect(to) => {
                 return (StatusCode::FOUND, [("location", to)], Body::empty()).into_response()
+            }
+            Reply::Hold(gate, inner) => {
+                let _permit = gate.acquire().await;
+                reply = *inner;
             }
             Reply::Delay(d, inner) => {
                 tokio::time::sleep(d).await;

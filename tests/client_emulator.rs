@@ -129,7 +129,10 @@ async fn export_round_trip_with_download() {
         .await
         .unwrap_err();
     assert_eq!(err.kind, ApiErrorKind::UrlExpired, "{err}");
-    let deleted = c.batch_delete_file(&env, &[file_id.clone()]).await.unwrap();
+    let deleted = c
+        .batch_delete_file(&env, std::slice::from_ref(&file_id))
+        .await
+        .unwrap();
     assert_eq!(deleted[0].status, 0, "{deleted:?}");
     emu.shutdown().await;
 }

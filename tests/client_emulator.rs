@@ -414,3 +414,86 @@ async fn injected_faults_map_to_their_classes() {
     assert_eq!(total, 100_000);
     emu.shutdown().await;
 }
+
+#[tokio::test]
+async fn either_status_message_field_and_40014_are_understood() {
+    use tcb_backup::emulator::StatusMessageField;
+    let emu = emulator(true).await;
+    let c = client(&emu, TokenMode::Stable);
+    let env = env(&emu);
+    let name = c.list_collections(&env).await.unwrap()[0].name.clone();
+    let job = c
+        .export(
+            &env,
+            &ExportRequest {
+                file_path: "m.json".into(),
+                file_type: FileType::Json,
+                query: format!("db.collection(\"{name}\").get()"),
+            },
+        )
+        .await
+        .unwrap();
+    wait_for_job(&emu, &c, &env, job).await;
+    for field in [
+        StatusMessageField::ErrMsg,
+        StatusMessageField::ErrorMsg,
+        StatusMessageField::Both,
+    ] {
+        emu.control()
+            .update_config(|cfg| cfg.status_message_field = field);
+        let info = c.query_migrate_job(&env, job).await.unwrap();
+        assert_eq!(info.status, MigrateStatus::Success);
+        assert!(
+            info.message.as_deref().is_some_and(|m| !m.is_empty()),
+            "{field:?}: {info:?}"
+        );
+    }
+    // the emulator switched to 40014 for dead tokens: still one refresh + retry
+    emu.control()
+        .update_config(|cfg| cfg.invalid_token_errcode = 40014);
+    let appid = emu.apps()[0].appid.clone();
+    emu.control()
+        .force_refresh_by_other_service(&appid)
+        .unwrap();
+    c.query_migrate_job(&env, job).await.unwrap();
+    assert_eq!(c.token_fetches(), 2);
+    assert_eq!(
+        emu.control()
+            .errcode_count("databasemigratequeryinfo", 40014),
+        1
+    );
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn with_the_emulator_clock_tokens_are_refreshed_ahead_of_expiry() {
+    let emu = emulator(false).await;
+    let env = env(&emu);
+    let app = &emu.apps()[0];
+    let ctl = emu.control().clone();
+    let c = CloudBaseClient::with_clock(
+        ClientConfig::with_api_base(url::Url::parse(&emu.base_url()).unwrap()),
+        AppCredentials {
+            appid: app.appid.clone(),
+            secret: Secret::new(app.secret.clone()),
+            token_mode: TokenMode::Stable,
+        },
+        std::sync::Arc::new(tcb_backup::client::FnClock(move || ctl.now())),
+    )
+    .unwrap();
+    for _ in 0..6 {
+        c.list_collections(&env).await.unwrap();
+        emu.control().advance_clock(Duration::from_secs(1900));
+    }
+    // ~11400 virtual seconds: refreshed ahead each time, never caught by 42001/40001
+    assert!(c.token_fetches() >= 2, "{}", c.token_fetches());
+    assert_eq!(
+        emu.control().errcode_count("databasecollectionget", 42001),
+        0
+    );
+    assert_eq!(
+        emu.control().errcode_count("databasecollectionget", 40001),
+        0
+    );
+    emu.shutdown().await;
+}

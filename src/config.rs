@@ -1877,6 +1877,20 @@ collections = [".hidden"]
     }
 
     #[test]
+    fn examples_in_the_docs_are_valid() {
+        let doc = include_str!("../docs/configuration.md");
+        let mut blocks = 0;
+        for block in doc.split("```toml\n").skip(1) {
+            let text = block.split("```").next().unwrap_or_default();
+            if let Err(e) = load_text(text) {
+                panic!("example in docs/configuration.md is invalid: {e}\n{text}");
+            }
+            blocks += 1;
+        }
+        assert_eq!(blocks, 3);
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));

@@ -561,3 +561,41 @@ fn large_export_child() {
         .unwrap();
     assert_eq!(lines, total_records);
 }
+
+/// Dropping the write future mid-download (a cancelled task) removes the temp file and
+/// publishes nothing. Dropping the runtime waits for the writer thread, so the check that
+/// follows sees its final state.
+#[test]
+fn cancelled_write_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut first = Vec::new();
+    while first.len() < 2 * PROGRESS_EVERY_BYTES as usize {
+        first.extend_from_slice(b"{\"padding\":\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"}\n");
+    }
+    let source =
+        stream::iter(vec![Ok::<_, FakeDownloadError>(Bytes::from(first))]).chain(stream::pending());
+    let task = rt.spawn(async move {
+        let opts = ArchiveOptions {
+            progress: Some(Arc::new(move |_| {
+                let _ = started_tx.send(());
+            })),
+            ..Default::default()
+        };
+        write_snapshot(source, &paths_in(&root), opts).await
+    });
+    // The writer has created its temp file and processed the first chunk.
+    started_rx.recv().unwrap();
+    let temp_files = listing(dir.path());
+    assert_eq!(temp_files.len(), 1, "{temp_files:?}");
+    assert!(temp_files[0].contains("/.tmp-"), "{temp_files:?}");
+    task.abort();
+    drop(rt);
+    assert_eq!(listing(dir.path()), Vec::<String>::new());
+}

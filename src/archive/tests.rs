@@ -109,6 +109,10 @@ async fn stores_the_export_unmodified_and_verifiably() {
     manifest.bytes_stored = summary.bytes_stored;
     manifest.sha256_raw = summary.sha256_raw.clone();
     manifest.sha256_stored = summary.sha256_stored.clone();
+    assert_eq!(
+        summarize_existing(&paths.data, ExportFileType::Json).unwrap(),
+        summary
+    );
     let check = verify_snapshot(&paths.data, &manifest, true).unwrap();
     assert_eq!(check.data.unwrap().records, 3);
     verify_snapshot(&paths.data, &manifest, false).unwrap();

@@ -136,6 +136,12 @@ impl EmulatorControl {
         Ok(())
     }
 
+    /// Wait until every background job preparation (large export files, large imports) is
+    /// done, so a test can advance the clock and see the final status deterministically.
+    pub async fn settle(&self) {
+        self.core.settle().await;
+    }
+
     // ---- clock, quotas, config
     pub fn advance_clock(&self, by: Duration) {
         self.core.clock.advance(by);
@@ -477,6 +483,13 @@ pub fn routes() -> Router<Shared> {
             post(|State(c): State<Shared>, Json(s): Json<Scale>| async move {
                 c.clock.set_scale(s.time_scale);
                 Json(json!({"time_scale": c.clock.scale()}))
+            }),
+        )
+        .route(
+            "/_emulator/settle",
+            post(|State(c): State<Shared>| async move {
+                c.settle().await;
+                Json(json!({}))
             }),
         )
         .route(

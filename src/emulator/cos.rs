@@ -348,7 +348,20 @@ pub async fn download(
             });
             Body::from_stream(stream)
         }
-        None => Body::from_stream(ReaderStream::with_capacity(file, 256 * 1024)),
+        None => match fired.iter().find_map(|f| match f {
+            FaultAction::SlowBody { millis_per_chunk } => Some(*millis_per_chunk),
+            _ => None,
+        }) {
+            Some(delay) => {
+                let stream =
+                    ReaderStream::with_capacity(file, 16 * 1024).then(move |chunk| async move {
+                        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+                        chunk
+                    });
+                Body::from_stream(stream)
+            }
+            None => Body::from_stream(ReaderStream::with_capacity(file, 256 * 1024)),
+        },
     };
     core.world().counters.record(EP, 200, None, faulted);
     let mut resp = raw_response(200, "application/octet-stream", body);

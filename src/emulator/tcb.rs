@@ -569,7 +569,7 @@ async fn export(
         if inline {
             task.await;
         } else {
-            tokio::spawn(task);
+            core.spawn_background(task);
         }
     }
     Ok(json!({"job_id": job_id}))
@@ -709,7 +709,7 @@ async fn import(
         if inline {
             task.await;
         } else {
-            tokio::spawn(task);
+            core.spawn_background(task);
         }
     }
     Ok(json!({"job_id": job_id}))
@@ -733,6 +733,7 @@ fn query_info(core: &Core, w: &mut World, now: f64, ctx: &Ctx) -> Result<Value, 
     let foreign = w.cfg.foreign_job_errcode;
     let field = w.cfg.status_message_field;
     let ttl = w.cfg.export_url_ttl_secs;
+    let fixed = w.cfg.export_url_fixed_at_completion;
     let timing = w.cfg.job_timing.clone();
     let env = env_mut(w, &ctx.env)?;
     let Some(job) = env.jobs.get(&job_id) else {
@@ -749,7 +750,12 @@ fn query_info(core: &Core, w: &mut World, now: f64, ctx: &Ctx) -> Result<Value, 
     let file_url = match (&job.kind, &job.export_file, status) {
         (JobKind::Export { file_path, .. }, Some(_), "success") => {
             let key = export_object_key(&ctx.env, job_id, file_path);
-            let expires = (now + ttl as f64).max(0.0) as u64;
+            let from = if fixed {
+                job.finished_at.unwrap_or(now)
+            } else {
+                now
+            };
+            let expires = (from + ttl as f64).max(0.0) as u64;
             signed_url(core.base(), &core.signer, EXPORT_BUCKET, &key, expires)
         }
         _ => String::new(),

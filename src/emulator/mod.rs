@@ -67,8 +67,8 @@ pub enum EmulatorError {
     Serve(std::io::Error),
 }
 
-/// A running emulator. Dropping it without [`EmulatorHandle::shutdown`] leaves the server task
-/// running until the runtime ends.
+/// A running emulator. Dropping it stops the server and removes temporary blobs (without the
+/// `data_dir` save that [`EmulatorHandle::shutdown`] does).
 pub struct EmulatorHandle {
     base_url: String,
     addr: SocketAddr,
@@ -83,6 +83,18 @@ impl std::fmt::Debug for EmulatorHandle {
         f.debug_struct("EmulatorHandle")
             .field("base_url", &self.base_url)
             .finish_non_exhaustive()
+    }
+}
+
+impl Drop for EmulatorHandle {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+        self.control.core.blobs.cleanup();
     }
 }
 
@@ -102,6 +114,7 @@ impl EmulatorHandle {
     }
     /// Stop serving, persist to `data_dir` if configured, remove temporary blobs.
     pub async fn shutdown(mut self) {
+        // (Drop then only repeats the idempotent cleanup.)
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }

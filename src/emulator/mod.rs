@@ -40,7 +40,7 @@ pub use config::{
     EmulatorApp, EmulatorConfig, JobTiming, Quotas, StatusMessageField, UnknownCollectionMode,
     UpsertMode,
 };
-pub use control::{ControlError, EmulatorControl, JobSnapshot};
+pub use control::{ControlError, EmulatorControl, JobControl, JobSnapshot};
 pub use faults::{Counters, EndpointStats, FaultAction, FaultRule};
 pub use seed::SeedSpec;
 pub use storage::{file_id, parse_file_id, EXPORT_BUCKET};

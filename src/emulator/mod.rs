@@ -244,8 +244,11 @@ pub struct StandaloneOptions {
     pub config: Option<EmulatorConfig>,
 }
 
-/// Serve until Ctrl-C, after printing the appid, secret, env ids and base URL it accepts.
-pub async fn run_standalone(opts: StandaloneOptions) -> Result<(), EmulatorError> {
+/// Start the standalone emulator and render the banner `tcb-backup emulator` prints (base URL,
+/// appid, secret, env ids). Split from [`run_standalone`] so it can be tested.
+pub async fn start_standalone(
+    opts: StandaloneOptions,
+) -> Result<(EmulatorHandle, String), EmulatorError> {
     let mut cfg = opts.config.unwrap_or_else(EmulatorConfig::demo);
     if opts.data_dir.is_some() {
         cfg.data_dir = opts.data_dir;
@@ -261,17 +264,30 @@ pub async fn run_standalone(opts: StandaloneOptions) -> Result<(), EmulatorError
         cfg.seed = Some(spec);
     }
     let handle = start(cfg, opts.listen).await?;
-    println!("tcb-backup emulator listening on {}", handle.base_url());
-    println!("  api_base: {}", handle.base_url());
-    for app in handle.apps() {
-        println!("  appid:  {}", app.appid);
-        println!("  secret: {}", app.secret);
-        println!("  envs:   {}", app.envs.join(", "));
-    }
-    println!(
-        "  control API: {}/_emulator/  (Ctrl-C to stop)",
-        handle.base_url()
+    let mut banner = format!(
+        "tcb-backup emulator listening on {base}\n  api_base: {base}\n",
+        base = handle.base_url()
     );
+    for app in handle.apps() {
+        banner.push_str(&format!(
+            "  appid:  {}\n  secret: {}\n  envs:   {}\n",
+            app.appid,
+            app.secret,
+            app.envs.join(", ")
+        ));
+    }
+    banner.push_str(&format!(
+        "  control API: {}/_emulator/  (Ctrl-C to stop)\n",
+        handle.base_url()
+    ));
+    Ok((handle, banner))
+}
+
+/// Serve until Ctrl-C, after printing the appid, secret, env ids and base URL it accepts; then
+/// save to `data_dir` if given.
+pub async fn run_standalone(opts: StandaloneOptions) -> Result<(), EmulatorError> {
+    let (handle, banner) = start_standalone(opts).await?;
+    print!("{banner}");
     let _ = tokio::signal::ctrl_c().await;
     handle.shutdown().await;
     Ok(())

@@ -370,7 +370,11 @@ pub async fn download(
     let body = match truncate {
         Some(keep) => {
             let head = ReaderStream::new(file.take(keep));
+            // Let hyper flush the head and the partial body before the connection dies, the way
+            // a transfer broken mid-way looks to a client (an immediate error could take the
+            // unflushed response head down with it).
             let tail = futures_util::stream::once(async {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 Err::<Bytes, std::io::Error>(std::io::Error::other("injected truncation"))
             });
             Body::from_stream(head.chain(tail))

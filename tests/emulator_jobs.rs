@@ -445,3 +445,113 @@ async fn export_then_import_round_trips() {
         e.ctl().documents(&e.env, "users")
     );
 }
+
+#[tokio::test]
+async fn large_exports_are_written_in_the_background() {
+    let mut cfg = EmulatorConfig::for_tests();
+    cfg.inline_export_max_records = 0;
+    let e = emu_with(cfg).await;
+    let t = e.stable_token().await;
+    e.ctl()
+        .create_synthetic_collection(&e.env, "big", 2000, 3, 0.0)
+        .expect("synthetic");
+    let job = export(
+        &e,
+        &t,
+        "db.collection('big').where({active:true}).get()",
+        1,
+        "big.json",
+    )
+    .await;
+    e.ctl().settle().await;
+    e.ctl().advance_clock(Duration::from_secs(600));
+    let r = info(&e, &t, job).await;
+    assert_eq!(r["status"], "success", "{r}");
+    let n = r["record_success"].as_u64().unwrap_or(0);
+    assert!(n > 1000 && n < 2000, "only the matching records: {n}");
+    let (_, body) = e.get_text(r["file_url"].as_str().unwrap_or_default()).await;
+    assert_eq!(body.lines().count() as u64, n);
+    assert!(body.lines().all(|l| l.contains("\"active\":true")));
+}
+
+#[tokio::test]
+async fn file_url_expiry_can_be_fixed_at_completion() {
+    let e = emu().await;
+    e.ctl().update_config(|c| {
+        c.export_url_ttl_secs = 100;
+        c.export_url_fixed_at_completion = true;
+    });
+    let t = e.stable_token().await;
+    e.ctl().create_collection(&e.env, "c").expect("create");
+    let job = export(&e, &t, "db.collection('c').get()", 1, "c.json").await;
+    e.ctl().advance_clock(Duration::from_secs(10));
+    let first = info(&e, &t, job).await["file_url"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    e.ctl().advance_clock(Duration::from_secs(200));
+    let again = info(&e, &t, job).await["file_url"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(first, again, "same expiry, same URL");
+    assert_eq!(e.get_text(&again).await.0, 403);
+    e.ctl()
+        .update_config(|c| c.export_url_fixed_at_completion = false);
+    let fresh = info(&e, &t, job).await["file_url"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(e.get_text(&fresh).await.0, 200);
+}
+
+#[tokio::test]
+async fn jobs_can_be_driven_by_hand() {
+    let e = emu_with(timed()).await;
+    let t = e.stable_token().await;
+    e.ctl().create_collection(&e.env, "c").expect("create");
+    let a = export(&e, &t, "db.collection('c').get()", 1, "a").await;
+    let b = export(&e, &t, "db.collection('c').get()", 1, "b").await;
+    e.ctl()
+        .control_job(&e.env, a, tcb_backup::emulator::JobControl::FinishNow)
+        .expect("finish");
+    assert_eq!(info(&e, &t, a).await["status"], "success");
+    e.ctl()
+        .control_job(&e.env, b, tcb_backup::emulator::JobControl::Stick)
+        .expect("stick");
+    e.ctl().advance_clock(Duration::from_secs(3600));
+    assert_eq!(info(&e, &t, b).await["status"], "waiting");
+    e.ctl()
+        .control_job(&e.env, b, tcb_backup::emulator::JobControl::Release)
+        .expect("release");
+    assert_eq!(info(&e, &t, b).await["status"], "waiting");
+    e.ctl()
+        .control_job(
+            &e.env,
+            b,
+            tcb_backup::emulator::JobControl::Fail {
+                message: "boom".into(),
+            },
+        )
+        .expect("fail");
+    // over HTTP too
+    let r = e
+        .http
+        .post(format!("{}/_emulator/envs/{}/jobs/{b}", e.base, e.env))
+        .json(&json!({"action":"finish_now"}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 200);
+    let r = info(&e, &t, b).await;
+    assert_eq!(
+        (r["status"].as_str(), r["err_msg"].as_str()),
+        (Some("fail"), Some("boom"))
+    );
+    assert!(
+        e.ctl()
+            .control_job(&e.env, b, tcb_backup::emulator::JobControl::FinishNow)
+            .is_err(),
+        "already finished"
+    );
+}

@@ -210,3 +210,47 @@ async fn export_file_url_expires_after_the_configured_ttl() {
     e.ctl().advance_clock(Duration::from_secs(121));
     assert_eq!(e.get_text(&url).await.0, 403);
 }
+
+#[tokio::test]
+async fn downloads_honour_byte_ranges_for_resuming() {
+    let e = emu().await;
+    let t = e.stable_token().await;
+    let fid = e
+        .ctl()
+        .put_file(&e.env, "r.bin", b"0123456789")
+        .expect("put");
+    let r = e
+        .tcb(
+            "batchdownloadfile",
+            &t,
+            json!({"env": e.env, "file_list": [{"fileid": fid, "max_age": 60}]}),
+        )
+        .await;
+    let url = r["file_list"][0]["download_url"]
+        .as_str()
+        .expect("url")
+        .to_string();
+    let resp = e
+        .http
+        .get(&url)
+        .header("range", "bytes=4-")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 206);
+    assert_eq!(
+        resp.headers()
+            .get("content-range")
+            .and_then(|v| v.to_str().ok()),
+        Some("bytes 4-9/10")
+    );
+    assert_eq!(resp.text().await.unwrap_or_default(), "456789");
+    let resp = e
+        .http
+        .get(&url)
+        .header("range", "bytes=10-")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 416);
+}

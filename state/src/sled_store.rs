@@ -631,6 +631,36 @@ impl<'a> Tx<'a> {
         }
     }
 
+    /// Crash recovery of one job found Running at open.
+    fn recover_job(&mut self, id: JobId, max_recoveries: u32) -> TxResult<()> {
+        let Some(mut rec) = self.get(id)? else {
+            return Ok(());
+        };
+        if rec.status != JobStatus::Running {
+            return Ok(());
+        }
+        let before = Some(IndexKey::of(&rec));
+        rec.recoveries += 1;
+        rec.lease = None;
+        if rec.recoveries > max_recoveries {
+            let error = format!(
+                "crash-looped {} times: the process died during this step {} times in a row",
+                rec.recoveries, rec.recoveries
+            );
+            rec.last_error = Some(error.clone());
+            return self.finish(
+                before,
+                &mut rec,
+                JobStatus::Failed,
+                HistoryEvent::Failed { error },
+            );
+        }
+        rec.status = JobStatus::Queued;
+        rec.due_at_ms = Some(self.now_ms);
+        let recoveries = rec.recoveries;
+        self.save_with(before, &mut rec, HistoryEvent::Recovered { recoveries })
+    }
+
     fn cancel_record(&mut self, mut rec: JobRecord) -> TxResult<()> {
         if rec.status.is_terminal() {
             return Ok(());
@@ -887,33 +917,16 @@ impl JobStore for SledJobStore {
                 running.push(id);
             }
         }
-        for id in running {
-            let res = self.transact(now, |tx| {
-                let mut rec = tx.must_get(id)?;
-                if rec.status != JobStatus::Running {
-                    return Ok(());
+        // Batched: one transaction and one flush per chunk keeps start-up fast after a crash
+        // with many jobs in flight.
+        for chunk in running.chunks(512) {
+            let ((), changed) = self.transact(now, |tx| {
+                for &id in chunk {
+                    tx.recover_job(id, max_recoveries)?;
                 }
-                let before = Some(IndexKey::of(&rec));
-                rec.recoveries += 1;
-                rec.lease = None;
-                if rec.recoveries > max_recoveries {
-                    let error = format!(
-                        "crash-looped {} times: the process died during this step {} times in a row",
-                        rec.recoveries, rec.recoveries
-                    );
-                    rec.last_error = Some(error.clone());
-                    return tx.finish(before, &mut rec, JobStatus::Failed, HistoryEvent::Failed { error });
-                }
-                rec.status = JobStatus::Queued;
-                rec.due_at_ms = Some(tx.now_ms);
-                let recoveries = rec.recoveries;
-                tx.save_with(before, &mut rec, HistoryEvent::Recovered { recoveries })
-            });
-            match res {
-                Ok(((), changed)) => all.extend(changed),
-                Err(StoreError::Corrupt { .. }) => {}
-                Err(e) => return Err(e),
-            }
+                Ok(())
+            })?;
+            all.extend(changed);
         }
         Ok(all)
     }

@@ -83,6 +83,9 @@ pub struct SledJobStore {
     quarantine: Part,
 }
 
+/// How long `open` retries a lock conflict before reporting `Locked`.
+const LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(1500);
+
 const P_JOBS: u8 = b'j';
 const P_DUE: u8 = b'd';
 const P_ACTIVE: u8 = b'a';
@@ -686,21 +689,35 @@ impl SledJobStore {
     /// Opens (or creates) the store in `dir`. A directory held by another process gives
     /// [`StoreError::Locked`].
     pub fn open(dir: &Path) -> Result<SledJobStore, StoreError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .mode(sled::Mode::HighThroughput)
-            .open()
-            .map_err(|e| {
-                let text = e.to_string();
-                if text.contains("could not acquire lock") {
-                    StoreError::Locked {
-                        path: dir.to_path_buf(),
-                        detail: text,
+        // sled releases its file lock asynchronously: its background I/O threads may hold the
+        // database for a moment after the last handle in this process was dropped. So a lock
+        // conflict is retried briefly before it is reported.
+        let deadline = std::time::Instant::now() + LOCK_RETRY;
+        let db = loop {
+            match sled::Config::new()
+                .path(dir)
+                .mode(sled::Mode::HighThroughput)
+                .open()
+            {
+                Ok(db) => break db,
+                Err(e) => {
+                    let text = e.to_string();
+                    if !text.contains("could not acquire lock") {
+                        return Err(StoreError::Io(format!(
+                            "opening state store {}: {text}",
+                            dir.display()
+                        )));
                     }
-                } else {
-                    StoreError::Io(format!("opening state store {}: {text}", dir.display()))
+                    if std::time::Instant::now() >= deadline {
+                        return Err(StoreError::Locked {
+                            path: dir.to_path_buf(),
+                            detail: text,
+                        });
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(10));
                 }
-            })?;
+            }
+        };
         let engine = db.open_tree("engine")?;
         let part = |p| Part {
             tree: engine.clone(),
@@ -754,7 +771,11 @@ impl SledJobStore {
                 .map_err(map_tx_err);
             match result {
                 Ok(v) => {
-                    self.flush()?;
+                    // Every write of these transactions comes with a history entry, so an empty
+                    // change list means nothing was written (a dedupe hit, a job not claimable).
+                    if !v.1.is_empty() {
+                        self.flush()?;
+                    }
                     return Ok(v);
                 }
                 // A record the transaction touched (the job, a parent or a child) is undecodable:

@@ -675,3 +675,65 @@ async fn corrupt_child_is_quarantined_and_parent_sees_it_failed() {
         q[0].reason
     );
 }
+
+struct QuickA;
+struct QuickB;
+
+impl Workflow for QuickA {
+    type State = ();
+    const KIND: &'static str = "quick-a";
+    const SCHEMA_VERSION: u32 = 1;
+    async fn step(&self, _ctx: StepContext, _s: ()) -> Result<Transition<()>, StepError> {
+        Ok(Transition::Complete {
+            state: (),
+            output: serde_json::Value::Null,
+        })
+    }
+}
+
+impl Workflow for QuickB {
+    type State = ();
+    const KIND: &'static str = "quick-b";
+    const SCHEMA_VERSION: u32 = 1;
+    async fn step(&self, _ctx: StepContext, _s: ()) -> Result<Transition<()>, StepError> {
+        Ok(Transition::Complete {
+            state: (),
+            output: serde_json::Value::Null,
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_kind_at_its_limit_does_not_starve_other_kinds() {
+    let dir = common::test_dir();
+    let clock = ManualClock::auto_advancing(t0());
+    let engine = Engine::open(dir.path(), opts(&clock)).unwrap();
+    engine.register(QuickA, KindLimits::new(1));
+    engine.register(QuickB, KindLimits::default());
+    for _ in 0..300 {
+        engine
+            .submit::<QuickA>((), SubmitOptions::default())
+            .unwrap();
+    }
+    clock.advance(Duration::from_secs(1));
+    let b = engine
+        .submit::<QuickB>((), SubmitOptions::default())
+        .unwrap();
+    let mut events = engine.subscribe();
+    engine.run_until_idle().await.unwrap();
+    let mut a_done_before_b = 0;
+    loop {
+        let ev = events.recv().await.unwrap();
+        if ev.status != JobStatus::Succeeded {
+            continue;
+        }
+        if ev.id == b {
+            break;
+        }
+        a_done_before_b += 1;
+    }
+    assert!(
+        a_done_before_b < 10,
+        "{a_done_before_b} quick-a jobs finished before the later quick-b job"
+    );
+}

@@ -792,6 +792,40 @@ impl SledJobStore {
         }
     }
 
+    /// A due entry whose job cannot be claimed should not exist (the index changes in the same
+    /// transaction as the record). If one does — damage, or a bug — the runner would find it
+    /// again and again; remove every due entry of `id` that does not match its record.
+    fn drop_stale_due_entries(&self, id: JobId) -> Result<(), StoreError> {
+        let mut stale = Vec::new();
+        for item in self.due.iter() {
+            let (key, _) = item?;
+            if key.get(8..).and_then(read_u64) == Some(id.0) {
+                stale.push(key);
+            }
+        }
+        if stale.is_empty() {
+            return Ok(());
+        }
+        let rec = match self.jobs.get(id_key(id))? {
+            Some(bytes) => decode_record(id, &bytes).ok(),
+            None => None,
+        };
+        let valid = rec.as_ref().and_then(|r| IndexKey::of(r).due);
+        let mut removed = 0;
+        for key in stale {
+            if valid.is_some_and(|d| read_u64(&key) == Some(d)) {
+                continue;
+            }
+            self.engine.remove(prefixed(P_DUE, &key))?;
+            removed += 1;
+        }
+        if removed > 0 {
+            tracing::warn!(job = %id, removed, "removed due-index entries that did not match the job record");
+            self.flush()?;
+        }
+        Ok(())
+    }
+
     fn kv_tree(&self, namespace: &str) -> Result<sled::Tree, StoreError> {
         Ok(self.db.open_tree(format!("kv/{namespace}"))?)
     }
@@ -840,6 +874,9 @@ impl JobStore for SledJobStore {
     ) -> Result<Option<(JobRecord, Changed)>, StoreError> {
         let lease_ms = to_ms(lease_until);
         let (rec, mut changed) = self.transact(now, |tx| tx.claim_job(id, owner, lease_ms))?;
+        if rec.is_none() {
+            self.drop_stale_due_entries(id)?;
+        }
         Ok(rec.and_then(|r| changed.pop().map(|c| (r, c))))
     }
 

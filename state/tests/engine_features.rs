@@ -737,3 +737,51 @@ async fn a_kind_at_its_limit_does_not_starve_other_kinds() {
         "{a_done_before_b} quick-a jobs finished before the later quick-b job"
     );
 }
+
+#[tokio::test]
+async fn a_stale_due_entry_is_dropped_not_spun_on() {
+    let dir = common::test_dir();
+    let clock = ManualClock::auto_advancing(t0());
+    let done = {
+        let engine = engine_with_kinds(dir.path(), &clock);
+        let id = engine
+            .submit::<Leaf>(
+                LeafState::Start {
+                    fail: false,
+                    wait: false,
+                },
+                SubmitOptions::default(),
+            )
+            .unwrap();
+        engine.run_until_idle().await.unwrap();
+        id
+    };
+    {
+        // Damage: a due entry for a finished job (and one for a job that does not exist).
+        let store = SledJobStore::open(dir.path()).unwrap();
+        let tree = store.db().open_tree("engine").unwrap();
+        for id in [done.0, 999_999] {
+            let key = [
+                &b"d"[..],
+                &(t0()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .unwrap()
+                    .as_millis() as u64)
+                    .to_be_bytes()[..],
+                &id.to_be_bytes()[..],
+            ]
+            .concat();
+            tree.insert(key, &b"leaf"[..]).unwrap();
+        }
+        store.db().flush().unwrap();
+    }
+    let engine = engine_with_kinds(dir.path(), &clock);
+    tokio::time::timeout(Duration::from_secs(10), engine.run_until_idle())
+        .await
+        .expect("run_until_idle must not spin on stale entries")
+        .unwrap();
+    assert_eq!(
+        engine.job(done).unwrap().unwrap().status(),
+        JobStatus::Succeeded
+    );
+}

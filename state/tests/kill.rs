@@ -54,7 +54,7 @@ fn sigkilled_worker_completes_every_job_exactly_once() {
             panic!("worker did not start: {line:?} ({status})");
         }
         // A random moment while it works.
-        std::thread::sleep(Duration::from_millis(rng.gen_range(5..120)));
+        std::thread::sleep(Duration::from_millis(rng.gen_range(5..80)));
         if child.try_wait().expect("try_wait").is_none() {
             child.kill().expect("SIGKILL worker");
             kills += 1;

@@ -40,7 +40,7 @@ impl Workflow for Steps {
     }
 
     async fn step(&self, ctx: StepContext, s: Progress) -> Result<Transition<Progress>, StepError> {
-        tokio::time::sleep(Duration::from_millis(2)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
         let line = format!("{} {}\n", ctx.job_id, s.done);
         std::fs::OpenOptions::new()
             .create(true)

@@ -157,9 +157,7 @@ impl SnapshotCatalog {
             .filter(|r| collection.map(|c| r.collection == c).unwrap_or(true))
             .filter(|r| env.map(|e| r.env == e).unwrap_or(true))
             .collect();
-        out.sort_by(|a, b| {
-            (b.started_at, b.export_job_id).cmp(&(a.started_at, a.export_job_id))
-        });
+        out.sort_by(|a, b| (b.started_at, b.export_job_id).cmp(&(a.started_at, a.export_job_id)));
         Ok(out)
     }
 

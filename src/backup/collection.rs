@@ -9,13 +9,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use time::OffsetDateTime;
 use tcb_state::{StepContext, StepError, Transition, Workflow};
+use time::OffsetDateTime;
 
 use crate::archive::{self, ArchiveError, ArchiveOptions};
 use crate::client::{
-    ApiError, ApiErrorKind, CloudBaseClient, ExportRequest, FileType, MigrateJobInfo,
-    MigrateStatus,
+    ApiError, ApiErrorKind, CloudBaseClient, ExportRequest, FileType, MigrateJobInfo, MigrateStatus,
 };
 use crate::manifest::{self, ExportFileType, Manifest};
 use crate::naming::{self, SnapshotPaths};
@@ -24,9 +23,7 @@ use super::catalog_store::SnapshotCatalog;
 use super::errors::step_error;
 use super::progress::{ProgressEvent, Target};
 use super::settings::WorkflowDeps;
-use super::state::{
-    CollectionOutput, CollectionState, ExportRef, Phase, PollProgress, StoredFile,
-};
+use super::state::{CollectionOutput, CollectionState, ExportRef, Phase, PollProgress, StoredFile};
 
 /// The workflow kind backing up one collection.
 #[derive(Clone)]
@@ -183,9 +180,7 @@ impl CollectionWorkflow {
                     Some(running) if running < now => Some(running + (now - running) / 2),
                     _ => Some(now),
                 };
-                let file = self
-                    .download(ctx, &st, &export, &info, ready_at)
-                    .await?;
+                let file = self.download(ctx, &st, &export, &info, ready_at).await?;
                 self.phase_event(
                     ctx,
                     &target,
@@ -356,7 +351,7 @@ impl CollectionWorkflow {
             .catalog
             .record_with_job(&m, &paths.manifest, Some(ctx.job_id.0))
             .map_err(|e| StepError::retryable(format!("{what}: catalog: {e}")))?;
-        if let Some(info_collection) = &self.deps.settings.info_collection {
+        if let Some(info_collection) = &st.spec.record_collection {
             self.record_info_document(ctx, &target, info_collection, &snapshot_id, &m)
                 .await?;
         }
@@ -590,9 +585,11 @@ mod tests {
         )
         .unwrap();
         std::fs::create_dir_all(&paths.dir).unwrap();
-        let temp = paths
-            .dir
-            .join(format!("{}{}-abcdef", naming::TEMP_PREFIX, paths.data_file_name()));
+        let temp = paths.dir.join(format!(
+            "{}{}-abcdef",
+            naming::TEMP_PREFIX,
+            paths.data_file_name()
+        ));
         let other = paths.dir.join("19700101T000000Z-100000002.jsonl.zst");
         for p in [&temp, &paths.data, &other] {
             std::fs::write(p, b"x").unwrap();

@@ -83,9 +83,17 @@ mod tests {
     fn env_concurrency_is_short_and_system_errors_have_no_hint() {
         let now = SystemTime::now();
         let e = step_error("x", &api("databasemigrateexport", -501004), now);
-        assert!(matches!(e, StepError::Retryable { retry_after: Some(d), .. } if d <= Duration::from_secs(5)));
+        assert!(
+            matches!(e, StepError::Retryable { retry_after: Some(d), .. } if d <= Duration::from_secs(5))
+        );
         let e = step_error("x", &api("databasemigrateexport", -1), now);
-        assert!(matches!(e, StepError::Retryable { retry_after: None, .. }));
+        assert!(matches!(
+            e,
+            StepError::Retryable {
+                retry_after: None,
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -29,7 +29,10 @@ pub struct PlanEnv {
     pub collections: CollectionSelection,
     /// Query overrides per collection name (default `db.collection("NAME").get()`).
     pub queries: BTreeMap<String, String>,
+    /// Fields to export when no query override is set (empty = every field).
+    pub fields: Vec<String>,
     pub file_type: ExportFileType,
+    pub record_collection: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -44,11 +47,20 @@ pub struct BackupPlan {
     pub apps: Vec<PlanApp>,
 }
 
-/// The query backing up a whole collection.
-pub fn default_query(collection: &str) -> String {
+/// The query backing up a whole collection (restricted to `fields` when not empty).
+pub fn default_query(collection: &str, fields: &[String]) -> String {
     // JSON string escaping is valid JavaScript string escaping; names are validated anyway.
-    let quoted = serde_json::Value::String(collection.to_string());
-    format!("db.collection({quoted}).get()")
+    let quote = |s: &str| serde_json::Value::String(s.to_string()).to_string();
+    let mut query = format!("db.collection({})", quote(collection));
+    if !fields.is_empty() {
+        let fields: Vec<String> = fields
+            .iter()
+            .map(|f| format!("{}:true", quote(f)))
+            .collect();
+        query.push_str(&format!(".field({{{}}})", fields.join(",")));
+    }
+    query.push_str(".get()");
+    query
 }
 
 pub(crate) fn globset(patterns: &[String]) -> Result<Option<GlobSet>, String> {
@@ -76,8 +88,18 @@ impl PlanEnv {
                 let mut out: Vec<String> = available
                     .unwrap_or(&[])
                     .iter()
-                    .filter(|n| include.as_ref().map(|g| g.is_match(n.as_str())).unwrap_or(true))
-                    .filter(|n| !exclude.as_ref().map(|g| g.is_match(n.as_str())).unwrap_or(false))
+                    .filter(|n| {
+                        include
+                            .as_ref()
+                            .map(|g| g.is_match(n.as_str()))
+                            .unwrap_or(true)
+                    })
+                    .filter(|n| {
+                        !exclude
+                            .as_ref()
+                            .map(|g| g.is_match(n.as_str()))
+                            .unwrap_or(false)
+                    })
                     .cloned()
                     .collect();
                 out.sort();
@@ -98,8 +120,9 @@ impl PlanEnv {
                 .queries
                 .get(collection)
                 .cloned()
-                .unwrap_or_else(|| default_query(collection)),
+                .unwrap_or_else(|| default_query(collection, &self.fields)),
             file_type: self.file_type,
+            record_collection: self.record_collection.clone(),
         }
     }
 
@@ -167,8 +190,13 @@ mod tests {
         PlanEnv {
             id: "prod".into(),
             collections: sel,
-            queries: BTreeMap::from([("orders".to_string(), "db.collection(\"orders\").where({a:1}).get()".to_string())]),
+            queries: BTreeMap::from([(
+                "orders".to_string(),
+                "db.collection(\"orders\").where({a:1}).get()".to_string(),
+            )]),
+            fields: vec![],
             file_type: ExportFileType::Json,
+            record_collection: None,
         }
     }
 
@@ -187,9 +215,15 @@ mod tests {
 
     #[test]
     fn queries_default_and_override() {
-        let e = env(CollectionSelection::Explicit(vec!["orders".into(), "users".into()]));
+        let e = env(CollectionSelection::Explicit(vec![
+            "orders".into(),
+            "users".into(),
+        ]));
         assert!(e.spec("wx", "orders").query.contains("where"));
-        assert_eq!(e.spec("wx", "users").query, "db.collection(\"users\").get()");
+        assert_eq!(
+            e.spec("wx", "users").query,
+            "db.collection(\"users\").get()"
+        );
     }
 
     #[test]
@@ -211,7 +245,10 @@ mod tests {
             app,
             &app.envs[0],
             vec!["ok".into(), "../evil".into()],
-            &RunSelection { envs: vec![], collections: vec![] },
+            &RunSelection {
+                envs: vec![],
+                collections: vec![],
+            },
             &mut problems,
         );
         assert_eq!(specs.len(), 1);

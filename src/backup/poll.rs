@@ -26,6 +26,8 @@ pub struct PollPolicy {
     pub max: Duration,
     /// Wait as a fraction of the time elapsed since the export was created.
     pub fraction: f64,
+    /// A wait is never more than this multiple of the previous one.
+    pub max_growth: f64,
     /// With history: plan the first poll at this fraction of the previous duration...
     pub history_lead: f64,
     /// ...then poll every `history_step` × previous duration until `history_window` × it.
@@ -42,8 +44,9 @@ impl Default for PollPolicy {
             min: Duration::from_secs(1),
             max: Duration::from_secs(30),
             fraction: 0.27,
-            history_lead: 0.9,
-            history_step: 0.05,
+            max_growth: 2.0,
+            history_lead: 0.92,
+            history_step: 0.07,
             history_window: 1.1,
             stall_timeout: Duration::from_secs(30 * 60),
         }
@@ -75,7 +78,7 @@ impl PollPolicy {
         }
         let mut wait = elapsed.mul_f64(self.fraction).clamp(self.min, self.max);
         if let Some(prev) = previous_wait {
-            wait = wait.min(prev.saturating_mul(2).max(self.min));
+            wait = wait.min(prev.mul_f64(self.max_growth.max(1.0)).max(self.min));
         }
         wait
     }
@@ -115,7 +118,8 @@ mod tests {
     fn sixty_second_export_with_history() {
         let p = PollPolicy::default();
         for hist in [54, 57, 60, 63, 66] {
-            let (calls, lag) = simulate(&p, Duration::from_secs(60), Some(Duration::from_secs(hist)));
+            let (calls, lag) =
+                simulate(&p, Duration::from_secs(60), Some(Duration::from_secs(hist)));
             assert!(calls <= 4, "history {hist}: {calls} calls");
             assert!(lag <= 0.10, "history {hist}: lag {lag}");
         }
@@ -131,12 +135,22 @@ mod tests {
             assert!(w <= p.max);
             if let Some(prev) = prev {
                 assert!(w >= p.min);
-                assert!(w <= prev * 2 + p.min);
+                assert!(w <= prev.mul_f64(p.max_growth) + p.min);
             }
             now += w;
             prev = Some(w);
         }
         assert_eq!(prev, Some(p.max));
+    }
+
+    #[test]
+    fn configured_growth_of_one_and_a_half_still_meets_the_targets() {
+        let p = PollPolicy {
+            max_growth: 1.5,
+            ..PollPolicy::default()
+        };
+        let (calls, lag) = simulate(&p, Duration::from_secs(60), None);
+        assert!(calls <= 16 && lag <= 0.20, "{calls} calls, lag {lag}");
     }
 
     #[test]

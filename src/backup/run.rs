@@ -79,7 +79,13 @@ impl RunWorkflow {
             let names = env
                 .select(available.as_deref())
                 .map_err(|e| StepError::permanent(format!("env {}: {e}", env.id)))?;
-            specs.extend(BackupPlan::finish(app, env, names, selection, &mut problems));
+            specs.extend(BackupPlan::finish(
+                app,
+                env,
+                names,
+                selection,
+                &mut problems,
+            ));
         }
         Ok((specs, problems))
     }

@@ -3,9 +3,12 @@
 
 use std::future::Future;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use tcb_state::{Engine, EngineError, EngineOptions, JobFilter, JobId, JobStatus, KindLimits, SubmitOptions};
+use tcb_state::{
+    Engine, EngineError, EngineOptions, JobFilter, JobId, JobStatus, KindLimits, SubmitOptions,
+};
 
 use super::catalog_store::SnapshotCatalog;
 use super::collection::CollectionWorkflow;
@@ -33,7 +36,7 @@ pub struct BackupService {
 /// How a drive ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DriveOutcome {
-    /// No runnable or waiting job is left.
+    /// Every awaited job is terminal.
     Idle,
     /// The shutdown future fired first (Ctrl-C); unfinished jobs resume next time.
     Interrupted,
@@ -58,7 +61,10 @@ impl BackupService {
             CollectionWorkflow::new(deps.clone(), catalog.clone()),
             KindLimits::new(concurrency.collections),
         );
-        engine.register(RunWorkflow::new(deps.clone(), Arc::new(plan)), KindLimits::default());
+        engine.register(
+            RunWorkflow::new(deps.clone(), Arc::new(plan)),
+            KindLimits::default(),
+        );
         Ok(BackupService {
             engine,
             catalog,
@@ -77,27 +83,52 @@ impl BackupService {
             active_only: true,
             ..JobFilter::default()
         };
-        Ok(self.engine.list(&filter)?.into_iter().map(|s| s.id).collect())
+        Ok(self
+            .engine
+            .list(&filter)?
+            .into_iter()
+            .map(|s| s.id)
+            .collect())
     }
 
     /// Submits a new run for `selection`.
     pub fn submit_run(&self, selection: RunSelection) -> Result<JobId, EngineError> {
         let label = describe(&selection);
-        self.engine.submit::<RunWorkflow>(
-            RunState::Start { selection },
-            SubmitOptions::label(label),
-        )
+        self.engine
+            .submit::<RunWorkflow>(RunState::Start { selection }, SubmitOptions::label(label))
     }
 
-    /// Runs jobs until none is runnable or waiting, or until `shutdown` fires.
+    /// Runs the engine until every job in `until_done` is terminal (their children with them),
+    /// or until `interrupt` fires; then stops gracefully (running steps get the engine's
+    /// shutdown grace to commit, the rest resumes next time).
     pub async fn drive(
         &self,
-        shutdown: impl Future<Output = ()>,
+        until_done: &[JobId],
+        interrupt: impl Future<Output = ()>,
     ) -> Result<DriveOutcome, EngineError> {
-        tokio::select! {
-            r = self.engine.run_until_idle() => r.map(|()| DriveOutcome::Idle),
-            () = shutdown => Ok(DriveOutcome::Interrupted),
-        }
+        let interrupted = Arc::new(AtomicBool::new(false));
+        let flag = interrupted.clone();
+        let engine = self.engine.clone();
+        let jobs = until_done.to_vec();
+        let stop = async move {
+            let all_done = async {
+                for job in &jobs {
+                    if let Err(e) = engine.wait(*job).await {
+                        tracing::warn!(%job, error = %e, "cannot wait for job");
+                    }
+                }
+            };
+            tokio::select! {
+                () = interrupt => flag.store(true, Ordering::SeqCst),
+                () = all_done => {}
+            }
+        };
+        self.engine.run(stop).await?;
+        Ok(if interrupted.load(Ordering::SeqCst) {
+            DriveOutcome::Interrupted
+        } else {
+            DriveOutcome::Idle
+        })
     }
 
     pub fn report(&self, run: JobId) -> Result<RunReport, EngineError> {

@@ -24,9 +24,6 @@ pub struct WorkflowSettings {
     pub retry: RetryPolicy,
     /// Longest a single step may run (a download of a large export is one step).
     pub step_timeout: Duration,
-    /// Also record each snapshot as a document in this collection of the backed-up env
-    /// (the cloud-function recipe's `db_back_info`); None = off.
-    pub info_collection: Option<String>,
 }
 
 impl WorkflowSettings {
@@ -37,7 +34,6 @@ impl WorkflowSettings {
             poll: PollPolicy::default(),
             retry: RetryPolicy::default(),
             step_timeout: Duration::from_secs(6 * 3600),
-            info_collection: None,
         }
     }
 }

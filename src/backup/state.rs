@@ -25,6 +25,10 @@ pub struct CollectionSpec {
     /// The export query exactly as sent (`db.collection("NAME").get()` unless overridden).
     pub query: String,
     pub file_type: ExportFileType,
+    /// Also add a document describing the snapshot to this collection of the same env
+    /// (`db_back_info` style); None = off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record_collection: Option<String>,
 }
 
 /// A `backup.collection` job's state: its spec plus the phase it reached.
@@ -111,7 +115,9 @@ pub enum Phase {
         token_expires_at: OffsetDateTime,
     },
     /// The export job exists on the server; committed before any status call.
-    ExportCreated { export: ExportRef },
+    ExportCreated {
+        export: ExportRef,
+    },
     /// Waiting for the export to finish.
     Polling {
         export: ExportRef,
@@ -204,6 +210,7 @@ mod tests {
             },
             query: "db.collection(\"orders\").get()".into(),
             file_type: ExportFileType::Json,
+            record_collection: None,
         };
         let mut st = CollectionState::new(spec);
         st.phase = Phase::TokenAcquired {

@@ -171,7 +171,10 @@ impl ProgressSink for ProgressDisplay {
                     let job = export_job_id
                         .map(|j| format!(" (export job {j})"))
                         .unwrap_or_default();
-                    let detail = detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default();
+                    let detail = detail
+                        .as_deref()
+                        .map(|d| format!(": {d}"))
+                        .unwrap_or_default();
                     eprintln!("{target}: {phase}{job}{detail}");
                 }
                 ProgressEvent::Bytes { .. } => {}
@@ -181,7 +184,11 @@ impl ProgressSink for ProgressDisplay {
                     message,
                     ..
                 } => {
-                    let what = if *retrying { "retrying after" } else { "failed" };
+                    let what = if *retrying {
+                        "retrying after"
+                    } else {
+                        "failed"
+                    };
                     eprintln!("{target}: {what}: {message}");
                 }
             },
@@ -202,7 +209,10 @@ impl ProgressSink for ProgressDisplay {
                         let job = export_job_id
                             .map(|j| format!(" job {j}"))
                             .unwrap_or_default();
-                        let detail = detail.as_deref().map(|d| format!(" {d}")).unwrap_or_default();
+                        let detail = detail
+                            .as_deref()
+                            .map(|d| format!(" {d}"))
+                            .unwrap_or_default();
                         bar.set_message(format!("{phase}{job}{detail}"));
                     }
                     ProgressEvent::Bytes { bytes, total, .. } => {

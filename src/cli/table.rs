@@ -105,9 +105,9 @@ mod tests {
         t.row(vec!["long-name".into(), "10.0 KiB".into(), "".into()]);
         let s = t.render();
         let lines: Vec<&str> = s.lines().collect();
-        assert_eq!(lines[0], "NAME            SIZE  NOTE");
-        assert_eq!(lines[2], "a                1 B  x");
-        assert_eq!(lines[3], "long-name   10.0 KiB");
+        assert_eq!(lines[0], format!("NAME{}SIZE  NOTE", " ".repeat(11)));
+        assert_eq!(lines[2], format!("a{}1 B  x", " ".repeat(15)));
+        assert_eq!(lines[3], "long-name  10.0 KiB");
     }
 
     #[test]

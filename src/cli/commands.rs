@@ -394,14 +394,15 @@ fn snapshots(g: &GlobalArgs, a: SnapshotsArgs, out: Output) -> Result<ExitStatus
             ("STORED", true),
         ]);
         for s in &list {
+            let m = s.manifest();
             t.row(vec![
-                s.id.clone(),
+                s.id().to_string(),
                 s.time_text(),
-                s.env.clone(),
-                s.collection.clone(),
-                s.records.to_string(),
-                human_bytes(s.bytes_raw),
-                human_bytes(s.bytes_stored),
+                m.env.clone(),
+                m.collection.clone(),
+                m.records.to_string(),
+                human_bytes(m.bytes_raw),
+                human_bytes(m.bytes_stored),
             ]);
         }
         out.text(&t.render());
@@ -419,24 +420,29 @@ struct ShowOutput {
 fn show(g: &GlobalArgs, a: ShowArgs, out: Output) -> Result<ExitStatus, CliError> {
     let (engine, _) = open_existing_store(g)?;
     let catalog = SnapshotCatalog::new(engine.kv(SnapshotCatalog::NAMESPACE));
-    let (snapshot, job) = if let Ok(n) = a.id.trim().parse::<u64>() {
-        let job = engine.job(JobId(n)).map_err(engine_error)?;
-        let snapshot = match &job {
-            Some(v) => collection_row(v)
+    let query = a.id.trim();
+    // A number is an engine job id when such a job exists, else an export job id.
+    let job_by_id = match query.parse::<u64>() {
+        Ok(n) => engine.job(JobId(n)).map_err(engine_error)?,
+        Err(_) => None,
+    };
+    let (snapshot, job) = match job_by_id {
+        Some(v) => {
+            let snapshot = collection_row(&v)
                 .snapshot_id
-                .and_then(|id| catalog.get(&id).ok().flatten()),
-            None => None,
-        };
-        (snapshot, job)
-    } else {
-        let snapshot = catalog
-            .get(a.id.trim())
-            .map_err(|e| CliError::error(e.to_string()))?;
-        let job = match snapshot.as_ref().and_then(|s| s.job) {
-            Some(j) => engine.job(JobId(j)).map_err(engine_error)?,
-            None => None,
-        };
-        (snapshot, job)
+                .and_then(|id| catalog.get(&id).ok().flatten());
+            (snapshot, Some(v))
+        }
+        None => {
+            let snapshot = catalog
+                .find(query)
+                .map_err(|e| CliError::error(format!("{e} (see `tcb-backup snapshots`)")))?;
+            let job = match snapshot.job {
+                Some(j) => engine.job(JobId(j)).map_err(engine_error)?,
+                None => None,
+            };
+            (Some(snapshot), job)
+        }
     };
     if snapshot.is_none() && job.is_none() {
         return Err(CliError::error(format!(
@@ -448,20 +454,21 @@ fn show(g: &GlobalArgs, a: ShowArgs, out: Output) -> Result<ExitStatus, CliError
     out.document(&result);
     if !out.is_json() {
         if let Some(s) = &result.snapshot {
-            out.text(&format!("snapshot {}", s.id));
+            let m = s.manifest();
+            out.text(&format!("snapshot {}", s.id()));
             out.text(&format!(
                 "  app {}  env {}  collection {}\n  export job {}  records {}  size {} (stored {})\n  sha256 {}\n  time {}\n  data {}\n  manifest {}",
-                s.appid,
-                s.env,
-                s.collection,
-                s.export_job_id,
-                s.records,
-                human_bytes(s.bytes_raw),
-                human_bytes(s.bytes_stored),
-                s.sha256_raw,
+                m.appid,
+                m.env,
+                m.collection,
+                m.export_job_id,
+                m.records,
+                human_bytes(m.bytes_raw),
+                human_bytes(m.bytes_stored),
+                m.sha256_raw,
                 s.time_text(),
-                s.data_path.display(),
-                s.manifest_path.display()
+                s.entry.data_path.display(),
+                s.entry.manifest_path.display()
             ));
         }
         if let Some(v) = &result.job {

@@ -449,6 +449,28 @@ pub fn inspect_snapshot(
     })
 }
 
+/// The summary of a snapshot file that is already stored (read completely). For resuming after
+/// a crash between publishing the data file and recording it: instead of downloading again
+/// (which would fail with [`ArchiveError::AlreadyExists`]), check the existing file's record
+/// count against the server's and record it.
+pub fn summarize_existing(
+    path: &Path,
+    file_type: ExportFileType,
+) -> Result<ArchiveSummary, ArchiveError> {
+    let check = inspect_snapshot(path, true, file_type)?;
+    let data = check.data.ok_or_else(|| ArchiveError::Corrupt {
+        path: path.to_path_buf(),
+        message: "content was not read".into(),
+    })?;
+    Ok(ArchiveSummary {
+        bytes_raw: data.bytes_raw,
+        bytes_stored: check.bytes_stored,
+        records: data.records,
+        sha256_raw: data.sha256_raw,
+        sha256_stored: check.sha256_stored,
+    })
+}
+
 /// Checks the snapshot file at `path` against `manifest`: size and sha256 of the stored file,
 /// and with `read_data` also the raw size, raw sha256 and record count.
 pub fn verify_snapshot(

@@ -465,7 +465,7 @@ pub fn find<'a>(entries: &'a [CatalogEntry], query: &str) -> Result<&'a CatalogE
 mod tests {
     use super::*;
     use crate::archive::{write_snapshot, ArchiveOptions};
-    use crate::manifest::{write_manifest, FORMAT_VERSION, TOOL_VERSION};
+    use crate::manifest::{write_manifest, SnapshotInfo};
     use crate::naming::snapshot_paths;
     use bytes::Bytes;
     use time::macros::datetime;
@@ -491,25 +491,21 @@ mod tests {
         )
         .await
         .unwrap();
-        let manifest = Manifest {
-            format_version: FORMAT_VERSION,
-            tool_version: TOOL_VERSION.into(),
-            appid: "wx1".into(),
-            env: env.into(),
-            collection: collection.into(),
-            query: format!("db.collection({collection:?}).get()"),
-            file_type: Default::default(),
-            export_job_id: job,
-            records: summary.records,
-            bytes_raw: summary.bytes_raw,
-            bytes_stored: summary.bytes_stored,
-            sha256_raw: summary.sha256_raw,
-            sha256_stored: summary.sha256_stored,
-            started_at: at,
-            finished_at: at + time::Duration::seconds(5),
-            export_ready_at: None,
-            data_file: paths.data_file_name(),
-        };
+        let manifest = Manifest::for_snapshot(
+            SnapshotInfo {
+                appid: "wx1".into(),
+                env: env.into(),
+                collection: collection.into(),
+                query: format!("db.collection({collection:?}).get()"),
+                file_type: Default::default(),
+                export_job_id: job,
+                started_at: at,
+                export_ready_at: None,
+            },
+            &summary,
+            &paths,
+            at + time::Duration::seconds(5),
+        );
         write_manifest(&paths.manifest, &manifest).unwrap();
         CatalogEntry::new(manifest, &paths.manifest)
     }

@@ -113,7 +113,48 @@ fn is_sha256_hex(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
+/// What the workflow knows about a snapshot besides what the archive writer measured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotInfo {
+    pub appid: String,
+    pub env: String,
+    pub collection: String,
+    pub query: String,
+    pub file_type: ExportFileType,
+    pub export_job_id: u64,
+    pub started_at: OffsetDateTime,
+    pub export_ready_at: Option<OffsetDateTime>,
+}
+
 impl Manifest {
+    /// The manifest of a snapshot stored at `paths` (current format and tool version).
+    pub fn for_snapshot(
+        info: SnapshotInfo,
+        summary: &crate::archive::ArchiveSummary,
+        paths: &naming::SnapshotPaths,
+        finished_at: OffsetDateTime,
+    ) -> Manifest {
+        Manifest {
+            format_version: FORMAT_VERSION,
+            tool_version: TOOL_VERSION.to_string(),
+            appid: info.appid,
+            env: info.env,
+            collection: info.collection,
+            query: info.query,
+            file_type: info.file_type,
+            export_job_id: info.export_job_id,
+            records: summary.records,
+            bytes_raw: summary.bytes_raw,
+            bytes_stored: summary.bytes_stored,
+            sha256_raw: summary.sha256_raw.clone(),
+            sha256_stored: summary.sha256_stored.clone(),
+            started_at: info.started_at,
+            finished_at,
+            export_ready_at: info.export_ready_at,
+            data_file: paths.data_file_name(),
+        }
+    }
+
     /// Checks the invariants that serde cannot: names, checksums, data file name, times.
     /// `path` is only used in error messages.
     pub fn validate(&self, path: &Path) -> Result<(), ManifestError> {

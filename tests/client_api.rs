@@ -395,6 +395,26 @@ async fn download_streams_and_maps_statuses() {
     assert_eq!(err.class(), ErrorClass::Transient);
     let err = c.download("http://files.example.com/x").await.unwrap_err();
     assert!(matches!(err.kind, ApiErrorKind::InsecureUrl(_)));
+    // redirects are followed only under the same https-or-loopback rule
+    fake.script(
+        "file",
+        [Reply::Redirect(format!("{}/files/big.json", fake.base))],
+    );
+    let dl = c
+        .download(&format!("{}/files/elsewhere", fake.base))
+        .await
+        .unwrap();
+    assert_eq!(dl.content_length, Some(3_000_000));
+    fake.script(
+        "file",
+        [Reply::Redirect("http://files.example.com/big.json".into())],
+    );
+    let err = c
+        .download(&format!("{}/files/elsewhere", fake.base))
+        .await
+        .unwrap_err();
+    assert!(matches!(err.kind, ApiErrorKind::InsecureUrl(_)), "{err}");
+    assert!(!err.to_string().contains("example.com"), "{err}");
     let err = c.download("not a url").await.unwrap_err();
     assert!(matches!(err.kind, ApiErrorKind::InvalidResponse(_)));
 }
@@ -479,7 +499,7 @@ async fn oversized_json_is_cut_off() {
     let big = json!({"errcode":0,"errmsg":"ok","count":1,"pad":"x".repeat(100_000)});
     fake.script("databasecount", [Reply::Json(big)]);
     let err = c.database_count("env", "q").await.unwrap_err();
-    assert_eq!(err.kind, ApiErrorKind::TooLarge { limit: 4096 });
+    assert_eq!(err.kind, ApiErrorKind::TooLarge);
     // a body without Content-Length (chunked) is cut off while reading
     let chunked = chunked_server(200_000).await;
     let cfg = ClientConfig {
@@ -488,7 +508,7 @@ async fn oversized_json_is_cut_off() {
     };
     let c3 = CloudBaseClient::new(cfg, creds(TokenMode::Stable)).unwrap();
     let err = c3.ensure_token().await.unwrap_err();
-    assert_eq!(err.kind, ApiErrorKind::TooLarge { limit: 4096 }, "{err}");
+    assert_eq!(err.kind, ApiErrorKind::TooLarge, "{err}");
 }
 
 /// A raw HTTP server that answers every request with a chunked body of `n` bytes.
@@ -576,4 +596,47 @@ async fn insecure_api_base_is_refused_unless_opted_in() {
     };
     assert!(CloudBaseClient::new(cfg, creds(TokenMode::Stable)).is_ok());
     assert!(CloudBaseClient::new(ClientConfig::default(), creds(TokenMode::Stable)).is_ok());
+}
+
+/// A raw server that promises `promised` bytes and sends only `sent` before closing.
+async fn truncating_server(promised: usize, sent: usize) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = sock.read(&mut buf).await;
+            let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {promised}\r\n\r\n");
+            let _ = sock.write_all(head.as_bytes()).await;
+            let _ = sock.write_all(&vec![b'x'; sent]).await;
+            let _ = sock.shutdown().await;
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn truncated_download_ends_in_an_error_not_a_short_success() {
+    let fake = Fake::start();
+    let c = stable(&fake);
+    let base = truncating_server(10_000, 4_000).await;
+    let dl = c.download(&format!("{base}/f")).await.unwrap();
+    assert_eq!(dl.content_length, Some(10_000));
+    let mut stream = dl.stream;
+    let mut got = 0usize;
+    let mut error = None;
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(b) => got += b.len(),
+            Err(e) => {
+                error = Some(e);
+                break;
+            }
+        }
+    }
+    let err = error.expect("a truncated body must surface as an error");
+    assert!(got <= 4_000);
+    assert_eq!(err.endpoint, "download");
+    assert_eq!(err.class(), ErrorClass::Transient, "{err}");
 }

@@ -274,3 +274,50 @@ async fn token_endpoint_hostile_bodies() {
     assert_eq!(err.class(), ErrorClass::Transient, "{err}");
     c.ensure_token().await.unwrap();
 }
+
+#[tokio::test]
+async fn absurd_expires_in_is_capped_not_a_panic() {
+    let fake = Fake::start();
+    let c = client(&fake, TokenMode::Stable);
+    fake.script(
+        "stable_token",
+        [Reply::Json(
+            json!({"access_token": "abcdefghijklmnop", "expires_in": u64::MAX}),
+        )],
+    );
+    let exp = c.ensure_token().await.unwrap();
+    assert!(exp <= SystemTime::now() + Duration::from_secs(24 * 3600 + 60));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_report_of_an_old_token_does_not_drop_the_new_one() {
+    let fake = Fake::start();
+    let c = client(&fake, TokenMode::Stable);
+    c.ensure_token().await.unwrap();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    fake.script(
+        "databasecount",
+        [Reply::Hold(
+            gate.clone(),
+            Box::new(Reply::Json(
+                json!({"errcode": 40001, "errmsg": "old token rid: z"}),
+            )),
+        )],
+    );
+    // B's call (with the first token) is held by the server...
+    let b = {
+        let c = c.clone();
+        tokio::spawn(async move { c.database_count("env", "q").await })
+    };
+    while fake.pending_scripts("databasecount") > 0 {
+        tokio::task::yield_now().await;
+    }
+    // ...while A finds the token dead and refreshes it.
+    fake.revoke_all();
+    assert_eq!(c.database_count("env", "q").await.unwrap(), 3);
+    assert_eq!(c.token_fetches(), 2);
+    // B's 40001 for the *old* token now arrives: it must not discard the new token.
+    gate.add_permits(1);
+    assert_eq!(b.await.unwrap().unwrap(), 3);
+    assert_eq!(c.token_fetches(), 2);
+}

@@ -109,6 +109,10 @@ async fn stores_the_export_unmodified_and_verifiably() {
     manifest.bytes_stored = summary.bytes_stored;
     manifest.sha256_raw = summary.sha256_raw.clone();
     manifest.sha256_stored = summary.sha256_stored.clone();
+    assert_eq!(
+        summarize_existing(&paths.data, ExportFileType::Json).unwrap(),
+        summary
+    );
     let check = verify_snapshot(&paths.data, &manifest, true).unwrap();
     assert_eq!(check.data.unwrap().records, 3);
     verify_snapshot(&paths.data, &manifest, false).unwrap();
@@ -560,4 +564,42 @@ fn large_export_child() {
         .try_fold(0u64, |n, line| line.map(|_| n + 1))
         .unwrap();
     assert_eq!(lines, total_records);
+}
+
+/// Dropping the write future mid-download (a cancelled task) removes the temp file and
+/// publishes nothing. Dropping the runtime waits for the writer thread, so the check that
+/// follows sees its final state.
+#[test]
+fn cancelled_write_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut first = Vec::new();
+    while first.len() < 2 * PROGRESS_EVERY_BYTES as usize {
+        first.extend_from_slice(b"{\"padding\":\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"}\n");
+    }
+    let source =
+        stream::iter(vec![Ok::<_, FakeDownloadError>(Bytes::from(first))]).chain(stream::pending());
+    let task = rt.spawn(async move {
+        let opts = ArchiveOptions {
+            progress: Some(Arc::new(move |_| {
+                let _ = started_tx.send(());
+            })),
+            ..Default::default()
+        };
+        write_snapshot(source, &paths_in(&root), opts).await
+    });
+    // The writer has created its temp file and processed the first chunk.
+    started_rx.recv().unwrap();
+    let temp_files = listing(dir.path());
+    assert_eq!(temp_files.len(), 1, "{temp_files:?}");
+    assert!(temp_files[0].contains("/.tmp-"), "{temp_files:?}");
+    task.abort();
+    drop(rt);
+    assert_eq!(listing(dir.path()), Vec::<String>::new());
 }

@@ -213,9 +213,9 @@ pub enum ApiErrorKind {
     /// The response did not have the documented shape (bad JSON, wrong types, missing fields).
     #[error("invalid response: {0}")]
     InvalidResponse(String),
-    /// The JSON response exceeded the configured size cap.
-    #[error("response larger than the configured limit of {limit} bytes")]
-    TooLarge { limit: usize },
+    /// The JSON response exceeded the configured size cap (`max_json_bytes`).
+    #[error("response larger than the configured max_json_bytes limit")]
+    TooLarge,
     /// A URL (configured or returned by the server) is not https and not loopback.
     #[error("refusing insecure URL (https required except for loopback): {0}")]
     InsecureUrl(String),
@@ -270,7 +270,7 @@ impl ApiError {
             ApiErrorKind::NotFound => ErrorClass::PermanentRequest,
             ApiErrorKind::Transport(_) | ApiErrorKind::Timeout => ErrorClass::Transient,
             ApiErrorKind::InvalidResponse(_) => ErrorClass::Transient,
-            ApiErrorKind::TooLarge { .. } => ErrorClass::PermanentRequest,
+            ApiErrorKind::TooLarge => ErrorClass::PermanentRequest,
             ApiErrorKind::InsecureUrl(_) | ApiErrorKind::Config(_) => ErrorClass::PermanentConfig,
         }
     }

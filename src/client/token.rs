@@ -26,6 +26,9 @@ use super::types::TokenResponse;
 /// Largest refresh-ahead margin (the stable_token rotation window).
 const MAX_REFRESH_MARGIN: Duration = Duration::from_secs(300);
 
+/// Longest token lifetime believed, whatever `expires_in` says.
+const MAX_TOKEN_LIFETIME_SECS: u64 = 24 * 3600;
+
 /// After a failed refresh-ahead, how long the still-valid token is used before trying again.
 const REFRESH_RETRY_DELAY: Duration = Duration::from_secs(30);
 
@@ -243,7 +246,8 @@ impl TokenCache {
             )));
         }
         let now = self.clock.now();
-        let lifetime = Duration::from_secs(parsed.expires_in);
+        // Documented lifetimes are <= 7200 s; a hostile value must not overflow the clock math.
+        let lifetime = Duration::from_secs(parsed.expires_in.min(MAX_TOKEN_LIFETIME_SECS));
         let handle = TokenHandle {
             token: AccessToken(parsed.access_token),
             generation: self.next_generation.fetch_add(1, Ordering::SeqCst),

@@ -14,6 +14,9 @@ use super::redact::{redact, reqwest_message};
 /// Most redirects followed for a download (COS may redirect; the API never should).
 const MAX_REDIRECTS: usize = 5;
 
+/// Message of a refused redirect; recognised again when mapping the reqwest error.
+const INSECURE_REDIRECT: &str = "redirect to an insecure URL refused";
+
 /// Error bodies (COS XML, HTML error pages) are read only this far.
 pub(crate) const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
 
@@ -67,7 +70,6 @@ impl Transport {
             .connect_timeout(cfg.connect_timeout)
             .timeout(cfg.request_timeout)
             .redirect(reqwest::redirect::Policy::none())
-            .https_only(false)
             .build()
             .map_err(build_err)?;
         let allow = cfg.allow_insecure_http;
@@ -75,7 +77,7 @@ impl Transport {
             if attempt.previous().len() >= MAX_REDIRECTS {
                 attempt.error("too many redirects")
             } else if check_url(attempt.url(), allow).is_err() {
-                attempt.error("redirect to an insecure URL refused")
+                attempt.error(INSECURE_REDIRECT)
             } else {
                 attempt.follow()
             }
@@ -99,7 +101,12 @@ pub(crate) fn map_reqwest(endpoint: &str, err: reqwest::Error) -> ApiError {
     if err.is_timeout() {
         return ApiError::new(endpoint, ApiErrorKind::Timeout);
     }
-    ApiError::new(endpoint, ApiErrorKind::Transport(reqwest_message(err)))
+    let redirect = err.is_redirect();
+    let msg = reqwest_message(err);
+    if redirect && msg.contains(INSECURE_REDIRECT) {
+        return ApiError::new(endpoint, ApiErrorKind::InsecureUrl(msg));
+    }
+    ApiError::new(endpoint, ApiErrorKind::Transport(msg))
 }
 
 /// Reads a response body chunk by chunk, failing with `TooLarge` once it exceeds `limit`.
@@ -109,12 +116,12 @@ pub(crate) async fn read_capped(
     limit: usize,
 ) -> Result<Vec<u8>, ApiError> {
     if resp.content_length().is_some_and(|len| len > limit as u64) {
-        return Err(ApiError::new(endpoint, ApiErrorKind::TooLarge { limit }));
+        return Err(ApiError::new(endpoint, ApiErrorKind::TooLarge));
     }
     let mut body = Vec::new();
     while let Some(chunk) = resp.chunk().await.map_err(|e| map_reqwest(endpoint, e))? {
         if body.len() + chunk.len() > limit {
-            return Err(ApiError::new(endpoint, ApiErrorKind::TooLarge { limit }));
+            return Err(ApiError::new(endpoint, ApiErrorKind::TooLarge));
         }
         body.extend_from_slice(&chunk);
     }

@@ -57,7 +57,7 @@ impl ConflictMode {
 }
 
 /// Body of `databasemigrateexport` (minus `env`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ExportRequest {
     pub file_path: String,
     pub file_type: FileType,
@@ -66,7 +66,7 @@ pub struct ExportRequest {
 }
 
 /// Body of `databasemigrateimport` (minus `env`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ImportRequest {
     pub collection_name: String,
     pub file_path: String,
@@ -75,8 +75,9 @@ pub struct ImportRequest {
     pub conflict_mode: ConflictMode,
 }
 
-/// State of a migrate (export/import) job.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// State of a migrate (export/import) job. Serialises as the wire string.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(from = "String", into = "String")]
 pub enum MigrateStatus {
     Success,
     Fail,
@@ -100,6 +101,18 @@ impl MigrateStatus {
     }
 }
 
+impl From<String> for MigrateStatus {
+    fn from(s: String) -> Self {
+        MigrateStatus::from_wire(&s)
+    }
+}
+
+impl From<MigrateStatus> for String {
+    fn from(s: MigrateStatus) -> Self {
+        s.to_string()
+    }
+}
+
 impl fmt::Display for MigrateStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -111,7 +124,7 @@ impl fmt::Display for MigrateStatus {
 }
 
 /// Result of `databasemigratequeryinfo`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MigrateJobInfo {
     pub status: MigrateStatus,
     pub record_success: u64,
@@ -123,7 +136,7 @@ pub struct MigrateJobInfo {
 }
 
 /// One collection from `databasecollectionget`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 pub struct CollectionInfo {
     pub name: String,
     #[serde(default, deserialize_with = "lenient_u64")]
@@ -137,7 +150,7 @@ pub struct CollectionInfo {
 }
 
 /// The capitalised `pager` object of list/query responses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
 pub struct Pager {
     #[serde(rename = "Offset", default, deserialize_with = "lenient_u64")]
     pub offset: u64,
@@ -155,7 +168,7 @@ pub struct QueryPage {
 }
 
 /// One entry of `batchdownloadfile`'s `file_list`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DownloadLink {
     pub fileid: String,
     /// `None` when the server sent no or an empty URL (then `status` is non-zero).
@@ -166,7 +179,7 @@ pub struct DownloadLink {
 }
 
 /// One entry of `batchdeletefile`'s `delete_list`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DeleteResult {
     pub fileid: String,
     /// 0 = deleted; otherwise an errcode.
@@ -449,6 +462,14 @@ mod tests {
         let v: Vec<DeleteResult> = r.delete_list.into_iter().map(Into::into).collect();
         assert_eq!(v[1].fileid, "cloud://b");
         assert_eq!(v[2].status, -503003);
+    }
+
+    #[test]
+    fn migrate_status_round_trips_as_its_wire_string() {
+        let s = serde_json::to_string(&MigrateStatus::Running("reading".into())).unwrap();
+        assert_eq!(s, "\"reading\"");
+        let back: MigrateStatus = serde_json::from_str("\"success\"").unwrap();
+        assert_eq!(back, MigrateStatus::Success);
     }
 
     #[test]

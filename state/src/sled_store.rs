@@ -8,10 +8,11 @@
 //! sled's log) before the method returns.
 
 use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::SystemTime;
 
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
-use sled::Transactional;
+use sled::IVec;
 
 use crate::clock::{from_ms, to_ms};
 use crate::error::StoreError;
@@ -20,17 +21,166 @@ use crate::types::{HistoryEntry, HistoryEvent, JobFilter, JobId, JobStatus, Quar
 
 type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
 
+/// Group commit: concurrent callers that need their writes durable share one sled flush.
+/// A caller's writes are covered by any flush that *starts* after they were written; a caller
+/// that finds a flush in progress waits for it and, if that one started too early, for the next.
+#[derive(Default)]
+struct GroupFlush {
+    state: Mutex<FlushState>,
+    done: Condvar,
+}
+
+#[derive(Default)]
+struct FlushState {
+    /// Tickets handed out so far (each ticket = "my writes are in sled's memory").
+    issued: u64,
+    /// Every ticket up to this one is durable.
+    durable: u64,
+    flushing: bool,
+}
+
+impl GroupFlush {
+    fn flush(&self, db: &sled::Db) -> Result<(), StoreError> {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.issued += 1;
+        let ticket = st.issued;
+        loop {
+            if st.durable >= ticket {
+                return Ok(());
+            }
+            if !st.flushing {
+                st.flushing = true;
+                let covers = st.issued;
+                drop(st);
+                let result = db.flush();
+                st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                st.flushing = false;
+                if result.is_ok() {
+                    st.durable = st.durable.max(covers);
+                }
+                self.done.notify_all();
+                result?;
+                continue;
+            }
+            st = self.done.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
 /// The sled-backed store. Cheap to clone (sled handles are reference-counted).
 #[derive(Clone)]
 pub struct SledJobStore {
     db: sled::Db,
-    jobs: sled::Tree,
-    due: sled::Tree,
-    active: sled::Tree,
-    history: sled::Tree,
-    links: sled::Tree,
-    dedupe: sled::Tree,
-    quarantine: sled::Tree,
+    group: Arc<GroupFlush>,
+    /// One tree holds every job-related keyspace (a one-tree sled transaction is much cheaper
+    /// than one spanning seven trees); each keyspace has a one-byte prefix.
+    engine: sled::Tree,
+    jobs: Part,
+    due: Part,
+    active: Part,
+    history: Part,
+    links: Part,
+    quarantine: Part,
+}
+
+const P_JOBS: u8 = b'j';
+const P_DUE: u8 = b'd';
+const P_ACTIVE: u8 = b'a';
+const P_HISTORY: u8 = b'h';
+const P_LINKS: u8 = b'l';
+const P_DEDUPE: u8 = b'k';
+const P_QUARANTINE: u8 = b'q';
+
+fn prefixed(p: u8, k: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(k.len() + 1);
+    v.push(p);
+    v.extend_from_slice(k);
+    v
+}
+
+type KvItem = sled::Result<(IVec, IVec)>;
+
+/// One prefixed keyspace of the engine tree, outside transactions. Keys it returns are
+/// stripped of the prefix.
+#[derive(Clone)]
+struct Part {
+    tree: sled::Tree,
+    p: u8,
+}
+
+impl Part {
+    fn strip(p: u8, item: KvItem) -> Option<KvItem> {
+        match item {
+            Ok((k, v)) => match k.split_first() {
+                Some((first, rest)) if *first == p => Some(Ok((IVec::from(rest), v))),
+                _ => None,
+            },
+            Err(e) => Some(Err(e)),
+        }
+    }
+
+    fn get(&self, k: impl AsRef<[u8]>) -> sled::Result<Option<IVec>> {
+        self.tree.get(prefixed(self.p, k.as_ref()))
+    }
+
+    fn scan_prefix(&self, k: impl AsRef<[u8]>) -> impl Iterator<Item = KvItem> {
+        let p = self.p;
+        self.tree
+            .scan_prefix(prefixed(p, k.as_ref()))
+            .filter_map(move |i| Part::strip(p, i))
+    }
+
+    fn iter(&self) -> impl Iterator<Item = KvItem> {
+        self.scan_prefix([])
+    }
+
+    fn range_to_inclusive(&self, end: &[u8]) -> impl Iterator<Item = KvItem> {
+        let p = self.p;
+        self.tree
+            .range(vec![p]..=prefixed(p, end))
+            .filter_map(move |i| Part::strip(p, i))
+    }
+
+    fn range_from(&self, start: &[u8]) -> impl Iterator<Item = KvItem> {
+        let p = self.p;
+        self.tree
+            .range(prefixed(p, start)..)
+            .map_while(move |i| Part::strip(p, i))
+    }
+
+    fn is_empty(&self) -> bool {
+        self.iter().next().is_none()
+    }
+}
+
+/// One prefixed keyspace inside a transaction.
+struct Sub<'a> {
+    t: &'a TransactionalTree,
+    p: u8,
+}
+
+impl Sub<'_> {
+    fn get(
+        &self,
+        k: impl AsRef<[u8]>,
+    ) -> Result<Option<IVec>, sled::transaction::UnabortableTransactionError> {
+        self.t.get(prefixed(self.p, k.as_ref()))
+    }
+
+    fn insert(
+        &self,
+        k: impl AsRef<[u8]>,
+        v: impl Into<IVec>,
+    ) -> Result<Option<IVec>, sled::transaction::UnabortableTransactionError> {
+        self.t.insert(prefixed(self.p, k.as_ref()), v)
+    }
+
+    fn remove(
+        &self,
+        k: impl AsRef<[u8]>,
+    ) -> Result<Option<IVec>, sled::transaction::UnabortableTransactionError> {
+        self.t.remove(prefixed(self.p, k.as_ref()))
+    }
 }
 
 fn id_key(id: JobId) -> [u8; 8] {
@@ -115,18 +265,33 @@ impl IndexKey {
 
 /// The job trees inside one transaction.
 struct Tx<'a> {
-    jobs: &'a TransactionalTree,
-    due: &'a TransactionalTree,
-    active: &'a TransactionalTree,
-    history: &'a TransactionalTree,
-    links: &'a TransactionalTree,
-    dedupe: &'a TransactionalTree,
-    quarantine: &'a TransactionalTree,
+    jobs: Sub<'a>,
+    due: Sub<'a>,
+    active: Sub<'a>,
+    history: Sub<'a>,
+    links: Sub<'a>,
+    dedupe: Sub<'a>,
+    quarantine: Sub<'a>,
     now_ms: u64,
     changed: Vec<Changed>,
 }
 
-impl Tx<'_> {
+impl<'a> Tx<'a> {
+    fn new(t: &'a TransactionalTree, now_ms: u64) -> Tx<'a> {
+        let sub = |p| Sub { t, p };
+        Tx {
+            jobs: sub(P_JOBS),
+            due: sub(P_DUE),
+            active: sub(P_ACTIVE),
+            history: sub(P_HISTORY),
+            links: sub(P_LINKS),
+            dedupe: sub(P_DEDUPE),
+            quarantine: sub(P_QUARANTINE),
+            now_ms,
+            changed: Vec::new(),
+        }
+    }
+
     fn get(&self, id: JobId) -> TxResult<Option<JobRecord>> {
         match self.jobs.get(id_key(id))? {
             None => Ok(None),
@@ -333,14 +498,20 @@ impl SledJobStore {
                     StoreError::Io(format!("opening state store {}: {text}", dir.display()))
                 }
             })?;
+        let engine = db.open_tree("engine")?;
+        let part = |p| Part {
+            tree: engine.clone(),
+            p,
+        };
         Ok(SledJobStore {
-            jobs: db.open_tree("jobs")?,
-            due: db.open_tree("due")?,
-            active: db.open_tree("active")?,
-            history: db.open_tree("history")?,
-            links: db.open_tree("links")?,
-            dedupe: db.open_tree("dedupe")?,
-            quarantine: db.open_tree("quarantine")?,
+            jobs: part(P_JOBS),
+            due: part(P_DUE),
+            active: part(P_ACTIVE),
+            history: part(P_HISTORY),
+            links: part(P_LINKS),
+            quarantine: part(P_QUARANTINE),
+            engine,
+            group: Arc::new(GroupFlush::default()),
             db,
         })
     }
@@ -350,9 +521,10 @@ impl SledJobStore {
         &self.db
     }
 
+    /// Makes every write this thread has done durable (fsync of sled's log), sharing the flush
+    /// with concurrent callers.
     fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush()?;
-        Ok(())
+        self.group.flush(&self.db)
     }
 
     fn new_id(&self) -> Result<JobId, StoreError> {
@@ -367,27 +539,10 @@ impl SledJobStore {
         f: impl Fn(&mut Tx<'_>) -> TxResult<T>,
     ) -> Result<(T, Vec<Changed>), StoreError> {
         let now_ms = to_ms(now);
-        let result = (
-            &self.jobs,
-            &self.due,
-            &self.active,
-            &self.history,
-            &self.links,
-            &self.dedupe,
-            &self.quarantine,
-        )
-            .transaction(|(jobs, due, active, history, links, dedupe, quarantine)| {
-                let mut tx = Tx {
-                    jobs,
-                    due,
-                    active,
-                    history,
-                    links,
-                    dedupe,
-                    quarantine,
-                    now_ms,
-                    changed: Vec::new(),
-                };
+        let result = self
+            .engine
+            .transaction(|t| {
+                let mut tx = Tx::new(t, now_ms);
                 let value = f(&mut tx)?;
                 Ok((value, tx.changed))
             })
@@ -725,7 +880,7 @@ impl JobStore for SledJobStore {
     fn due(&self, now: SystemTime, limit: usize) -> Result<Vec<DueJob>, StoreError> {
         let end = pair_key(to_ms(now), u64::MAX);
         let mut out = Vec::new();
-        for item in self.due.range(..=&end[..]) {
+        for item in self.due.range_to_inclusive(&end) {
             if out.len() >= limit {
                 break;
             }
@@ -744,7 +899,7 @@ impl JobStore for SledJobStore {
 
     fn next_due_after(&self, now: SystemTime) -> Result<Option<SystemTime>, StoreError> {
         let start = pair_key(to_ms(now).saturating_add(1), 0);
-        match self.due.range(&start[..]..).next() {
+        match self.due.range_from(&start).next() {
             Some(item) => {
                 let (key, _) = item?;
                 Ok(read_u64(&key).map(from_ms))
@@ -858,27 +1013,10 @@ impl JobStore for SledJobStore {
         };
         let entry_bytes = encode(&entry)?;
         let now_ms = to_ms(now);
-        let changed = (
-            &self.jobs,
-            &self.due,
-            &self.active,
-            &self.history,
-            &self.links,
-            &self.dedupe,
-            &self.quarantine,
-        )
-            .transaction(|(jobs, due, active, history, links, dedupe, quarantine)| {
-                let mut tx = Tx {
-                    jobs,
-                    due,
-                    active,
-                    history,
-                    links,
-                    dedupe,
-                    quarantine,
-                    now_ms,
-                    changed: Vec::new(),
-                };
+        let changed = self
+            .engine
+            .transaction(|t| {
+                let mut tx = Tx::new(t, now_ms);
                 tx.jobs.remove(&id_key(id)[..])?;
                 for k in &due_keys {
                     tx.due.remove(k.clone())?;

@@ -444,9 +444,12 @@ async fn corrupt_and_unknown_version_records_are_quarantined_rest_works() {
         let (future, _) = store.submit(leaf(7), t0()).unwrap();
         store
             .db()
-            .open_tree("jobs")
+            .open_tree("engine")
             .unwrap()
-            .insert(corrupt.0.to_be_bytes(), &b"{not json"[..])
+            .insert(
+                [&b"j"[..], &corrupt.0.to_be_bytes()[..]].concat(),
+                &b"{not json"[..],
+            )
             .unwrap();
         store.db().flush().unwrap();
         (good, corrupt, future)

@@ -23,8 +23,15 @@ pub const SECRET: &str = "fake-secret-0123456789abcdef";
 #[derive(Clone, Debug)]
 pub enum Reply {
     Json(Value),
-    Raw { status: u16, body: Vec<u8> },
+    Raw {
+        status: u16,
+        body: Vec<u8>,
+    },
     Delay(Duration, Box<Reply>),
+    /// 302 to the given location.
+    Redirect(String),
+    /// Hold the reply until the test releases the gate.
+    Hold(Arc<tokio::sync::Semaphore>, Box<Reply>),
 }
 
 #[derive(Clone, Debug)]
@@ -124,6 +131,16 @@ impl Fake {
             .extend(replies);
     }
 
+    /// Replies still queued for `endpoint`.
+    pub fn pending_scripts(&self, endpoint: &str) -> usize {
+        self.state
+            .scripts
+            .lock()
+            .unwrap()
+            .get(endpoint)
+            .map_or(0, |q| q.len())
+    }
+
     /// Every token minted so far (for leak assertions).
     pub fn issued_tokens(&self) -> Vec<String> {
         self.state.tokens.lock().unwrap().issued.clone()
@@ -191,6 +208,13 @@ async fn render(reply: Reply) -> Response {
             Reply::Json(v) => return (StatusCode::OK, axum::Json(v)).into_response(),
             Reply::Raw { status, body } => {
                 return (StatusCode::from_u16(status).unwrap(), Body::from(body)).into_response()
+            }
+            Reply::Redirect(to) => {
+                return (StatusCode::FOUND, [("location", to)], Body::empty()).into_response()
+            }
+            Reply::Hold(gate, inner) => {
+                let _permit = gate.acquire().await;
+                reply = *inner;
             }
             Reply::Delay(d, inner) => {
                 tokio::time::sleep(d).await;

@@ -18,7 +18,7 @@ use tcb_state::JobStatus;
 async fn backs_up_every_collection_through_faults() {
     let apps = test_apps("e2e", 2, 2);
     let mut cfg = emulator_config(&apps, 13, 40);
-    cfg.fault_seed = 7;
+    cfg.fault_seed = 11;
     let emu = start(cfg).await;
     // Mixed sizes: make a few collections much bigger than the rest.
     for (i, env) in apps.iter().flat_map(|a| a.envs.iter()).enumerate() {
@@ -114,7 +114,17 @@ async fn backs_up_every_collection_through_faults() {
 
     // Faults really fired.
     let counters = emu.control().counters();
-    let _ = counters;
-    assert!(emu.control().errcode_count("databasemigratequeryinfo", -1) > 0);
+    let faults = |ep: &str| counters.endpoints.get(ep).map_or(0, |e| e.faults_injected);
+    assert!(faults("databasemigratequeryinfo") > 0, "{counters:#?}");
+    assert!(faults("databasemigrateexport") >= 3, "{counters:#?}");
+    let downloads = counters
+        .endpoints
+        .get("download")
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        downloads.http_statuses.get(&403).copied().unwrap_or(0) >= 2,
+        "{counters:#?}"
+    );
     emu.shutdown().await;
 }

@@ -156,7 +156,7 @@ pub struct EmulatorArgs {
     pub data: Option<PathBuf>,
     /// Seed this many collections per environment.
     #[arg(long)]
-    pub seed_collections: Option<usize>,
+    pub seed_collections: Option<u32>,
     /// Seed this many records per collection.
     #[arg(long)]
     pub seed_records: Option<u64>,

@@ -638,6 +638,16 @@ fn catalog_rebuild(g: &GlobalArgs, out: Output) -> Result<ExitStatus, CliError> 
 
 // ---------------------------------------------------------------- emulator
 
-async fn emulator(_a: EmulatorArgs, _out: Output) -> Result<ExitStatus, CliError> {
-    Err(CliError::error("emulator: waiting for the emulator module"))
+async fn emulator(a: EmulatorArgs, _out: Output) -> Result<ExitStatus, CliError> {
+    let opts = crate::emulator::StandaloneOptions {
+        listen: a.listen,
+        data_dir: a.data,
+        seed_collections: a.seed_collections,
+        seed_records: a.seed_records,
+        config: None,
+    };
+    crate::emulator::run_standalone(opts)
+        .await
+        .map_err(|e| CliError::error(e.to_string()))?;
+    Ok(ExitStatus::Ok)
 }

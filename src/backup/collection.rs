@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tcb_state::{StepContext, StepError, Transition, Workflow};
+use tcb_state::{KvNamespace, StepContext, StepError, Transition, Workflow};
 use time::OffsetDateTime;
 
 use crate::archive::{self, ArchiveError, ArchiveOptions};
@@ -30,11 +30,22 @@ use super::state::{CollectionOutput, CollectionState, ExportRef, Phase, PollProg
 pub struct CollectionWorkflow {
     deps: WorkflowDeps,
     catalog: SnapshotCatalog,
+    /// Exports the server reported failed, keyed by our job id. A failed export cannot be
+    /// resumed, so when `tcb-backup retry` restarts such a job (from its committed Polling
+    /// state) the marker tells the step to create a new export instead of re-polling.
+    failed_exports: KvNamespace,
 }
 
+/// The engine kv namespace of [`CollectionWorkflow`]'s failed-export markers.
+pub const FAILED_EXPORTS_NAMESPACE: &str = "failed_exports";
+
 impl CollectionWorkflow {
-    pub fn new(deps: WorkflowDeps, catalog: SnapshotCatalog) -> Self {
-        CollectionWorkflow { deps, catalog }
+    pub fn new(deps: WorkflowDeps, catalog: SnapshotCatalog, failed_exports: KvNamespace) -> Self {
+        CollectionWorkflow {
+            deps,
+            catalog,
+            failed_exports,
+        }
     }
 
     fn client(&self, target: &Target) -> Result<CloudBaseClient, StepError> {
@@ -167,6 +178,18 @@ impl CollectionWorkflow {
         let target = st.spec.target.clone();
         let client = self.client(&target)?;
         let what = format!("export job {} of {target}", export.job_id);
+        let marker = ctx.job_id.to_string();
+        if let Ok(Some(failed)) = self.failed_exports.get::<u64>(&marker) {
+            if failed == export.job_id {
+                // A retry of a job whose export failed on the server: start a new export.
+                let _ = self.failed_exports.remove(&marker);
+                tracing::info!(%target, export_job = export.job_id, "export failed earlier; creating a new one");
+                st.phase = Phase::TokenAcquired {
+                    token_expires_at: odt(ctx.now),
+                };
+                return Ok(Transition::Next(st));
+            }
+        }
         let info = client
             .query_migrate_job(&target.env, export.job_id)
             .await
@@ -191,12 +214,19 @@ impl CollectionWorkflow {
                 st.phase = Phase::Downloaded { export, file };
                 Ok(Transition::Next(st))
             }
-            MigrateStatus::Fail => Err(StepError::permanent(format!(
-                "{what} failed on the server: {} ({} records exported, {} failed)",
-                info.message.as_deref().unwrap_or("no message"),
-                info.record_success,
-                info.record_fail
-            ))),
+            MigrateStatus::Fail => {
+                self.failed_exports
+                    .put(&marker, &export.job_id)
+                    .map_err(|e| StepError::retryable(format!("{what}: {e}")))?;
+                Err(StepError::permanent(format!(
+                    "{what} failed on the server: {} ({} records exported, {} failed); \
+                     `tcb-backup retry {}` starts a new export",
+                    info.message.as_deref().unwrap_or("no message"),
+                    info.record_success,
+                    info.record_fail,
+                    ctx.job_id
+                )))
+            }
             MigrateStatus::Running(status) => {
                 let policy = &self.deps.settings.poll;
                 let watched_recently = poll

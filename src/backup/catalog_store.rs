@@ -36,7 +36,11 @@ impl SnapshotRecord {
     }
     /// The snapshot's finish time (UTC, to the second), e.g. `2026-12-03 17:22:17`.
     pub fn time_text(&self) -> String {
-        let t = self.entry.manifest.finished_at.to_offset(time::UtcOffset::UTC);
+        let t = self
+            .entry
+            .manifest
+            .finished_at
+            .to_offset(time::UtcOffset::UTC);
         format!(
             "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
             t.year(),

@@ -162,3 +162,59 @@ async fn sigkill_mid_run_then_resume() {
     assert_eq!(catalog.list(None, None).expect("catalog").len(), 20);
     emu.shutdown().await;
 }
+
+/// Ctrl-C (SIGINT) stops gracefully with exit 130; the next `backup` finishes the same run.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_stops_with_130_and_the_next_backup_resumes() {
+    let apps = test_apps("intr", 1, 1);
+    let mut cfg = emulator_config(&apps, 8, 200);
+    cfg.time_scale = 2.0;
+    let emu = start(cfg).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), &emu.base_url(), &apps, 2);
+
+    let child = backup_command(&config).spawn().expect("spawn");
+    let pid = child.id().expect("pid");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while emu.control().exports_created().values().sum::<u64>() == 0
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .expect("kill -INT");
+    assert!(sent.success());
+    let out = child.wait_with_output().await.expect("wait");
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let out = backup_command(&config).output().await.expect("second run");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let engine = Engine::open(&dir.path().join("state"), Default::default()).expect("open store");
+    let runs = engine
+        .list(&JobFilter {
+            kind: Some("backup.run".into()),
+            ..JobFilter::default()
+        })
+        .expect("runs");
+    assert_eq!(
+        runs.len(),
+        1,
+        "the interrupted run was resumed, not replaced"
+    );
+    assert_eq!(runs[0].status, JobStatus::Succeeded);
+    assert_eq!(manifests(&dir.path().join("snapshots")).len(), 8);
+    emu.shutdown().await;
+}

@@ -5,9 +5,10 @@
 //! [`start`]; `tcb-backup emulator` runs it standalone through [`run_standalone`].
 //!
 //! Module map: `server` (routing, token endpoints, fault pre-processing), `tcb` (validation and
-//! `/tcb/*`), `cos` (fake COS), `envelope`, `tokens`, `quota`, `query` (JS query subset), `store`
-//! (collections), `formats` (JSON Lines/CSV), `jobs`, `storage` (file ids, blobs, signing),
-//! `faults`, `clock`, `seed`, `persist`, `control`, `world` (shared state).
+//! `/tcb/*`), `migrate` (export/import/queryinfo), `cos` (fake COS), `envelope`, `tokens`,
+//! `quota`, `query` (JS query subset parser) and `query_eval`, `store` (collections), `formats`
+//! (JSON Lines/CSV), `jobs`, `storage` (file ids, blobs, signing), `faults`, `clock`, `seed`,
+//! `persist`, `control`, `world` (shared state).
 
 mod clock;
 mod config;
@@ -17,8 +18,10 @@ mod envelope;
 mod faults;
 mod formats;
 mod jobs;
+mod migrate;
 mod persist;
 pub mod query;
+mod query_eval;
 mod quota;
 mod seed;
 mod server;

@@ -185,6 +185,10 @@ pub struct EmulatorConfig {
     pub data_dir: Option<PathBuf>,
     /// Seed of the RNG behind probabilistic faults.
     pub fault_seed: u64,
+    /// First export/import job id (plus a small per-env offset); `None` = 100000000. The real
+    /// platform's ids only grow, so an emulator restarted over the same backups must not hand
+    /// out ids it already gave: [`EmulatorConfig::demo`] derives this from the start time.
+    pub job_id_base: Option<u64>,
 }
 
 impl Default for EmulatorConfig {
@@ -220,8 +224,19 @@ impl Default for EmulatorConfig {
             seed: None,
             data_dir: None,
             fault_seed: 0x7cb_5eed,
+            job_id_base: None,
         }
     }
+}
+
+/// A job id base that grows with the wall clock (1,000 ids per second since 2023-11-14), so
+/// successive emulator processes never reuse an id unless one made over 1,000 jobs a second.
+fn time_based_job_id_base() -> u64 {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    100_000_000 + secs.saturating_sub(1_700_000_000).saturating_mul(1_000)
 }
 
 impl EmulatorConfig {
@@ -229,6 +244,7 @@ impl EmulatorConfig {
     pub fn demo() -> Self {
         EmulatorConfig {
             seed: Some(SeedSpec::default()),
+            job_id_base: Some(time_based_job_id_base()),
             ..EmulatorConfig::default()
         }
     }

@@ -48,6 +48,7 @@ pub struct World {
 
 impl World {
     pub fn new(cfg: EmulatorConfig) -> Self {
+        let job_id_base = cfg.job_id_base.unwrap_or(100_000_000);
         let mut envs = BTreeMap::new();
         for app in &cfg.apps {
             for (env, enabled) in app
@@ -61,7 +62,7 @@ impl World {
                     EnvState {
                         appid: app.appid.clone(),
                         enabled,
-                        next_job_id: 100_000_000 + stable_hash(env) % 9_000,
+                        next_job_id: job_id_base.saturating_add(stable_hash(env) % 9_000),
                         ..EnvState::default()
                     },
                 );

@@ -12,4 +12,5 @@ pub mod config;
 pub mod emulator;
 pub mod manifest;
 pub mod naming;
+pub mod restore;
 pub mod retention;

@@ -398,9 +398,13 @@ impl Workflow for RestoreWorkflow {
                     .batch_delete_file(&s.env, std::slice::from_ref(&file_id))
                     .await
                 {
-                    Ok(results) => results.iter().find(|r| r.status != 0).map(|r| {
-                        format!("deleting {}: status {} {}", r.fileid, r.status, r.errmsg)
-                    }),
+                    // -503003 (file not found): an earlier attempt already deleted it.
+                    Ok(results) => results
+                        .iter()
+                        .find(|r| r.status != 0 && r.status != -503003)
+                        .map(|r| {
+                            format!("deleting {}: status {} {}", r.fileid, r.status, r.errmsg)
+                        }),
                     Err(e) => Some(format!("deleting {file_id}: {e}")),
                 };
                 if let Err(e) = self.marks.remove(&ctx.job_id.to_string()) {

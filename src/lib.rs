@@ -14,3 +14,4 @@ pub mod manifest;
 pub mod naming;
 pub mod restore;
 pub mod retention;
+pub mod verify;

@@ -17,6 +17,7 @@
 //! group's newest counted snapshot, not from "now", so a backup outage does not make old
 //! snapshots expire.
 
+pub mod forget;
 pub mod prune;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -27,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 /// What the operator asked to keep. `None`/0 for a rule means "not used".
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RetentionPolicy {
     #[serde(default)]
     pub keep_last: u32,
@@ -46,6 +47,22 @@ pub struct RetentionPolicy {
     /// The floor: this many newest counted snapshots per group survive any policy.
     #[serde(default = "default_min_keep")]
     pub min_keep: u32,
+}
+
+impl Default for RetentionPolicy {
+    /// No rule (invalid until one is set) and the default floor.
+    fn default() -> Self {
+        RetentionPolicy {
+            keep_last: 0,
+            keep_hourly: 0,
+            keep_daily: 0,
+            keep_weekly: 0,
+            keep_monthly: 0,
+            keep_yearly: 0,
+            keep_within: None,
+            min_keep: DEFAULT_MIN_KEEP,
+        }
+    }
 }
 
 fn default_min_keep() -> u32 {

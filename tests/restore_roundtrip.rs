@@ -136,3 +136,57 @@ async fn a_tampered_snapshot_is_never_uploaded() {
     assert!(err.contains("snapshot check failed"), "{err}");
     assert_eq!(emu.control().calls("uploadfile"), uploads_before);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_to_the_envs_cloudbase_storage_and_delete_it() {
+    use std::sync::Arc;
+    use tcb_backup::destination::cloudbase::CloudBaseStorage;
+    use tcb_backup::destination::copy::{
+        delete_copies, submit_copies, CopyRecords, CopyWorkflow, Destinations,
+    };
+    let emu = start_emulator().await;
+    let client = client(&emu);
+    seed(&emu, ENV, "orders", tricky_documents(30));
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("snapshots");
+    let entry = backup(&emu, &client, &root, ENV, "orders").await;
+    let engine = open_engine(&dir.path().join("state"), &client);
+    let mut destinations = Destinations::new();
+    destinations.insert(Arc::new(CloudBaseStorage::new(
+        "cloud",
+        client.clone(),
+        OTHER_ENV,
+        "tcb-backup",
+    )));
+    let records = CopyRecords::new(engine.kv(CopyRecords::NAMESPACE));
+    engine.register(
+        CopyWorkflow::new(destinations.clone(), records.clone()).with_retry(fast_retry()),
+        tcb_state::KindLimits::new(1),
+    );
+    let jobs = submit_copies(&engine, &entry, &root, &["cloud".to_string()]).unwrap();
+    engine.run_until_idle().await.unwrap();
+    let view = engine.job(jobs[0]).unwrap().unwrap();
+    assert_eq!(
+        view.summary.status,
+        JobStatus::Succeeded,
+        "{:?}",
+        view.summary.last_error
+    );
+    let data_name = entry.data_path.file_name().unwrap().to_str().unwrap();
+    let stored = emu
+        .control()
+        .read_file(OTHER_ENV, &format!("tcb-backup/{ENV}/orders/{data_name}"))
+        .expect("copied into storage");
+    assert_eq!(stored, std::fs::read(&entry.data_path).unwrap());
+    assert_eq!(
+        delete_copies(&destinations, &records, &entry.id)
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(emu
+        .control()
+        .files(OTHER_ENV)
+        .iter()
+        .all(|(p, _)| !p.starts_with("tcb-backup/")));
+}

@@ -14,6 +14,7 @@ use crate::backup::service::{BackupService, DriveOutcome};
 use crate::backup::setup::Prepared;
 use crate::catalog::CatalogEntry;
 use crate::client::ConflictMode;
+use crate::destination::copy::CopyRecords;
 use crate::restore::workflow::probe_target;
 use crate::restore::{
     ImportOutcome, PollPolicy, RestoreClients, RestorePlan, RestoreRequest, RestoreWorkflow,
@@ -452,12 +453,29 @@ pub async fn check(g: &GlobalArgs, a: CheckArgs, out: Output) -> Result<ExitStat
 
 struct CatalogHooks {
     catalog_kv: tcb_state::KvNamespace,
+    copies: CopyRecords,
 }
 
 impl ForgetHooks for CatalogHooks {
-    fn delete_remote_copies(&mut self, _entry: &CatalogEntry) -> Result<(), String> {
-        // No remote destinations are configured by this version: nothing to delete.
-        Ok(())
+    fn delete_remote_copies(&mut self, entry: &CatalogEntry) -> Result<(), String> {
+        // Destinations are not part of the configuration file yet, so recorded remote copies
+        // cannot be reached from here: keep the snapshot rather than orphan its copies.
+        let copies = self
+            .copies
+            .of_snapshot(&entry.id)
+            .map_err(|e| e.to_string())?;
+        if copies.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "has copies at {}, which this command cannot delete; kept",
+                copies
+                    .iter()
+                    .map(|c| c.destination.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        }
     }
     fn forget_record(&mut self, entry: &CatalogEntry) -> Result<(), String> {
         self.catalog_kv
@@ -500,6 +518,7 @@ pub async fn forget_cmd(
     };
     let mut hooks = CatalogHooks {
         catalog_kv: engine.kv(SnapshotCatalog::NAMESPACE),
+        copies: CopyRecords::new(engine.kv(CopyRecords::NAMESPACE)),
     };
     let report =
         tokio::task::spawn_blocking(move || forget(&entries, &store, &opts, &mut hooks, now_utc()))

@@ -526,8 +526,8 @@ pub fn routes() -> Router<Shared> {
             "/_emulator/clock/advance",
             post(
                 |State(c): State<Shared>, Json(a): Json<Advance>| async move {
-                    if a.seconds.is_finite() && a.seconds >= 0.0 {
-                        c.clock.advance(Duration::from_secs_f64(a.seconds));
+                    if let Ok(d) = Duration::try_from_secs_f64(a.seconds) {
+                        c.clock.advance(d);
                     }
                     Json(json!({"now_unix": c.clock.now()}))
                 },
@@ -653,6 +653,18 @@ pub fn routes() -> Router<Shared> {
                     match ctl(&c).put_file(&env, &path, &body) {
                         Ok(id) => Json(json!({"file_id": id})).into_response(),
                         Err(e) => bad(e),
+                    }
+                },
+            )
+            .get(
+                |State(c): State<Shared>, Path((env, path)): Path<(String, String)>| async move {
+                    match ctl(&c).read_file(&env, &path) {
+                        Some(bytes) => bytes.into_response(),
+                        None => (
+                            StatusCode::NOT_FOUND,
+                            Json(json!({"error": "no such file"})),
+                        )
+                            .into_response(),
                     }
                 },
             ),

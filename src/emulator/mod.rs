@@ -5,9 +5,10 @@
 //! [`start`]; `tcb-backup emulator` runs it standalone through [`run_standalone`].
 //!
 //! Module map: `server` (routing, token endpoints, fault pre-processing), `tcb` (validation and
-//! `/tcb/*`), `cos` (fake COS), `envelope`, `tokens`, `quota`, `query` (JS query subset), `store`
-//! (collections), `formats` (JSON Lines/CSV), `jobs`, `storage` (file ids, blobs, signing),
-//! `faults`, `clock`, `seed`, `persist`, `control`, `world` (shared state).
+//! `/tcb/*`), `migrate` (export/import/queryinfo), `cos` (fake COS), `envelope`, `tokens`,
+//! `quota`, `query` (JS query subset parser) and `query_eval`, `store` (collections), `formats`
+//! (JSON Lines/CSV), `jobs`, `storage` (file ids, blobs, signing), `faults`, `clock`, `seed`,
+//! `persist`, `control`, `world` (shared state).
 
 mod clock;
 mod config;
@@ -17,8 +18,10 @@ mod envelope;
 mod faults;
 mod formats;
 mod jobs;
+mod migrate;
 mod persist;
 pub mod query;
+mod query_eval;
 mod quota;
 mod seed;
 mod server;
@@ -137,9 +140,7 @@ pub async fn start(
     cfg: EmulatorConfig,
     listen: SocketAddr,
 ) -> Result<EmulatorHandle, EmulatorError> {
-    if cfg.apps.is_empty() {
-        return Err(EmulatorError::Config("at least one app is required".into()));
-    }
+    validate_config(&cfg)?;
     let blobs = storage::BlobDir::open(cfg.data_dir.as_deref()).map_err(EmulatorError::Storage)?;
     let apps = cfg.apps.clone();
     let seed = cfg.seed.clone();
@@ -193,6 +194,36 @@ pub async fn start(
         stop: Some(stop_tx),
         task: Some(task),
     })
+}
+
+fn validate_config(cfg: &EmulatorConfig) -> Result<(), EmulatorError> {
+    if cfg.apps.is_empty() {
+        return Err(EmulatorError::Config("at least one app is required".into()));
+    }
+    let mut seen_apps = std::collections::HashSet::new();
+    let mut seen_envs = std::collections::HashSet::new();
+    for app in &cfg.apps {
+        if app.appid.is_empty() || app.secret.is_empty() {
+            return Err(EmulatorError::Config(
+                "every app needs an appid and a secret".into(),
+            ));
+        }
+        if !seen_apps.insert(app.appid.as_str()) {
+            return Err(EmulatorError::Config(format!(
+                "appid {} is listed twice",
+                app.appid
+            )));
+        }
+        for env in app.envs.iter().chain(&app.disabled_envs) {
+            if env.is_empty() || env.contains(['/', '.', ' ']) {
+                return Err(EmulatorError::Config(format!("invalid env id {env:?}")));
+            }
+            if !seen_envs.insert(env.as_str()) {
+                return Err(EmulatorError::Config(format!("env {env} is listed twice")));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Add the seed collections that are missing (stored, or synthetic when the spec says so).

@@ -72,6 +72,12 @@ pub enum Command {
     Demo(DemoArgs),
     /// Serve the CloudBase emulator until Ctrl-C.
     Emulator(EmulatorArgs),
+    /// Restore a snapshot into a collection (a new one by default).
+    Restore(super::restore_cmds::RestoreArgs),
+    /// Verify stored snapshots (files, sha256, optionally data and a test restore).
+    Check(super::restore_cmds::CheckArgs),
+    /// Apply a retention policy per env+collection (--prune deletes).
+    Forget(super::restore_cmds::ForgetArgs),
 }
 
 #[derive(Debug, Args)]

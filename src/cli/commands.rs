@@ -38,6 +38,9 @@ pub async fn dispatch(cli: Cli, out: Output) -> Result<ExitStatus, CliError> {
         Command::Catalog(CatalogCommand::Rebuild) => catalog_rebuild(&g, out),
         Command::Demo(a) => super::demo::run(&g, a, out).await,
         Command::Emulator(a) => emulator(a, out).await,
+        Command::Restore(a) => super::restore_cmds::restore(&g, a, out).await,
+        Command::Check(a) => super::restore_cmds::check(&g, a, out).await,
+        Command::Forget(a) => super::restore_cmds::forget_cmd(&g, a, out).await,
     }
 }
 
@@ -60,7 +63,7 @@ pub(crate) fn engine_error(e: EngineError) -> CliError {
 }
 
 /// Opens the store of an existing configuration, refusing to create one (read-only commands).
-fn open_existing_store(g: &GlobalArgs) -> Result<(Engine, Prepared), CliError> {
+pub(crate) fn open_existing_store(g: &GlobalArgs) -> Result<(Engine, Prepared), CliError> {
     let config = setup::load(&g.config).map_err(setup_error)?;
     let prepared = setup::prepare_offline(&config).map_err(setup_error)?;
     if !prepared.state_dir.exists() {
@@ -86,7 +89,7 @@ pub(crate) fn open_service(
 }
 
 /// Cancels `token` on Ctrl-C / SIGINT (and SIGTERM on unix).
-fn interrupt_token() -> CancellationToken {
+pub(crate) fn interrupt_token() -> CancellationToken {
     let token = CancellationToken::new();
     let t = token.clone();
     tokio::spawn(async move {

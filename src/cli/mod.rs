@@ -11,6 +11,7 @@ pub mod exit;
 pub mod logging;
 pub mod output;
 pub mod progress;
+pub mod restore_cmds;
 pub mod table;
 
 pub use args::Cli;

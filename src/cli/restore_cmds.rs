@@ -1,0 +1,561 @@
+//! The `restore`, `check` and `forget` commands (arguments and implementation), on the
+//! library code in [`crate::restore`], [`crate::verify`] and [`crate::retention`].
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use clap::{Args, ValueEnum};
+use serde::Serialize;
+use tcb_state::{Engine, JobFilter, JobId, JobStatus, KindLimits, SubmitOptions, Workflow};
+use time::OffsetDateTime;
+
+use crate::backup::catalog_store::SnapshotCatalog;
+use crate::backup::service::{BackupService, DriveOutcome};
+use crate::backup::setup::Prepared;
+use crate::catalog::CatalogEntry;
+use crate::client::ConflictMode;
+use crate::destination::copy::CopyRecords;
+use crate::restore::workflow::probe_target;
+use crate::restore::{
+    ImportOutcome, PollPolicy, RestoreClients, RestorePlan, RestoreRequest, RestoreWorkflow,
+    IMPORT_MARKS_NAMESPACE,
+};
+use crate::retention::forget::{forget, ForgetHooks, ForgetOptions};
+use crate::retention::{parse_duration, RetentionPolicy, DEFAULT_MIN_KEEP};
+use crate::verify::check::record_report;
+use crate::verify::test_restore::run_test_restore;
+use crate::verify::{check_entries, CheckOptions, DataRead, VerificationStore};
+
+use super::args::GlobalArgs;
+use super::commands::{engine_error, interrupt_token, open_existing_store, open_service};
+use super::exit::{CliError, ExitStatus};
+use super::output::Output;
+use super::progress::{ProgressDisplay, ProgressMode};
+use super::table::Table;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ModeArg {
+    /// Insert every record; existing `_id`s fail.
+    Insert,
+    /// Replace records with the same `_id`, insert the rest.
+    Upsert,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Snapshot id (`<env>/<collection>/<export job id>`), a unique prefix, or the export job
+    /// id. Without it, only unfinished restores (interrupted earlier) are resumed.
+    pub snapshot: Option<String>,
+    /// Target collection (default: `<collection>_restored_<UTC time>`, always new).
+    #[arg(long, value_name = "NAME")]
+    pub to_collection: Option<String>,
+    /// Target environment (default: the snapshot's own).
+    #[arg(long, value_name = "ENV")]
+    pub env: Option<String>,
+    #[arg(long, value_enum, default_value_t = ModeArg::Insert)]
+    pub mode: ModeArg,
+    /// Stop the import at the first failing record.
+    #[arg(long)]
+    pub stop_on_error: bool,
+    /// Insert into a non-empty collection anyway.
+    #[arg(long)]
+    pub force: bool,
+    /// Print the plan and stop.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Also decompress, parse and count every snapshot.
+    #[arg(long, conflicts_with = "read_data_subset")]
+    pub read_data: bool,
+    /// Read the data of this share of the snapshots (least recently read first), e.g. 10%.
+    #[arg(long, value_name = "PERCENT")]
+    pub read_data_subset: Option<String>,
+    /// Restore the newest snapshot of each collection into a scratch collection and compare.
+    #[arg(long)]
+    pub test_restore: bool,
+    /// Documents compared per test restore.
+    #[arg(long, default_value_t = 20)]
+    pub sample: usize,
+    #[arg(long)]
+    pub env: Option<String>,
+    #[arg(long)]
+    pub collection: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ForgetArgs {
+    #[arg(long, default_value_t = 0)]
+    pub keep_last: u32,
+    #[arg(long, default_value_t = 0)]
+    pub keep_hourly: u32,
+    #[arg(long, default_value_t = 0)]
+    pub keep_daily: u32,
+    #[arg(long, default_value_t = 0)]
+    pub keep_weekly: u32,
+    #[arg(long, default_value_t = 0)]
+    pub keep_monthly: u32,
+    #[arg(long, default_value_t = 0)]
+    pub keep_yearly: u32,
+    /// Keep everything this close to the newest snapshot, e.g. 14d, 36h, 1y6m.
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within: Option<String>,
+    /// The floor: newest verified snapshots per collection that are always kept.
+    #[arg(long, default_value_t = DEFAULT_MIN_KEEP)]
+    pub keep_min: u32,
+    /// Delete what the policy forgets (otherwise only show the plan).
+    #[arg(long)]
+    pub prune: bool,
+    /// Show what would happen; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[arg(long)]
+    pub env: Option<String>,
+    #[arg(long)]
+    pub collection: Option<String>,
+}
+
+fn now_utc() -> OffsetDateTime {
+    OffsetDateTime::now_utc()
+}
+
+/// Registers the restore kind on an opened service and returns the clients it uses.
+fn register_restore(service: &BackupService, prepared: &Prepared) {
+    let mut clients = RestoreClients::new();
+    for appid in service.clients().appids() {
+        if let Some(c) = service.clients().get(appid) {
+            clients.insert(c.clone());
+        }
+    }
+    let poll = PollPolicy {
+        initial: prepared.config.poll.initial_interval,
+        multiplier: prepared.config.poll.multiplier.max(1.0),
+        max: prepared.config.poll.max_interval,
+        ..PollPolicy::default()
+    };
+    let wf = RestoreWorkflow::new(clients, service.engine.kv(IMPORT_MARKS_NAMESPACE))
+        .with_poll(poll)
+        .with_retry(prepared.settings.retry.clone());
+    service.engine.register(wf, KindLimits::new(2));
+}
+
+fn unfinished_restores(engine: &Engine) -> Result<Vec<JobId>, CliError> {
+    let filter = JobFilter {
+        kind: Some(RestoreWorkflow::KIND.to_string()),
+        active_only: true,
+        ..JobFilter::default()
+    };
+    Ok(engine
+        .list(&filter)
+        .map_err(engine_error)?
+        .into_iter()
+        .map(|s| s.id)
+        .collect())
+}
+
+fn catalog_entries(
+    catalog: &SnapshotCatalog,
+    env: Option<&str>,
+    collection: Option<&str>,
+) -> Result<Vec<CatalogEntry>, CliError> {
+    Ok(catalog
+        .list(env, collection)
+        .map_err(|e| CliError::error(e.to_string()))?
+        .into_iter()
+        .map(|r| r.entry)
+        .collect())
+}
+
+// ---------------------------------------------------------------- restore
+
+#[derive(Serialize)]
+struct RestoreResult {
+    job: u64,
+    status: String,
+    error: Option<String>,
+    outcome: Option<ImportOutcome>,
+}
+
+pub async fn restore(g: &GlobalArgs, a: RestoreArgs, out: Output) -> Result<ExitStatus, CliError> {
+    let display = Arc::new(ProgressDisplay::new(ProgressMode::detect(out.is_json())));
+    let (service, prepared) = open_service(&g.config, display.clone())?;
+    register_restore(&service, &prepared);
+    let Some(snapshot) = a.snapshot else {
+        return resume_restores(&service, &display, out).await;
+    };
+    let record = service
+        .catalog
+        .find(&snapshot)
+        .map_err(|e| CliError::error(e.to_string()))?;
+    let entry = record.entry;
+    let req = RestoreRequest {
+        appid: None,
+        env: a.env,
+        to_collection: a.to_collection,
+        mode: match a.mode {
+            ModeArg::Insert => ConflictMode::Insert,
+            ModeArg::Upsert => ConflictMode::Upsert,
+        },
+        stop_on_error: a.stop_on_error,
+        force: a.force,
+    };
+    let mut plan =
+        RestorePlan::new(&entry, &req, now_utc()).map_err(|e| CliError::error(e.to_string()))?;
+    let client = service.clients().get(&plan.appid).cloned().ok_or_else(|| {
+        CliError::error(format!(
+            "app {} of snapshot {} is not in the configuration",
+            plan.appid, entry.id
+        ))
+    })?;
+    plan.target = probe_target(&client, &plan.env, &plan.collection)
+        .await
+        .map_err(|e| CliError::error(format!("checking the target collection: {e}")))?;
+    if a.dry_run {
+        out.document(&plan);
+        out.text(&plan.to_string());
+        if let Err(e) = plan.check_target() {
+            out.text(&format!("this restore would be refused: {e}"));
+        }
+        return Ok(ExitStatus::Ok);
+    }
+    plan.check_target()
+        .map_err(|e| CliError::error(e.to_string()))?;
+
+    let mut jobs = unfinished_restores(&service.engine)?;
+    if !jobs.is_empty() {
+        out.text(&format!(
+            "resuming {} unfinished restore(s) first: {}",
+            jobs.len(),
+            jobs.iter()
+                .map(|j| j.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    let label = format!("restore {} → {}/{}", entry.id, plan.env, plan.collection);
+    let job = service
+        .engine
+        .submit::<RestoreWorkflow>(plan.into_state(&entry), SubmitOptions::label(label))
+        .map_err(engine_error)?;
+    out.message("restore_started", &serde_json::json!({ "job": job.0 }));
+    jobs.push(job);
+    let outcome = service
+        .drive(&jobs, interrupt_token().cancelled_owned())
+        .await
+        .map_err(engine_error)?;
+    display.finish_all();
+    report_restore(&service, job, outcome, out)
+}
+
+/// `restore` without a snapshot: finish what an earlier (killed or interrupted) run left.
+async fn resume_restores(
+    service: &BackupService,
+    display: &ProgressDisplay,
+    out: Output,
+) -> Result<ExitStatus, CliError> {
+    let jobs = unfinished_restores(&service.engine)?;
+    if jobs.is_empty() {
+        out.text("no unfinished restore to resume");
+        out.message("result", &serde_json::json!({ "resumed": [] }));
+        return Ok(ExitStatus::Ok);
+    }
+    let outcome = service
+        .drive(&jobs, interrupt_token().cancelled_owned())
+        .await
+        .map_err(engine_error)?;
+    display.finish_all();
+    let mut worst = ExitStatus::Ok;
+    for job in jobs {
+        let status = report_restore(service, job, outcome, out)?;
+        if status != ExitStatus::Ok {
+            worst = status;
+        }
+    }
+    Ok(worst)
+}
+
+fn report_restore(
+    service: &BackupService,
+    job: JobId,
+    outcome: DriveOutcome,
+    out: Output,
+) -> Result<ExitStatus, CliError> {
+    let view = service
+        .engine
+        .job(job)
+        .map_err(engine_error)?
+        .ok_or_else(|| CliError::error(format!("job {job} disappeared")))?;
+    let import: Option<ImportOutcome> = view
+        .output
+        .clone()
+        .and_then(|o| serde_json::from_value(o).ok());
+    let result = RestoreResult {
+        job: job.0,
+        status: view.summary.status.as_str().to_string(),
+        error: view.summary.last_error.clone(),
+        outcome: import.clone(),
+    };
+    out.message("result", &result);
+    match &import {
+        Some(o) => out.text(&format!(
+            "restore job {job}: {} → {}/{}: {} records imported, {} failed (snapshot has {}){}{}",
+            view.summary.status,
+            o.env,
+            o.collection,
+            o.record_success,
+            o.record_fail,
+            o.expected_records,
+            if o.restarted_import {
+                "; the import was restarted after an interruption"
+            } else {
+                ""
+            },
+            o.cleanup_error
+                .as_deref()
+                .map(|e| format!("; uploaded file left in storage: {e}"))
+                .unwrap_or_default()
+        )),
+        None => out.text(&format!(
+            "restore job {job}: {}{}",
+            view.summary.status,
+            view.summary
+                .last_error
+                .as_deref()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default()
+        )),
+    }
+    Ok(match (outcome, view.summary.status) {
+        (DriveOutcome::Interrupted, _) => ExitStatus::Interrupted,
+        (_, JobStatus::Succeeded) => ExitStatus::Ok,
+        (_, JobStatus::PartiallyFailed) => ExitStatus::PartialFailure,
+        _ => ExitStatus::Error,
+    })
+}
+
+// ---------------------------------------------------------------- check
+
+pub async fn check(g: &GlobalArgs, a: CheckArgs, out: Output) -> Result<ExitStatus, CliError> {
+    let read = match (&a.read_data_subset, a.read_data) {
+        (Some(p), _) => DataRead::parse_subset(p).map_err(CliError::error)?,
+        (None, true) => DataRead::All,
+        (None, false) => DataRead::None,
+    };
+    // A test restore needs the API (secrets); a file check does not.
+    let (engine, catalog, service) = if a.test_restore {
+        let display = Arc::new(ProgressDisplay::new(ProgressMode::detect(out.is_json())));
+        let (service, prepared) = open_service(&g.config, display)?;
+        register_restore(&service, &prepared);
+        (
+            service.engine.clone(),
+            service.catalog.clone(),
+            Some(service),
+        )
+    } else {
+        let (engine, _) = open_existing_store(g)?;
+        let catalog = SnapshotCatalog::new(engine.kv(SnapshotCatalog::NAMESPACE));
+        (engine, catalog, None)
+    };
+    let store = VerificationStore::new(engine.kv(VerificationStore::NAMESPACE));
+    let entries = catalog_entries(&catalog, a.env.as_deref(), a.collection.as_deref())?;
+    let records = store.all().map_err(engine_error)?;
+    let to_check = entries.clone();
+    let report = tokio::task::spawn_blocking(move || {
+        check_entries(&to_check, &records, CheckOptions { read })
+    })
+    .await
+    .map_err(|e| CliError::error(format!("check task failed: {e}")))?;
+    let now = now_utc();
+    record_report(&store, &report, now).map_err(engine_error)?;
+
+    let mut table = Table::new(&[("snapshot", false), ("data read", false), ("result", false)]);
+    for e in &report.entries {
+        table.row(vec![
+            e.id.clone(),
+            if e.read_data {
+                format!("{} records", e.records.unwrap_or(0))
+            } else {
+                "-".into()
+            },
+            match &e.error {
+                None => "ok".into(),
+                Some(err) => format!("FAILED: {err}"),
+            },
+        ]);
+    }
+    out.text(&table.render());
+    out.message("check", &report);
+    let mut failed = report.failures().count();
+
+    if let Some(service) = &service {
+        // The newest snapshot of each env/collection.
+        let mut newest: BTreeMap<(String, String), &CatalogEntry> = BTreeMap::new();
+        for e in &entries {
+            let key = (e.manifest.env.clone(), e.manifest.collection.clone());
+            let replace = newest
+                .get(&key)
+                .is_none_or(|cur| cur.manifest.finished_at < e.manifest.finished_at);
+            if replace {
+                newest.insert(key, e);
+            }
+        }
+        for entry in newest.values() {
+            let Some(client) = service.clients().get(&entry.manifest.appid) else {
+                out.text(&format!(
+                    "test restore of {}: app {} is not configured; skipped",
+                    entry.id, entry.manifest.appid
+                ));
+                failed += 1;
+                continue;
+            };
+            match run_test_restore(&engine, client, &store, entry, a.sample, now_utc()).await {
+                Ok(r) => {
+                    out.message("test_restore", &r);
+                    out.text(&format!(
+                        "test restore of {} into {}: {} ({} of {} documents, {} compared){}",
+                        r.snapshot_id,
+                        r.scratch_collection,
+                        if r.ok() { "ok" } else { "FAILED" },
+                        r.restored_count,
+                        r.expected_records,
+                        r.sampled,
+                        if r.ok() {
+                            String::new()
+                        } else {
+                            format!(": {}", r.problems.join("; "))
+                        }
+                    ));
+                    if let Some(e) = &r.drop_error {
+                        out.text(&format!("warning: {e}"));
+                    }
+                    if !r.ok() {
+                        failed += 1;
+                    }
+                }
+                Err(e) => {
+                    out.text(&format!("{e}"));
+                    failed += 1;
+                }
+            }
+        }
+    }
+    if failed > 0 {
+        return Err(CliError::error(format!(
+            "{failed} check(s) failed; see above"
+        )));
+    }
+    Ok(ExitStatus::Ok)
+}
+
+// ---------------------------------------------------------------- forget
+
+struct CatalogHooks {
+    catalog_kv: tcb_state::KvNamespace,
+    copies: CopyRecords,
+}
+
+impl ForgetHooks for CatalogHooks {
+    fn delete_remote_copies(&mut self, entry: &CatalogEntry) -> Result<(), String> {
+        // Destinations are not part of the configuration file yet, so recorded remote copies
+        // cannot be reached from here: keep the snapshot rather than orphan its copies.
+        let copies = self
+            .copies
+            .of_snapshot(&entry.id)
+            .map_err(|e| e.to_string())?;
+        if copies.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "has copies at {}, which this command cannot delete; kept",
+                copies
+                    .iter()
+                    .map(|c| c.destination.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        }
+    }
+    fn forget_record(&mut self, entry: &CatalogEntry) -> Result<(), String> {
+        self.catalog_kv
+            .remove(&entry.id)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
+
+pub async fn forget_cmd(
+    g: &GlobalArgs,
+    a: ForgetArgs,
+    out: Output,
+) -> Result<ExitStatus, CliError> {
+    let keep_within = match &a.keep_within {
+        Some(text) => Some(parse_duration(text).map_err(|e| CliError::error(e.to_string()))?),
+        None => None,
+    };
+    let policy = RetentionPolicy {
+        keep_last: a.keep_last,
+        keep_hourly: a.keep_hourly,
+        keep_daily: a.keep_daily,
+        keep_weekly: a.keep_weekly,
+        keep_monthly: a.keep_monthly,
+        keep_yearly: a.keep_yearly,
+        keep_within,
+        min_keep: a.keep_min,
+    };
+    policy
+        .validate()
+        .map_err(|e| CliError::error(e.to_string()))?;
+    let (engine, _) = open_existing_store(g)?;
+    let catalog = SnapshotCatalog::new(engine.kv(SnapshotCatalog::NAMESPACE));
+    let store = VerificationStore::new(engine.kv(VerificationStore::NAMESPACE));
+    let entries = catalog_entries(&catalog, a.env.as_deref(), a.collection.as_deref())?;
+    let opts = ForgetOptions {
+        policy,
+        prune: a.prune,
+        dry_run: a.dry_run,
+    };
+    let mut hooks = CatalogHooks {
+        catalog_kv: engine.kv(SnapshotCatalog::NAMESPACE),
+        copies: CopyRecords::new(engine.kv(CopyRecords::NAMESPACE)),
+    };
+    let report =
+        tokio::task::spawn_blocking(move || forget(&entries, &store, &opts, &mut hooks, now_utc()))
+            .await
+            .map_err(|e| CliError::error(format!("forget task failed: {e}")))?
+            .map_err(CliError::error)?;
+
+    out.document(&report);
+    let mut table = Table::new(&[("snapshot", false), ("decision", false), ("why", false)]);
+    for g in &report.plan.groups {
+        for k in &g.keep {
+            let why: Vec<String> = k.reasons.iter().map(|r| r.to_string()).collect();
+            table.row(vec![k.candidate.id.clone(), "keep".into(), why.join(", ")]);
+        }
+        for f in &g.forget {
+            table.row(vec![
+                f.candidate.id.clone(),
+                if report.deleted { "deleted" } else { "forget" }.into(),
+                f.reason.to_string(),
+            ]);
+        }
+    }
+    out.text(&table.render());
+    let forgettable = report.plan.forget_ids().count();
+    if !report.deleted && forgettable > 0 {
+        out.text(&format!(
+            "{forgettable} snapshot(s) would be deleted; run with --prune (and without --dry-run) to delete them"
+        ));
+    }
+    for e in &report.errors {
+        out.text(&format!("error: {e}"));
+    }
+    if !report.errors.is_empty() {
+        return Err(CliError::error(format!(
+            "{} deletion(s) failed; they stay recorded and are retried by the next forget --prune",
+            report.errors.len()
+        )));
+    }
+    Ok(ExitStatus::Ok)
+}

@@ -1,0 +1,278 @@
+//! The `copy.snapshot` workflow kind: copy one stored snapshot to one destination, durably.
+//!
+//! Data file first, manifest last (a manifest at the destination means its data is complete),
+//! then a [`CopyRecord`] so `forget --prune` can delete the copy. A destination that is down
+//! makes the step fail as retryable; the engine retries it with this kind's (long) backoff, and
+//! the local snapshot is unaffected meanwhile. Both puts overwrite, so a step repeated after a
+//! crash is harmless.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tcb_state::{
+    Engine, EngineError, JobId, KvNamespace, RetryPolicy, StepContext, StepError, SubmitOptions,
+    Transition, Workflow,
+};
+
+use super::{key_for, Destination, DestinationError, RemoteObject};
+use crate::catalog::CatalogEntry;
+
+/// The configured destinations by name.
+#[derive(Clone, Default)]
+pub struct Destinations {
+    map: HashMap<String, Arc<dyn Destination>>,
+}
+
+impl Destinations {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn insert(&mut self, d: Arc<dyn Destination>) {
+        self.map.insert(d.name().to_string(), d);
+    }
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn Destination>> {
+        self.map.get(name)
+    }
+    pub fn names(&self) -> impl Iterator<Item = &String> {
+        self.map.keys()
+    }
+}
+
+/// One finished copy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopyRecord {
+    pub snapshot_id: String,
+    pub destination: String,
+    pub data: RemoteObject,
+    pub manifest: RemoteObject,
+}
+
+/// Finished copies in the state store (kv namespace [`CopyRecords::NAMESPACE`]).
+#[derive(Clone)]
+pub struct CopyRecords {
+    kv: KvNamespace,
+}
+
+impl CopyRecords {
+    pub const NAMESPACE: &'static str = "copies";
+
+    pub fn new(kv: KvNamespace) -> Self {
+        CopyRecords { kv }
+    }
+    fn key(snapshot_id: &str, destination: &str) -> String {
+        // The id ends in the numeric export job id, so "<id>#" never prefixes another id.
+        format!("{snapshot_id}#{destination}")
+    }
+    pub fn put(&self, r: &CopyRecord) -> Result<(), EngineError> {
+        self.kv.put(&Self::key(&r.snapshot_id, &r.destination), r)
+    }
+    pub fn of_snapshot(&self, snapshot_id: &str) -> Result<Vec<CopyRecord>, EngineError> {
+        Ok(self
+            .kv
+            .scan_prefix::<CopyRecord>(&format!("{snapshot_id}#"))?
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect())
+    }
+    pub fn remove(&self, r: &CopyRecord) -> Result<bool, EngineError> {
+        self.kv.remove(&Self::key(&r.snapshot_id, &r.destination))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "phase", rename_all = "snake_case")]
+pub enum CopyPhase {
+    Data,
+    Manifest { data: RemoteObject },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopyState {
+    pub snapshot_id: String,
+    pub destination: String,
+    pub data_path: PathBuf,
+    pub manifest_path: PathBuf,
+    pub data_key: String,
+    pub manifest_key: String,
+    pub phase: CopyPhase,
+}
+
+impl CopyState {
+    /// The copy of `entry` (stored under `root`) to `destination`.
+    pub fn new(entry: &CatalogEntry, root: &Path, destination: &str) -> Result<Self, String> {
+        let key = |p: &Path| {
+            key_for(root, p).ok_or_else(|| {
+                format!(
+                    "snapshot {}: {} is not under the destination root {}",
+                    entry.id,
+                    p.display(),
+                    root.display()
+                )
+            })
+        };
+        Ok(CopyState {
+            snapshot_id: entry.id.clone(),
+            destination: destination.to_string(),
+            data_key: key(&entry.data_path)?,
+            manifest_key: key(&entry.manifest_path)?,
+            data_path: entry.data_path.clone(),
+            manifest_path: entry.manifest_path.clone(),
+            phase: CopyPhase::Data,
+        })
+    }
+}
+
+/// Long, patient retries: a destination may be down for hours.
+pub fn default_copy_retry() -> RetryPolicy {
+    RetryPolicy {
+        initial_interval: Duration::from_secs(5),
+        multiplier: 2.0,
+        max_interval: Duration::from_secs(15 * 60),
+        max_attempts: 100,
+        max_elapsed: Some(Duration::from_secs(3 * 24 * 3600)),
+    }
+}
+
+#[derive(Clone)]
+pub struct CopyWorkflow {
+    destinations: Destinations,
+    records: CopyRecords,
+    retry: RetryPolicy,
+}
+
+impl CopyWorkflow {
+    pub fn new(destinations: Destinations, records: CopyRecords) -> Self {
+        CopyWorkflow {
+            destinations,
+            records,
+            retry: default_copy_retry(),
+        }
+    }
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+}
+
+fn step_error(e: DestinationError) -> StepError {
+    if e.is_transient() {
+        StepError::retryable(e.to_string())
+    } else {
+        StepError::permanent(e.to_string())
+    }
+}
+
+impl Workflow for CopyWorkflow {
+    type State = CopyState;
+    const KIND: &'static str = "copy.snapshot";
+    const SCHEMA_VERSION: u32 = 1;
+
+    fn retry_policy(&self) -> RetryPolicy {
+        self.retry.clone()
+    }
+
+    fn step_timeout(&self) -> Duration {
+        Duration::from_secs(6 * 3600)
+    }
+
+    async fn step(
+        &self,
+        _ctx: StepContext,
+        mut s: CopyState,
+    ) -> Result<Transition<CopyState>, StepError> {
+        let dest = self.destinations.get(&s.destination).ok_or_else(|| {
+            StepError::permanent(format!(
+                "copy of {}: destination {} is not configured",
+                s.snapshot_id, s.destination
+            ))
+        })?;
+        for path in [&s.data_path, &s.manifest_path] {
+            if !path.exists() {
+                return Err(StepError::permanent(format!(
+                    "copy of {}: {} no longer exists (snapshot forgotten?)",
+                    s.snapshot_id,
+                    path.display()
+                )));
+            }
+        }
+        match s.phase.clone() {
+            CopyPhase::Data => {
+                let data = dest
+                    .put_file(&s.data_key, &s.data_path)
+                    .await
+                    .map_err(step_error)?;
+                s.phase = CopyPhase::Manifest { data };
+                Ok(Transition::Next(s))
+            }
+            CopyPhase::Manifest { data } => {
+                let manifest = dest
+                    .put_file(&s.manifest_key, &s.manifest_path)
+                    .await
+                    .map_err(step_error)?;
+                let record = CopyRecord {
+                    snapshot_id: s.snapshot_id.clone(),
+                    destination: s.destination.clone(),
+                    data,
+                    manifest,
+                };
+                self.records
+                    .put(&record)
+                    .map_err(|e| StepError::retryable(format!("recording the copy: {e}")))?;
+                let output = serde_json::to_value(&record).unwrap_or(serde_json::Value::Null);
+                Ok(Transition::Complete { state: s, output })
+            }
+        }
+    }
+}
+
+/// Submits one copy job per destination for `entry` (deduplicated: submitting the same copy
+/// twice while one is pending returns the pending job).
+pub fn submit_copies(
+    engine: &Engine,
+    entry: &CatalogEntry,
+    root: &Path,
+    destinations: &[String],
+) -> Result<Vec<JobId>, String> {
+    let mut jobs = Vec::new();
+    for d in destinations {
+        let state = CopyState::new(entry, root, d)?;
+        let opts = SubmitOptions {
+            dedupe_key: Some(format!("copy:{}#{d}", entry.id)),
+            ..SubmitOptions::label(format!("copy {} → {d}", entry.id))
+        };
+        jobs.push(
+            engine
+                .submit::<CopyWorkflow>(state, opts)
+                .map_err(|e| e.to_string())?,
+        );
+    }
+    Ok(jobs)
+}
+
+/// Deletes every recorded copy of `snapshot_id` (data first, manifest after, record last).
+pub async fn delete_copies(
+    destinations: &Destinations,
+    records: &CopyRecords,
+    snapshot_id: &str,
+) -> Result<usize, String> {
+    let mut deleted = 0;
+    for r in records
+        .of_snapshot(snapshot_id)
+        .map_err(|e| e.to_string())?
+    {
+        let dest = destinations.get(&r.destination).ok_or_else(|| {
+            format!(
+                "snapshot {snapshot_id} has a copy at {}, which is no longer configured",
+                r.destination
+            )
+        })?;
+        dest.delete(&r.data).await.map_err(|e| e.to_string())?;
+        dest.delete(&r.manifest).await.map_err(|e| e.to_string())?;
+        records.remove(&r).map_err(|e| e.to_string())?;
+        deleted += 1;
+    }
+    Ok(deleted)
+}

@@ -1,0 +1,125 @@
+//! The upload body of a restore: the stored snapshot decompressed on the fly and hashed as it
+//! streams, so no plaintext temporary file is written and memory stays flat. The hash and
+//! size are checked against the manifest once the upload finished; a mismatch fails the
+//! restore before anything is imported.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+const CHUNK: usize = 256 * 1024;
+
+/// What streamed through the body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Streamed {
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    #[error("reading snapshot {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("reading snapshot {path}: the reader task failed: {message}")]
+    Task { path: PathBuf, message: String },
+    #[error("the upload stopped before the whole snapshot {path} was sent")]
+    Incomplete { path: PathBuf },
+}
+
+/// A body for [`crate::client::CloudBaseClient::upload_file`] plus the task that feeds it.
+pub struct DecompressedBody {
+    pub body: reqwest::Body,
+    reader: JoinHandle<Result<Option<Streamed>, StreamError>>,
+    path: PathBuf,
+}
+
+impl DecompressedBody {
+    /// Starts reading `path` (a zstd snapshot) on a blocking thread.
+    pub fn open(path: &Path) -> Result<DecompressedBody, StreamError> {
+        let read_err = |source| StreamError::Read {
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = std::fs::File::open(path).map_err(read_err)?;
+        let mut decoder = zstd::stream::read::Decoder::new(file).map_err(read_err)?;
+        let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+        let owned = path.to_path_buf();
+        let reader = tokio::task::spawn_blocking(move || {
+            let mut hasher = Sha256::new();
+            let mut total = 0u64;
+            loop {
+                let mut buf = vec![0u8; CHUNK];
+                let n = match decoder.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        let message = e.to_string();
+                        let _ = tx.blocking_send(Err(e));
+                        return Err(StreamError::Read {
+                            path: owned,
+                            source: std::io::Error::other(message),
+                        });
+                    }
+                };
+                buf.truncate(n);
+                hasher.update(&buf);
+                total += n as u64;
+                if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
+                    // The upload gave up; its error is the one that matters.
+                    return Ok(None);
+                }
+            }
+            Ok(Some(Streamed {
+                bytes: total,
+                sha256: hex::encode(hasher.finalize()),
+            }))
+        });
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
+        Ok(DecompressedBody {
+            body: reqwest::Body::wrap_stream(stream),
+            reader,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Splits off the body; [`Finish::finish`] then reports what was streamed.
+    pub fn into_parts(self) -> (reqwest::Body, Finish) {
+        (
+            self.body,
+            Finish {
+                reader: self.reader,
+                path: self.path,
+            },
+        )
+    }
+}
+
+/// Collects the reader's result after the upload.
+pub struct Finish {
+    reader: JoinHandle<Result<Option<Streamed>, StreamError>>,
+    path: PathBuf,
+}
+
+impl Finish {
+    pub async fn finish(self) -> Result<Streamed, StreamError> {
+        match self.reader.await {
+            Ok(Ok(Some(s))) => Ok(s),
+            Ok(Ok(None)) => Err(StreamError::Incomplete { path: self.path }),
+            Ok(Err(e)) => Err(e),
+            Err(e) => Err(StreamError::Task {
+                path: self.path,
+                message: e.to_string(),
+            }),
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! `tcb-backup forget`: verify what has not been verified, plan with [`super::plan`], and with
+//! `--prune` delete what the plan forgets — remote copies first, then the local data file and
+//! manifest ([`super::prune`]), then the catalog and verification records. Without `--prune`
+//! (or with `--dry-run`) nothing is deleted and the plan is the answer.
+//!
+//! Unverified snapshots are checked (files + sha256) before planning so that they can count;
+//! a snapshot whose check fails becomes `Failed` and never counts.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::catalog::CatalogEntry;
+use crate::verify::{
+    check_entries, CheckOptions, CheckReport, VerificationRecord, VerificationStore,
+};
+
+use super::prune::{delete_local_snapshot, Removed};
+use super::{plan, Candidate, RetentionPlan, RetentionPolicy, Standing};
+
+/// Retention candidates for `entries`, with their standing from `records`.
+pub fn candidates(
+    entries: &[CatalogEntry],
+    records: &HashMap<String, VerificationRecord>,
+) -> Vec<Candidate> {
+    entries
+        .iter()
+        .map(|e| Candidate {
+            id: e.id.clone(),
+            env: e.manifest.env.clone(),
+            collection: e.manifest.collection.clone(),
+            time: e.manifest.finished_at,
+            standing: records
+                .get(&e.id)
+                .map(VerificationRecord::standing)
+                .unwrap_or(Standing::Unverified),
+        })
+        .collect()
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForgetOptions {
+    pub policy: RetentionPolicy,
+    /// Actually delete (otherwise only plan).
+    pub prune: bool,
+    pub dry_run: bool,
+}
+
+/// What a forget run did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ForgetReport {
+    /// Checks run on previously unverified snapshots.
+    pub verified_now: CheckReport,
+    pub plan: RetentionPlan,
+    pub removed: Vec<(String, Removed)>,
+    /// Deletions that failed (the snapshot stays recorded; the next run tries again).
+    pub errors: Vec<String>,
+    pub deleted: bool,
+}
+
+/// Callbacks into the parts of the tool that hold other copies and records of a snapshot.
+pub trait ForgetHooks {
+    /// Deletes the snapshot's remote copies (destinations); called before the local files go.
+    fn delete_remote_copies(&mut self, entry: &CatalogEntry) -> Result<(), String>;
+    /// Drops the snapshot's catalog record; called after its files are gone.
+    fn forget_record(&mut self, entry: &CatalogEntry) -> Result<(), String>;
+}
+
+/// Runs forget over `entries` (blocking: file I/O; call it on a blocking thread).
+pub fn forget(
+    entries: &[CatalogEntry],
+    store: &VerificationStore,
+    opts: &ForgetOptions,
+    hooks: &mut dyn ForgetHooks,
+    now: OffsetDateTime,
+) -> Result<ForgetReport, String> {
+    opts.policy.validate().map_err(|e| e.to_string())?;
+    let mut records = store.all().map_err(|e| e.to_string())?;
+    let unverified: Vec<CatalogEntry> = entries
+        .iter()
+        .filter(|e| records.get(&e.id).is_none_or(|r| r.last_check_ok.is_none()))
+        .cloned()
+        .collect();
+    let verified_now = check_entries(&unverified, &records, CheckOptions::default());
+    if !opts.dry_run {
+        crate::verify::check::record_report(store, &verified_now, now)
+            .map_err(|e| e.to_string())?;
+    }
+    for c in &verified_now.entries {
+        let r = records.entry(c.id.clone()).or_default();
+        r.last_check_ok = Some(c.ok);
+    }
+    let plan = plan(&opts.policy, &candidates(entries, &records));
+    let mut report = ForgetReport {
+        verified_now,
+        plan,
+        ..ForgetReport::default()
+    };
+    if !opts.prune || opts.dry_run {
+        return Ok(report);
+    }
+    report.deleted = true;
+    let by_id: HashMap<&str, &CatalogEntry> = entries.iter().map(|e| (e.id.as_str(), e)).collect();
+    let ids: Vec<String> = report.plan.forget_ids().map(String::from).collect();
+    for id in ids {
+        let Some(entry) = by_id.get(id.as_str()) else {
+            continue;
+        };
+        if let Err(e) = hooks.delete_remote_copies(entry) {
+            report.errors.push(format!("{id}: remote copies: {e}"));
+            continue;
+        }
+        match delete_local_snapshot(entry) {
+            Ok(removed) => report.removed.push((id.clone(), removed)),
+            Err(e) => {
+                report.errors.push(e.to_string());
+                continue;
+            }
+        }
+        if let Err(e) = hooks.forget_record(entry) {
+            report.errors.push(format!("{id}: catalog: {e}"));
+        }
+        if let Err(e) = store.remove(&id) {
+            report
+                .errors
+                .push(format!("{id}: verification record: {e}"));
+        }
+    }
+    Ok(report)
+}

@@ -1,0 +1,221 @@
+//! `tcb-backup check`: do the stored files still say what their manifests say?
+//!
+//! Every entry gets the cheap check (manifest on disk parses and equals the catalog's copy,
+//! data file present, size and sha256 agree). Reading the data (decompress, parse every line,
+//! count, raw sha256) is done for all entries with `--read-data`, or for a subset with
+//! `--read-data-subset=P%`: the P% whose data was verified longest ago (never first), so that
+//! repeated subset checks cover the whole archive over time.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::archive;
+use crate::catalog::CatalogEntry;
+use crate::manifest;
+
+use super::records::{VerificationRecord, VerificationStore};
+
+/// How much data to read.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum DataRead {
+    /// Sizes and sha256 of the stored files only.
+    #[default]
+    None,
+    All,
+    /// Percent (0 < p <= 100) of the entries.
+    Subset(f64),
+}
+
+impl DataRead {
+    /// Parses `--read-data-subset` values like `10%` or `2.5`.
+    pub fn parse_subset(text: &str) -> Result<DataRead, String> {
+        let number = text.trim().trim_end_matches('%');
+        let p: f64 = number
+            .parse()
+            .map_err(|_| format!("--read-data-subset {text:?}: expected a percentage like 10%"))?;
+        if !(p > 0.0 && p <= 100.0) {
+            return Err(format!(
+                "--read-data-subset {text:?}: the percentage must be above 0 and at most 100"
+            ));
+        }
+        Ok(DataRead::Subset(p))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct CheckOptions {
+    pub read: DataRead,
+}
+
+/// The result for one entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EntryCheck {
+    pub id: String,
+    pub read_data: bool,
+    pub ok: bool,
+    pub error: Option<String>,
+    /// Records counted, when the data was read.
+    pub records: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CheckReport {
+    pub entries: Vec<EntryCheck>,
+}
+
+impl CheckReport {
+    pub fn failures(&self) -> impl Iterator<Item = &EntryCheck> {
+        self.entries.iter().filter(|e| !e.ok)
+    }
+    pub fn is_ok(&self) -> bool {
+        self.failures().next().is_none()
+    }
+}
+
+/// Checks one entry; `Ok(Some(records))` when the data was read.
+pub fn check_entry(entry: &CatalogEntry, read_data: bool) -> Result<Option<u64>, String> {
+    let on_disk = manifest::read_manifest(&entry.manifest_path).map_err(|e| e.to_string())?;
+    if on_disk != entry.manifest {
+        return Err(format!(
+            "manifest {} differs from the catalog's record of snapshot {} (run `tcb-backup catalog rebuild`)",
+            entry.manifest_path.display(),
+            entry.id
+        ));
+    }
+    let check = archive::verify_snapshot(&entry.data_path, &entry.manifest, read_data)
+        .map_err(|e| e.to_string())?;
+    Ok(check.data.map(|d| d.records))
+}
+
+/// The ids whose data a `Subset(p)` check reads: ceil(p% of n), least recently data-verified
+/// first (never verified before anything), ties by id.
+pub fn select_subset(
+    entries: &[CatalogEntry],
+    records: &HashMap<String, VerificationRecord>,
+    percent: f64,
+) -> Vec<String> {
+    let want = ((entries.len() as f64) * percent / 100.0).ceil() as usize;
+    let mut order: Vec<(Option<OffsetDateTime>, &str)> = entries
+        .iter()
+        .map(|e| {
+            (
+                records.get(&e.id).and_then(|r| r.last_data_verified_at),
+                e.id.as_str(),
+            )
+        })
+        .collect();
+    order.sort();
+    order
+        .into_iter()
+        .take(want.min(entries.len()))
+        .map(|(_, id)| id.to_string())
+        .collect()
+}
+
+/// Checks every entry (blocking: run it on a blocking thread).
+pub fn check_entries(
+    entries: &[CatalogEntry],
+    records: &HashMap<String, VerificationRecord>,
+    opts: CheckOptions,
+) -> CheckReport {
+    let subset: Option<Vec<String>> = match opts.read {
+        DataRead::Subset(p) => Some(select_subset(entries, records, p)),
+        _ => None,
+    };
+    let mut report = CheckReport::default();
+    for entry in entries {
+        let read_data = match opts.read {
+            DataRead::None => false,
+            DataRead::All => true,
+            DataRead::Subset(_) => subset.as_ref().is_some_and(|s| s.contains(&entry.id)),
+        };
+        let result = check_entry(entry, read_data);
+        report.entries.push(EntryCheck {
+            id: entry.id.clone(),
+            read_data,
+            ok: result.is_ok(),
+            records: result.as_ref().ok().copied().flatten(),
+            error: result.err(),
+        });
+    }
+    report
+}
+
+/// Stores the outcome of a check run.
+pub fn record_report(
+    store: &VerificationStore,
+    report: &CheckReport,
+    now: OffsetDateTime,
+) -> Result<(), tcb_state::EngineError> {
+    for e in &report.entries {
+        store.update(&e.id, |r| {
+            r.last_checked_at = Some(now);
+            r.last_check_ok = Some(e.ok);
+            r.last_check_read_data = e.read_data;
+            r.last_error = e.error.clone();
+            if e.ok && e.read_data {
+                r.last_data_verified_at = Some(now);
+            }
+        })?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn entry(id: u64) -> CatalogEntry {
+        let mut m = crate::manifest::tests::sample();
+        m.export_job_id = id;
+        CatalogEntry::new(m, Path::new("/nowhere/a/b/x.manifest.json"))
+    }
+
+    #[test]
+    fn subset_rotates_through_the_least_recently_read() {
+        let entries: Vec<CatalogEntry> = (1..=10).map(entry).collect();
+        let mut records = HashMap::new();
+        let t = time::macros::datetime!(2026-12-01 00:00 UTC);
+        for (i, e) in entries.iter().enumerate() {
+            if i < 7 {
+                records.insert(
+                    e.id.clone(),
+                    VerificationRecord {
+                        last_data_verified_at: Some(t + time::Duration::hours(i as i64)),
+                        ..Default::default()
+                    },
+                );
+            }
+        }
+        let mut picked = select_subset(&entries, &records, 25.0); // ceil(2.5) = 3
+        picked.sort();
+        let mut never: Vec<String> = entries[7..].iter().map(|e| e.id.clone()).collect();
+        never.sort();
+        assert_eq!(picked, never);
+        let picked = select_subset(&entries, &records, 40.0);
+        assert_eq!(picked.len(), 4);
+        assert_eq!(picked[3], entries[0].id);
+        assert_eq!(select_subset(&entries, &records, 100.0).len(), 10);
+        assert_eq!(select_subset(&entries, &records, 0.1).len(), 1);
+    }
+
+    #[test]
+    fn subset_percent_parses() {
+        assert_eq!(DataRead::parse_subset("10%"), Ok(DataRead::Subset(10.0)));
+        assert_eq!(DataRead::parse_subset("2.5"), Ok(DataRead::Subset(2.5)));
+        for bad in ["0%", "101%", "x", "", "-5%", "NaN"] {
+            assert!(DataRead::parse_subset(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn missing_files_fail_with_the_path() {
+        let r = check_entries(&[entry(5)], &HashMap::new(), CheckOptions::default());
+        assert!(!r.is_ok());
+        let err = r.entries[0].error.clone().unwrap();
+        assert!(err.contains("/nowhere/a/b/x.manifest.json"), "{err}");
+    }
+}

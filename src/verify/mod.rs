@@ -1,0 +1,19 @@
+//! Verification of stored snapshots (`tcb-backup check`) and where its results are kept.
+//!
+//! - [`check`]: every catalog entry's files are present and agree with the manifest (size,
+//!   sha256); with `--read-data` (or a rotating `--read-data-subset=P%`) also decompressed,
+//!   parsed and counted
+//! - [`test_restore`]: restore a snapshot into a scratch collection, compare the count and a
+//!   sample of documents with the snapshot, drop the scratch collection
+//! - [`records`]: the last verified / test-restored times per snapshot (kv namespace
+//!   `verification`), which also decide whether retention may count a snapshot
+
+pub mod check;
+pub mod records;
+pub mod test_restore;
+
+pub use check::{
+    check_entries, check_entry, select_subset, CheckOptions, CheckReport, DataRead, EntryCheck,
+};
+pub use records::{VerificationRecord, VerificationStore};
+pub use test_restore::{compare_restored, scratch_collection_name, TestRestoreResult};

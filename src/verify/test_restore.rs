@@ -1,0 +1,225 @@
+//! `check --test-restore`: prove a snapshot restores. The snapshot is restored (the ordinary
+//! restore workflow) into a scratch collection `<collection>_verify_<UTC time>` of its own env,
+//! the document count and a sample of documents are compared with the snapshot, and the scratch
+//! collection is dropped whatever the outcome.
+
+use serde::Serialize;
+use serde_json::Value;
+use tcb_state::{Engine, JobStatus, SubmitOptions};
+use time::OffsetDateTime;
+
+use crate::archive::SnapshotLines;
+use crate::catalog::CatalogEntry;
+use crate::client::CloudBaseClient;
+use crate::naming;
+use crate::restore::{ImportOutcome, RestorePlan, RestoreRequest, RestoreWorkflow};
+
+use super::records::VerificationStore;
+
+/// `<collection>_verify_<UTC time>`, shortened to a valid name.
+pub fn scratch_collection_name(collection: &str, now: OffsetDateTime) -> String {
+    let suffix = format!("_verify_{}", naming::format_snapshot_time(now));
+    let room = naming::MAX_NAME_BYTES.saturating_sub(suffix.len());
+    let mut base = collection.to_string();
+    while base.len() > room {
+        base.pop();
+    }
+    format!("{base}{suffix}")
+}
+
+/// What a test restore found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TestRestoreResult {
+    pub snapshot_id: String,
+    pub scratch_collection: String,
+    pub expected_records: u64,
+    pub restored_count: u64,
+    pub sampled: usize,
+    /// Human-readable differences; empty = passed.
+    pub problems: Vec<String>,
+    /// The scratch collection could not be dropped.
+    pub drop_error: Option<String>,
+}
+
+impl TestRestoreResult {
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TestRestoreError {
+    #[error("test restore of {id}: {message}")]
+    Failed { id: String, message: String },
+}
+
+/// A deterministic sample (reservoir, seeded by the snapshot id) of up to `k` documents.
+pub fn sample_documents(entry: &CatalogEntry, k: usize) -> Result<Vec<Value>, String> {
+    use rand::{Rng, SeedableRng};
+    let seed = entry
+        .manifest
+        .sha256_raw
+        .bytes()
+        .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut sample: Vec<Value> = Vec::with_capacity(k);
+    let lines = SnapshotLines::open(&entry.data_path).map_err(|e| e.to_string())?;
+    for (i, line) in lines.enumerate() {
+        let line = line.map_err(|e| e.to_string())?;
+        let doc: Value = serde_json::from_slice(&line)
+            .map_err(|e| format!("{}: record {}: {e}", entry.data_path.display(), i + 1))?;
+        if sample.len() < k {
+            sample.push(doc);
+        } else {
+            let j = rng.gen_range(0..=i);
+            if let Some(slot) = sample.get_mut(j) {
+                *slot = doc;
+            }
+        }
+    }
+    Ok(sample)
+}
+
+/// Compares the restored collection with the snapshot: count, then every sampled document
+/// looked up by `_id` must be equal value for value.
+pub async fn compare_restored(
+    client: &CloudBaseClient,
+    env: &str,
+    collection: &str,
+    expected_records: u64,
+    sample: &[Value],
+) -> (u64, Vec<String>) {
+    let mut problems = Vec::new();
+    let count = match client
+        .database_count(env, &format!("db.collection({collection:?}).count()"))
+        .await
+    {
+        Ok(n) => n,
+        Err(e) => {
+            problems.push(format!("counting {env}/{collection}: {e}"));
+            return (0, problems);
+        }
+    };
+    if count != expected_records {
+        problems.push(format!(
+            "{env}/{collection} holds {count} documents, the snapshot {expected_records}"
+        ));
+    }
+    for doc in sample {
+        let Some(id) = doc.get("_id") else {
+            problems.push("a sampled record has no _id".into());
+            continue;
+        };
+        let id_literal = serde_json::to_string(id).unwrap_or_default();
+        let query = format!("db.collection({collection:?}).where({{_id: {id_literal}}}).get()");
+        match client.database_query(env, &query).await {
+            Ok(page) => match page.data.as_slice() {
+                [found] if found == doc => {}
+                [found] => problems.push(format!(
+                    "document {id_literal} differs: snapshot {doc}, restored {found}"
+                )),
+                [] => problems.push(format!("document {id_literal} is missing")),
+                more => problems.push(format!("document {id_literal} found {} times", more.len())),
+            },
+            Err(e) => problems.push(format!("looking up {id_literal}: {e}")),
+        }
+    }
+    (count, problems)
+}
+
+/// Runs one test restore to the end on `engine` (which must have [`RestoreWorkflow`]
+/// registered and no other runner active), records the result and drops the scratch collection.
+pub async fn run_test_restore(
+    engine: &Engine,
+    client: &CloudBaseClient,
+    store: &VerificationStore,
+    entry: &CatalogEntry,
+    sample_size: usize,
+    now: OffsetDateTime,
+) -> Result<TestRestoreResult, TestRestoreError> {
+    let fail = |message: String| TestRestoreError::Failed {
+        id: entry.id.clone(),
+        message,
+    };
+    let scratch = scratch_collection_name(&entry.manifest.collection, now);
+    let req = RestoreRequest {
+        to_collection: Some(scratch.clone()),
+        ..RestoreRequest::default()
+    };
+    let plan = RestorePlan::new(entry, &req, now).map_err(|e| fail(e.to_string()))?;
+    let env = plan.env.clone();
+    let job = engine
+        .submit::<RestoreWorkflow>(
+            plan.into_state(entry),
+            SubmitOptions::label(format!("test-restore {}", entry.id)),
+        )
+        .map_err(|e| fail(e.to_string()))?;
+    engine
+        .run_until_idle()
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    let view = engine
+        .job(job)
+        .map_err(|e| fail(e.to_string()))?
+        .ok_or_else(|| fail(format!("restore job {job} vanished")))?;
+
+    let mut problems = Vec::new();
+    let mut restored_count = 0;
+    let mut sampled = 0;
+    if view.summary.status == JobStatus::Succeeded
+        || view.summary.status == JobStatus::PartiallyFailed
+    {
+        if let Some(outcome) = view
+            .output
+            .clone()
+            .and_then(|o| serde_json::from_value::<ImportOutcome>(o).ok())
+        {
+            if outcome.record_fail > 0 {
+                problems.push(format!("{} records failed to import", outcome.record_fail));
+            }
+        }
+        let path_entry = entry.clone();
+        let sample =
+            tokio::task::spawn_blocking(move || sample_documents(&path_entry, sample_size))
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+        match sample {
+            Ok(sample) => {
+                sampled = sample.len();
+                let (count, found) =
+                    compare_restored(client, &env, &scratch, entry.manifest.records, &sample).await;
+                restored_count = count;
+                problems.extend(found);
+            }
+            Err(e) => problems.push(format!("reading the snapshot: {e}")),
+        }
+    } else {
+        problems.push(format!(
+            "restore job {job} ended {}: {}",
+            view.summary.status.as_str(),
+            view.summary.last_error.clone().unwrap_or_default()
+        ));
+    }
+    let drop_error = client
+        .delete_collection(&env, &scratch)
+        .await
+        .err()
+        .map(|e| format!("dropping {env}/{scratch}: {e}"));
+    let result = TestRestoreResult {
+        snapshot_id: entry.id.clone(),
+        scratch_collection: scratch,
+        expected_records: entry.manifest.records,
+        restored_count,
+        sampled,
+        problems,
+        drop_error,
+    };
+    store
+        .update(&entry.id, |r| {
+            r.last_test_restored_at = Some(now);
+            r.last_test_restore_ok = Some(result.ok());
+            r.last_test_restore_error = (!result.ok()).then(|| result.problems.join("; "));
+        })
+        .map_err(|e| fail(e.to_string()))?;
+    Ok(result)
+}

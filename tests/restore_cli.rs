@@ -1,0 +1,206 @@
+//! The real binary: backup → `restore` (dry run, real, refused overwrite) → `check`
+//! (--read-data, --test-restore) → `forget --prune`; and a `restore` SIGKILLed mid-run that
+//! `restore` (no snapshot) resumes.
+
+mod backup_support;
+
+use std::path::Path;
+use std::process::Output;
+use std::time::Duration;
+
+use backup_support::*;
+use serde_json::Value;
+use tcb_state::{Engine, JobFilter, JobStatus};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tcb-backup");
+
+fn command(config: &Path, args: &[&str]) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(BIN);
+    cmd.arg("--config")
+        .arg(config)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true);
+    cmd
+}
+
+async fn run(config: &Path, args: &[&str]) -> Output {
+    command(config, args).output().await.expect("run binary")
+}
+
+fn describe(out: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn sorted_docs(mut docs: Vec<Value>) -> Vec<Value> {
+    docs.sort_by(|a, b| a["_id"].as_str().cmp(&b["_id"].as_str()));
+    docs
+}
+
+/// Snapshot ids (`<env>/<collection>/<job>`) of the manifests under `root`.
+fn snapshot_ids(root: &Path) -> Vec<(String, String)> {
+    manifests(root)
+        .into_iter()
+        .map(|(_, m)| {
+            (
+                format!("{}/{}/{}", m.env, m.collection, m.export_job_id),
+                m.collection,
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_check_forget_through_the_cli() {
+    let apps = test_apps("rcli", 1, 1);
+    let emu = start(emulator_config(&apps, 2, 80)).await;
+    let env = apps[0].envs[0].clone();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &emu.base_url(), &apps, 2);
+    let root = dir.path().join("snapshots");
+
+    let out = run(&config, &["backup"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let ids = snapshot_ids(&root);
+    assert_eq!(ids.len(), 2);
+    let (id, collection) = ids[0].clone();
+
+    // Dry run: the plan, nothing restored.
+    let before = emu.control().collections(&env).unwrap();
+    let out = run(&config, &["restore", &id, "--dry-run"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("restore plan") && text.contains("_restored_"),
+        "{text}"
+    );
+    assert_eq!(emu.control().collections(&env).unwrap(), before);
+
+    // The real thing: a new collection with the same documents.
+    let out = run(&config, &["restore", &id]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let restored = emu
+        .control()
+        .collections(&env)
+        .unwrap()
+        .into_iter()
+        .find(|c| c.starts_with(&format!("{collection}_restored_")))
+        .expect("restored collection");
+    assert_eq!(
+        sorted_docs(emu.control().documents(&env, &restored).unwrap()),
+        sorted_docs(emu.control().documents(&env, &collection).unwrap())
+    );
+
+    // Restoring into it again without upsert/force is refused with exit 1.
+    let out = run(&config, &["restore", &id, "--to-collection", &restored]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--mode upsert"),
+        "{}",
+        describe(&out)
+    );
+
+    let out = run(&config, &["check", "--read-data"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let out = run(&config, &["check", "--test-restore", "--sample", "5"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("test restore of"));
+
+    // A second backup (without the restored copy, which discovery would back up too), then
+    // keep only the newest per collection.
+    emu.control().drop_collection(&env, &restored).unwrap();
+    let out = run(&config, &["backup"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_eq!(snapshot_ids(&root).len(), 4);
+    let out = run(&config, &["forget", "--keep-last", "1"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_eq!(snapshot_ids(&root).len(), 4, "no --prune: nothing deleted");
+    let out = run(&config, &["forget", "--keep-last", "1", "--prune"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let left = snapshot_ids(&root);
+    assert_eq!(left.len(), 2);
+    assert!(
+        !left.iter().any(|(i, _)| *i == id),
+        "the older snapshot went"
+    );
+    let out = run(&config, &["forget"]).await;
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "an empty policy is refused: {}",
+        describe(&out)
+    );
+    emu.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkilled_restore_resumes() {
+    let apps = test_apps("rkill", 1, 1);
+    let mut cfg = emulator_config(&apps, 1, 400);
+    let env = apps[0].envs[0].clone();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "http://placeholder", &apps, 1);
+    // Slow virtual time: the import takes a few real seconds, so the kill lands mid-restore.
+    cfg.time_scale = 2.0;
+    let emu = start(cfg).await;
+    let config_text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("http://placeholder", &emu.base_url());
+    std::fs::write(&config, config_text).unwrap();
+    emu.control().set_time_scale(200.0);
+    let out = run(&config, &["backup"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    emu.control().set_time_scale(2.0);
+    let (id, collection) = snapshot_ids(&dir.path().join("snapshots"))[0].clone();
+
+    let mut child = command(
+        &config,
+        &["restore", &id, "--to-collection", "restored_after_kill"],
+    )
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .unwrap();
+    // Wait until the restore has progressed to the import (deterministic point: the import
+    // job exists), then kill -9.
+    let mut started = false;
+    for _ in 0..2000 {
+        if emu.control().jobs(&env).iter().any(|j| !j.export) {
+            started = true;
+            break;
+        }
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(started, "the restore never started an import");
+    child.kill().await.unwrap();
+
+    emu.control().set_time_scale(200.0);
+    let out = run(&config, &["restore"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_eq!(
+        sorted_docs(
+            emu.control()
+                .documents(&env, "restored_after_kill")
+                .unwrap()
+        ),
+        sorted_docs(emu.control().documents(&env, &collection).unwrap())
+    );
+    let engine = Engine::open(&dir.path().join("state"), Default::default()).unwrap();
+    let jobs = engine
+        .list(&JobFilter {
+            kind: Some("restore.collection".into()),
+            ..JobFilter::default()
+        })
+        .unwrap();
+    assert_eq!(jobs.len(), 1, "resumed, not started again");
+    assert_eq!(jobs[0].status, JobStatus::Succeeded);
+    emu.shutdown().await;
+}

@@ -1,0 +1,238 @@
+//! Copies to S3-compatible storage (a local `moto_server`, from the PyPI package
+//! `moto[server]`) and to a local directory, with the S3 server stopped and restarted mid-run:
+//! the copy job retries until the server is back, records the copy, and deleting the copies
+//! removes the objects.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tcb_backup::archive::{write_snapshot, ArchiveOptions};
+use tcb_backup::catalog::CatalogEntry;
+use tcb_backup::destination::copy::{
+    delete_copies, submit_copies, CopyRecords, CopyWorkflow, Destinations,
+};
+use tcb_backup::destination::local::LocalDir;
+use tcb_backup::destination::s3::{S3Destination, S3Settings};
+use tcb_backup::manifest::{write_manifest, Manifest, SnapshotInfo};
+use tcb_backup::naming::snapshot_paths;
+use tcb_state::{Engine, EngineOptions, JobStatus, KindLimits, RetryPolicy};
+
+const BUCKET: &str = "tcb-backup-test";
+
+struct Moto {
+    child: Child,
+    port: u16,
+}
+
+impl Moto {
+    fn start(port: u16) -> Moto {
+        let child = Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("moto_server must be installed: pip install 'moto[server]'");
+        Moto { child, port }
+    }
+
+    /// Waits until the server answers, then creates the bucket (moto keeps state in memory:
+    /// a restarted server has none).
+    async fn ready(&self) {
+        let http = reqwest::Client::new();
+        let url = format!("http://127.0.0.1:{}/{BUCKET}", self.port);
+        for _ in 0..600 {
+            if let Ok(resp) = http.put(&url).send().await {
+                assert!(
+                    resp.status().is_success(),
+                    "create bucket: {}",
+                    resp.status()
+                );
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("moto_server did not come up on port {}", self.port);
+    }
+
+    fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+async fn snapshot(root: &Path, job: u64) -> CatalogEntry {
+    let at = time::OffsetDateTime::now_utc();
+    let paths = snapshot_paths(root, "prod", "orders", at, job).unwrap();
+    let body: String = (0..2000)
+        .map(|i| format!("{{\"_id\":\"{job}-{i}\",\"text\":\"数据 {i}\"}}\n"))
+        .collect();
+    let summary = write_snapshot(
+        futures_util::stream::iter(vec![Ok::<_, std::io::Error>(Bytes::from(body))]),
+        &paths,
+        ArchiveOptions::default(),
+    )
+    .await
+    .unwrap();
+    let m = Manifest::for_snapshot(
+        SnapshotInfo {
+            appid: "wx1".into(),
+            env: "prod".into(),
+            collection: "orders".into(),
+            query: String::new(),
+            file_type: Default::default(),
+            export_job_id: job,
+            started_at: at,
+            export_ready_at: None,
+        },
+        &summary,
+        &paths,
+        at,
+    );
+    write_manifest(&paths.manifest, &m).unwrap();
+    CatalogEntry::new(m, &paths.manifest)
+}
+
+async fn object_size(port: u16, key: &str) -> Option<u64> {
+    let url = format!("http://127.0.0.1:{port}/{BUCKET}/copies/{key}");
+    let resp = reqwest::Client::new().get(&url).send().await.ok()?;
+    if !resp.status().is_success() {
+        return None;
+    }
+    Some(resp.bytes().await.ok()?.len() as u64)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_copy_survives_a_server_restart_and_forget_deletes_copies() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("snapshots");
+    let port = free_port();
+    let moto = Moto::start(port);
+    moto.ready().await;
+
+    let s3 = S3Destination::new(
+        "offsite",
+        S3Settings {
+            bucket: BUCKET.into(),
+            prefix: "copies".into(),
+            endpoint: Some(format!("http://127.0.0.1:{port}")),
+            region: "us-east-1".into(),
+            access_key_id: "testing".into(),
+            secret_access_key: "testing".into(),
+            allow_http: true,
+        },
+    )
+    .unwrap();
+    let mut destinations = Destinations::new();
+    destinations.insert(Arc::new(s3));
+    destinations.insert(Arc::new(LocalDir::new("nas", dir.path().join("nas"))));
+
+    let engine = Engine::open(&dir.path().join("state"), EngineOptions::default()).unwrap();
+    let records = CopyRecords::new(engine.kv(CopyRecords::NAMESPACE));
+    engine.register(
+        CopyWorkflow::new(destinations.clone(), records.clone()).with_retry(RetryPolicy {
+            initial_interval: Duration::from_millis(50),
+            multiplier: 2.0,
+            max_interval: Duration::from_millis(400),
+            max_attempts: 1000,
+            max_elapsed: None,
+        }),
+        KindLimits::new(2),
+    );
+    let names = vec!["offsite".to_string(), "nas".to_string()];
+
+    // 1. Server up: both copies of the first snapshot succeed.
+    let first = snapshot(&root, 1).await;
+    let jobs = submit_copies(&engine, &first, &root, &names).unwrap();
+    engine.run_until_idle().await.unwrap();
+    for j in &jobs {
+        assert_eq!(
+            engine.job(*j).unwrap().unwrap().summary.status,
+            JobStatus::Succeeded
+        );
+    }
+    let data_key =
+        "prod/orders/".to_string() + first.data_path.file_name().unwrap().to_str().unwrap();
+    assert_eq!(
+        object_size(port, &data_key).await,
+        Some(first.manifest.bytes_stored)
+    );
+    assert!(dir.path().join("nas").join(&data_key).exists());
+
+    // 2. Server stopped: the copy of the second snapshot fails and is retried...
+    moto.stop();
+    let second = snapshot(&root, 2).await;
+    let jobs = submit_copies(&engine, &second, &root, &names[..1]).unwrap();
+    let job = jobs[0];
+    let runner = {
+        let engine = engine.clone();
+        tokio::spawn(async move { engine.run_until_idle().await })
+    };
+    let mut retried = false;
+    for _ in 0..400 {
+        let view = engine.job(job).unwrap().unwrap();
+        if view.summary.last_error.is_some() {
+            retried = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(retried, "the copy never failed while the server was down");
+    assert_ne!(
+        engine.job(job).unwrap().unwrap().summary.status,
+        JobStatus::Failed
+    );
+    // ...the local snapshot is untouched, and once the server is back the copy completes.
+    assert!(second.data_path.exists());
+    let moto = Moto::start(port);
+    moto.ready().await;
+    runner.await.unwrap().unwrap();
+    let view = engine.job(job).unwrap().unwrap();
+    assert_eq!(
+        view.summary.status,
+        JobStatus::Succeeded,
+        "{:?}",
+        view.summary.last_error
+    );
+    let key2 = "prod/orders/".to_string() + second.data_path.file_name().unwrap().to_str().unwrap();
+    assert_eq!(
+        object_size(port, &key2).await,
+        Some(second.manifest.bytes_stored)
+    );
+    assert_eq!(records.of_snapshot(&second.id).unwrap().len(), 1);
+
+    // Deleting the copies (what forget --prune does) removes the objects and the records.
+    assert_eq!(
+        delete_copies(&destinations, &records, &second.id)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(object_size(port, &key2).await, None);
+    assert!(records.of_snapshot(&second.id).unwrap().is_empty());
+    assert_eq!(
+        delete_copies(&destinations, &records, &first.id)
+            .await
+            .unwrap(),
+        2
+    );
+    assert!(!dir.path().join("nas").join(&data_key).exists());
+    drop(moto);
+}

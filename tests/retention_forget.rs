@@ -1,0 +1,160 @@
+//! `forget` on real files: unverified snapshots are checked first, a tampered one never counts
+//! and is deleted, the rules keep what they say, `--prune` removes data file + manifest +
+//! records (remote copies first), and without `--prune` nothing is touched.
+
+use std::path::Path;
+
+use bytes::Bytes;
+use tcb_backup::archive::{write_snapshot, ArchiveOptions};
+use tcb_backup::catalog::CatalogEntry;
+use tcb_backup::manifest::{write_manifest, Manifest, SnapshotInfo};
+use tcb_backup::naming::snapshot_paths;
+use tcb_backup::retention::forget::{forget, ForgetHooks, ForgetOptions};
+use tcb_backup::retention::{ForgetReason, RetentionPolicy};
+use tcb_backup::verify::VerificationStore;
+use tcb_state::{Engine, EngineOptions};
+use time::macros::datetime;
+use time::OffsetDateTime;
+
+async fn store(root: &Path, collection: &str, job: u64, at: OffsetDateTime) -> CatalogEntry {
+    let paths = snapshot_paths(root, "prod", collection, at, job).unwrap();
+    let body = format!("{{\"_id\":\"{job}\",\"v\":1}}\n");
+    let summary = write_snapshot(
+        futures_util::stream::iter(vec![Ok::<_, std::io::Error>(Bytes::from(body))]),
+        &paths,
+        ArchiveOptions::default(),
+    )
+    .await
+    .unwrap();
+    let m = Manifest::for_snapshot(
+        SnapshotInfo {
+            appid: "wx1".into(),
+            env: "prod".into(),
+            collection: collection.into(),
+            query: String::new(),
+            file_type: Default::default(),
+            export_job_id: job,
+            started_at: at,
+            export_ready_at: None,
+        },
+        &summary,
+        &paths,
+        at,
+    );
+    write_manifest(&paths.manifest, &m).unwrap();
+    CatalogEntry::new(m, &paths.manifest)
+}
+
+#[derive(Default)]
+struct Hooks {
+    remote: Vec<String>,
+    forgotten: Vec<String>,
+}
+
+impl ForgetHooks for Hooks {
+    fn delete_remote_copies(&mut self, entry: &CatalogEntry) -> Result<(), String> {
+        // The local files must still be there when the remote copies go.
+        assert!(entry.data_path.exists());
+        self.remote.push(entry.id.clone());
+        Ok(())
+    }
+    fn forget_record(&mut self, entry: &CatalogEntry) -> Result<(), String> {
+        assert!(!entry.data_path.exists() && !entry.manifest_path.exists());
+        self.forgotten.push(entry.id.clone());
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn forget_verifies_plans_and_prunes() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("snapshots");
+    let mut entries = Vec::new();
+    for (job, day) in [(1u64, 1u8), (2, 2), (3, 3), (4, 4)] {
+        let at = datetime!(2026-12-01 02:00 UTC).replace_day(day).unwrap();
+        entries.push(store(&root, "orders", job, at).await);
+    }
+    // The newest snapshot is corrupt: it must not use up keep-last.
+    let newest = entries[3].clone();
+    let mut bytes = std::fs::read(&newest.data_path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&newest.data_path, &bytes).unwrap();
+
+    let engine = Engine::open(&dir.path().join("state"), EngineOptions::default()).unwrap();
+    let records = VerificationStore::new(engine.kv(VerificationStore::NAMESPACE));
+    let policy = RetentionPolicy {
+        keep_last: 2,
+        min_keep: 1,
+        ..RetentionPolicy::default()
+    };
+    let now = datetime!(2026-12-05 00:00 UTC);
+
+    // Without --prune: the plan, nothing deleted, but the checks are recorded.
+    let mut hooks = Hooks::default();
+    let opts = ForgetOptions {
+        policy: policy.clone(),
+        prune: false,
+        dry_run: false,
+    };
+    let report = forget(&entries, &records, &opts, &mut hooks, now).unwrap();
+    assert_eq!(report.verified_now.entries.len(), 4);
+    assert!(!report.deleted);
+    let g = &report.plan.groups[0];
+    let kept: Vec<&str> = g.keep.iter().map(|k| k.candidate.id.as_str()).collect();
+    assert_eq!(kept, vec!["prod/orders/3", "prod/orders/2"]);
+    let forgot: Vec<(&str, ForgetReason)> = g
+        .forget
+        .iter()
+        .map(|f| (f.candidate.id.as_str(), f.reason))
+        .collect();
+    assert_eq!(
+        forgot,
+        vec![
+            ("prod/orders/4", ForgetReason::Failed),
+            ("prod/orders/1", ForgetReason::NotSelected)
+        ]
+    );
+    assert!(entries.iter().all(|e| e.data_path.exists()));
+    let rec = records.get("prod/orders/4").unwrap().unwrap();
+    assert_eq!(rec.last_check_ok, Some(false));
+    assert!(rec.last_error.unwrap().contains("sha256"));
+
+    // --dry-run with --prune: still nothing.
+    let dry = ForgetOptions {
+        prune: true,
+        dry_run: true,
+        ..opts.clone()
+    };
+    forget(&entries, &records, &dry, &mut hooks, now).unwrap();
+    assert!(entries.iter().all(|e| e.data_path.exists()));
+    assert!(hooks.remote.is_empty());
+
+    // --prune: remote copies, then files, then records.
+    let prune = ForgetOptions {
+        prune: true,
+        ..opts
+    };
+    let report = forget(&entries, &records, &prune, &mut hooks, now).unwrap();
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!(report.removed.len(), 2);
+    assert_eq!(hooks.remote, vec!["prod/orders/4", "prod/orders/1"]);
+    assert_eq!(hooks.forgotten, hooks.remote);
+    for e in &entries[..1] {
+        assert!(!e.data_path.exists() && !e.manifest_path.exists());
+    }
+    assert!(!newest.data_path.exists() && !newest.manifest_path.exists());
+    for e in &entries[1..3] {
+        assert!(e.data_path.exists() && e.manifest_path.exists());
+    }
+    assert!(records.get("prod/orders/1").unwrap().is_none());
+
+    // An empty policy is refused rather than forgetting everything.
+    let empty = ForgetOptions {
+        policy: RetentionPolicy::default(),
+        prune: true,
+        dry_run: false,
+    };
+    let err = forget(&entries[1..3], &records, &empty, &mut hooks, now).unwrap_err();
+    assert!(err.contains("no retention rule"), "{err}");
+}

@@ -12,3 +12,4 @@ pub mod config;
 pub mod emulator;
 pub mod manifest;
 pub mod naming;
+pub mod schedule;

@@ -9,6 +9,7 @@ pub mod catalog;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod daemon;
 pub mod emulator;
 pub mod manifest;
 pub mod naming;

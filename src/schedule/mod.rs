@@ -141,7 +141,11 @@ impl Schedule {
                 break;
             }
             cursor = next.timestamp();
-            last = Some(next);
+            // The cursor started up to a second early (fires are whole seconds, `horizon`
+            // need not be).
+            if next.timestamp() >= horizon {
+                last = Some(next);
+            }
         }
         last
     }

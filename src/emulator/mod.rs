@@ -1,1 +1,253 @@
-//! (module `emulator`: being written)
+//! A faithful local emulator of the WeChat CloudBase HTTP API (reference
+//! `wechat-api.md` §12): access tokens of both families, every `/tcb/*` endpoint the tool uses,
+//! a fake COS for uploads and signed expiring downloads, a virtual clock, quotas, fault
+//! injection and a control API (`/_emulator/...`). Tests start it in-process on port 0 with
+//! [`start`]; `tcb-backup emulator` runs it standalone through [`run_standalone`].
+//!
+//! Module map: `server` (routing, token endpoints, fault pre-processing), `tcb` (validation and
+//! `/tcb/*`), `cos` (fake COS), `envelope`, `tokens`, `quota`, `query` (JS query subset), `store`
+//! (collections), `formats` (JSON Lines/CSV), `jobs`, `storage` (file ids, blobs, signing),
+//! `faults`, `clock`, `seed`, `persist`, `control`, `world` (shared state).
+
+mod clock;
+mod config;
+mod control;
+mod cos;
+mod envelope;
+mod faults;
+mod formats;
+mod jobs;
+mod persist;
+pub mod query;
+mod quota;
+mod seed;
+mod server;
+mod storage;
+mod store;
+mod tcb;
+mod tokens;
+mod world;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use clock::VirtualClock;
+pub use config::{
+    EmulatorApp, EmulatorConfig, JobTiming, Quotas, StatusMessageField, UnknownCollectionMode,
+    UpsertMode,
+};
+pub use control::{ControlError, EmulatorControl, JobSnapshot};
+pub use faults::{Counters, EndpointStats, FaultAction, FaultRule};
+pub use seed::SeedSpec;
+pub use storage::{file_id, parse_file_id, EXPORT_BUCKET};
+pub use tcb::TCB_ENDPOINTS;
+pub use tokens::{Family, IssuedToken};
+
+use world::Core;
+
+/// Why the emulator could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum EmulatorError {
+    #[error("emulator: cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("emulator: cannot prepare storage directory: {0}")]
+    Storage(std::io::Error),
+    #[error("emulator: data directory {path}: {message}")]
+    DataDir { path: PathBuf, message: String },
+    #[error("emulator: invalid configuration: {0}")]
+    Config(String),
+    #[error("emulator: server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// A running emulator. Dropping it without [`EmulatorHandle::shutdown`] leaves the server task
+/// running until the runtime ends.
+pub struct EmulatorHandle {
+    base_url: String,
+    addr: SocketAddr,
+    apps: Vec<EmulatorApp>,
+    control: EmulatorControl,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), std::io::Error>>>,
+}
+
+impl std::fmt::Debug for EmulatorHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmulatorHandle")
+            .field("base_url", &self.base_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EmulatorHandle {
+    /// `http://127.0.0.1:PORT`: API, COS and file URLs are all served here.
+    pub fn base_url(&self) -> String {
+        self.base_url.clone()
+    }
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+    pub fn apps(&self) -> &[EmulatorApp] {
+        &self.apps
+    }
+    pub fn control(&self) -> &EmulatorControl {
+        &self.control
+    }
+    /// Stop serving, persist to `data_dir` if configured, remove temporary blobs.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+        let core = &self.control.core;
+        let data_dir = core.world().cfg.data_dir.clone();
+        if let Some(dir) = data_dir {
+            if let Err(e) = persist::save(core, &dir) {
+                tracing::warn!("emulator: could not persist to {}: {e}", dir.display());
+            }
+        }
+        core.blobs.cleanup();
+    }
+}
+
+/// Start the emulator on `listen` (port 0 picks a free port).
+pub async fn start(
+    cfg: EmulatorConfig,
+    listen: SocketAddr,
+) -> Result<EmulatorHandle, EmulatorError> {
+    if cfg.apps.is_empty() {
+        return Err(EmulatorError::Config("at least one app is required".into()));
+    }
+    let blobs = storage::BlobDir::open(cfg.data_dir.as_deref()).map_err(EmulatorError::Storage)?;
+    let apps = cfg.apps.clone();
+    let seed = cfg.seed.clone();
+    let data_dir = cfg.data_dir.clone();
+    let core = Arc::new(Core::new(cfg, blobs));
+    if let Some(dir) = &data_dir {
+        persist::load(&core, dir).map_err(|message| EmulatorError::DataDir {
+            path: dir.clone(),
+            message,
+        })?;
+    }
+    if let Some(spec) = seed {
+        seed_world(&core, &spec);
+    }
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| EmulatorError::Bind {
+            addr: listen,
+            source,
+        })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| EmulatorError::Bind {
+            addr: listen,
+            source,
+        })?;
+    let host = if addr.ip().is_unspecified() {
+        SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port())
+    } else {
+        addr
+    };
+    let base_url = format!("http://{host}");
+    let _ = core.base_url.set(base_url.clone());
+    let app = server::router(Arc::clone(&core));
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async {
+            let _ = stop_rx.await;
+        })
+        .await
+    });
+    Ok(EmulatorHandle {
+        base_url,
+        addr,
+        apps,
+        control: EmulatorControl { core },
+        stop: Some(stop_tx),
+        task: Some(task),
+    })
+}
+
+/// Fill empty envs with seed collections.
+fn seed_world(core: &Core, spec: &SeedSpec) {
+    let mut w = core.world();
+    let envs: Vec<String> = w
+        .envs
+        .keys()
+        .filter(|e| spec.envs.as_ref().is_none_or(|list| list.contains(e)))
+        .cloned()
+        .collect();
+    for env in envs {
+        let Some(state) = w.envs.get_mut(&env) else {
+            continue;
+        };
+        if !state.collections.is_empty() {
+            continue;
+        }
+        for i in 0..spec.collections {
+            let name = seed::collection_name(i);
+            let coll = state.collections.entry(name.clone()).or_default();
+            for doc in seed::generate(spec, &env, &name) {
+                let _ = coll.insert(doc);
+            }
+        }
+    }
+}
+
+/// Options of `tcb-backup emulator`.
+#[derive(Clone, Debug)]
+pub struct StandaloneOptions {
+    pub listen: SocketAddr,
+    pub data_dir: Option<PathBuf>,
+    pub seed_collections: Option<u32>,
+    pub seed_records: Option<u64>,
+    /// Start from this config instead of [`EmulatorConfig::demo`].
+    pub config: Option<EmulatorConfig>,
+}
+
+/// Serve until Ctrl-C, after printing the appid, secret, env ids and base URL it accepts.
+pub async fn run_standalone(opts: StandaloneOptions) -> Result<(), EmulatorError> {
+    let mut cfg = opts.config.unwrap_or_else(EmulatorConfig::demo);
+    if opts.data_dir.is_some() {
+        cfg.data_dir = opts.data_dir;
+    }
+    if opts.seed_collections.is_some() || opts.seed_records.is_some() {
+        let mut spec = cfg.seed.unwrap_or_default();
+        if let Some(n) = opts.seed_collections {
+            spec.collections = n;
+        }
+        if let Some(m) = opts.seed_records {
+            spec.records_per_collection = m;
+        }
+        cfg.seed = Some(spec);
+    }
+    let handle = start(cfg, opts.listen).await?;
+    println!("tcb-backup emulator listening on {}", handle.base_url());
+    println!("  api_base: {}", handle.base_url());
+    for app in handle.apps() {
+        println!("  appid:  {}", app.appid);
+        println!("  secret: {}", app.secret);
+        println!("  envs:   {}", app.envs.join(", "));
+    }
+    println!(
+        "  control API: {}/_emulator/  (Ctrl-C to stop)",
+        handle.base_url()
+    );
+    let _ = tokio::signal::ctrl_c().await;
+    handle.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,177 @@
+//! Opening a store and driving backups: the glue between the engine, the workflows and the
+//! CLI (and the tests, which drive it in-process).
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use tcb_state::{
+    Engine, EngineError, EngineOptions, JobFilter, JobId, JobStatus, KindLimits, SubmitOptions,
+};
+
+use super::catalog_store::SnapshotCatalog;
+use super::collection::CollectionWorkflow;
+use super::plan::BackupPlan;
+use super::progress::SharedProgress;
+use super::report::{run_report, RunReport};
+use super::run::RunWorkflow;
+use super::settings::{AppClients, WorkflowDeps, WorkflowSettings};
+use super::state::{RunSelection, RunState};
+
+/// How many collection jobs run at once (global), from the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct Concurrency {
+    pub collections: usize,
+}
+
+/// An open store with both workflows registered.
+#[derive(Clone)]
+pub struct BackupService {
+    pub engine: Engine,
+    pub catalog: SnapshotCatalog,
+    deps: WorkflowDeps,
+}
+
+/// How a drive ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DriveOutcome {
+    /// Every awaited job is terminal.
+    Idle,
+    /// The shutdown future fired first (Ctrl-C); unfinished jobs resume next time.
+    Interrupted,
+}
+
+impl BackupService {
+    /// Opens (creating) the store in `state_dir` and registers the workflows.
+    pub fn open(
+        state_dir: &Path,
+        options: EngineOptions,
+        settings: WorkflowSettings,
+        clients: AppClients,
+        plan: BackupPlan,
+        concurrency: Concurrency,
+        progress: SharedProgress,
+    ) -> Result<Self, EngineError> {
+        let engine = Engine::open(state_dir, options)?;
+        let catalog = SnapshotCatalog::new(engine.kv(SnapshotCatalog::NAMESPACE));
+        let mut deps = WorkflowDeps::new(settings, clients);
+        deps.progress = progress;
+        engine.register(
+            CollectionWorkflow::new(
+                deps.clone(),
+                catalog.clone(),
+                engine.kv(super::collection::FAILED_EXPORTS_NAMESPACE),
+            ),
+            KindLimits::new(concurrency.collections),
+        );
+        engine.register(
+            RunWorkflow::new(deps.clone(), Arc::new(plan)),
+            KindLimits::default(),
+        );
+        Ok(BackupService {
+            engine,
+            catalog,
+            deps,
+        })
+    }
+
+    pub fn clients(&self) -> &AppClients {
+        &self.deps.clients
+    }
+
+    /// Runs that are not terminal yet (a previous process died or was interrupted).
+    pub fn unfinished_runs(&self) -> Result<Vec<JobId>, EngineError> {
+        let filter = JobFilter {
+            kind: Some(RunWorkflow::KIND_NAME.to_string()),
+            active_only: true,
+            ..JobFilter::default()
+        };
+        Ok(self
+            .engine
+            .list(&filter)?
+            .into_iter()
+            .map(|s| s.id)
+            .collect())
+    }
+
+    /// Submits a new run for `selection`.
+    pub fn submit_run(&self, selection: RunSelection) -> Result<JobId, EngineError> {
+        let label = describe(&selection);
+        self.engine
+            .submit::<RunWorkflow>(RunState::Start { selection }, SubmitOptions::label(label))
+    }
+
+    /// Runs the engine until every job in `until_done` is terminal (their children with them),
+    /// or until `interrupt` fires; then stops gracefully (running steps get the engine's
+    /// shutdown grace to commit, the rest resumes next time).
+    pub async fn drive(
+        &self,
+        until_done: &[JobId],
+        interrupt: impl Future<Output = ()>,
+    ) -> Result<DriveOutcome, EngineError> {
+        let interrupted = Arc::new(AtomicBool::new(false));
+        let flag = interrupted.clone();
+        let engine = self.engine.clone();
+        let jobs = until_done.to_vec();
+        let stop = async move {
+            let all_done = async {
+                for job in &jobs {
+                    if let Err(e) = engine.wait(*job).await {
+                        tracing::warn!(%job, error = %e, "cannot wait for job");
+                    }
+                }
+            };
+            tokio::select! {
+                () = interrupt => flag.store(true, Ordering::SeqCst),
+                () = all_done => {}
+            }
+        };
+        self.engine.run(stop).await?;
+        Ok(if interrupted.load(Ordering::SeqCst) {
+            DriveOutcome::Interrupted
+        } else {
+            DriveOutcome::Idle
+        })
+    }
+
+    pub fn report(&self, run: JobId) -> Result<RunReport, EngineError> {
+        run_report(&self.engine, run)
+    }
+
+    /// The selection a run was submitted with.
+    pub fn selection_of(&self, run: JobId) -> Result<Option<RunSelection>, EngineError> {
+        Ok(self.engine.job(run)?.and_then(|v| {
+            serde_json::from_value::<RunState>(v.state)
+                .ok()
+                .map(|s| match s {
+                    RunState::Start { selection } | RunState::Spawned { selection, .. } => {
+                        selection
+                    }
+                })
+        }))
+    }
+
+    /// True when `status` of a run means "nothing went wrong".
+    pub fn run_ok(status: JobStatus) -> bool {
+        status == JobStatus::Succeeded
+    }
+}
+
+impl RunWorkflow {
+    pub const KIND_NAME: &'static str = "backup.run";
+}
+
+fn describe(selection: &RunSelection) -> String {
+    let envs = if selection.envs.is_empty() {
+        "all envs".to_string()
+    } else {
+        selection.envs.join(",")
+    };
+    let cols = if selection.collections.is_empty() {
+        "all collections".to_string()
+    } else {
+        selection.collections.join(",")
+    };
+    format!("backup {envs}: {cols}")
+}

@@ -1,0 +1,290 @@
+//! From a loaded configuration to the runtime pieces: resolved secrets and one client per app,
+//! the backup plan, workflow settings and engine options. Also the credential preflight that
+//! lets the CLI report a wrong secret with its own exit code before any job runs.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Serialize;
+use tcb_state::{EngineError, EngineOptions, RetryPolicy};
+
+use crate::client::{AppCredentials, ClientConfig, CloudBaseClient, Secret, TokenMode};
+use crate::config::{self, Config};
+
+use super::errors::is_credential_error;
+use super::plan::{BackupPlan, CollectionSelection, PlanApp, PlanEnv};
+use super::poll::PollPolicy;
+use super::progress::SharedProgress;
+use super::service::{BackupService, Concurrency};
+use super::settings::{AppClients, WorkflowSettings};
+use super::state::RunSelection;
+
+/// Why the configuration cannot be used; the CLI maps each to an exit code.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SetupError {
+    /// No config file (exit 10).
+    #[error("{0}")]
+    Missing(String),
+    /// The config file has problems (exit 10).
+    #[error("{0}")]
+    Invalid(String),
+    /// A secret cannot be fetched or the platform refused the credentials (exit 12).
+    #[error("{0}")]
+    Credentials(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Loads and validates the config file.
+pub fn load(path: &Path) -> Result<Config, SetupError> {
+    config::load(path).map_err(|e| {
+        if e.missing {
+            SetupError::Missing(format!(
+                "no configuration at {}: create one with `tcb-backup init` (or pass --config / set TCB_BACKUP_CONFIG)",
+                path.display()
+            ))
+        } else {
+            SetupError::Invalid(e.to_string())
+        }
+    })
+}
+
+/// Everything a command needs from the configuration.
+#[derive(Clone)]
+pub struct Prepared {
+    pub config: Config,
+    pub state_dir: PathBuf,
+    pub destination: PathBuf,
+    pub engine_options: EngineOptions,
+    pub settings: WorkflowSettings,
+    pub plan: BackupPlan,
+    pub concurrency: Concurrency,
+    /// None when prepared offline (no secrets resolved).
+    pub clients: Option<AppClients>,
+}
+
+/// Prepares without touching secrets (read-only commands, `config check`).
+pub fn prepare_offline(config: &Config) -> Result<Prepared, SetupError> {
+    let settings = WorkflowSettings {
+        destination: config.destination.root.clone(),
+        zstd_level: config.destination.zstd_level,
+        poll: PollPolicy {
+            initial: config.poll.initial_interval,
+            min: config.poll.initial_interval.min(PollPolicy::default().min),
+            max: config.poll.max_interval,
+            max_growth: config.poll.multiplier.max(1.0),
+            stall_timeout: config.poll.stall_timeout,
+            ..PollPolicy::default()
+        },
+        retry: RetryPolicy {
+            initial_interval: config.retry.initial_interval,
+            multiplier: config.retry.multiplier,
+            max_interval: config.retry.max_interval,
+            max_attempts: config.retry.max_attempts,
+            max_elapsed: config.retry.max_elapsed,
+        },
+        ..WorkflowSettings::new(config.destination.root.clone())
+    };
+    let plan = BackupPlan {
+        apps: config
+            .apps
+            .iter()
+            .map(|a| PlanApp {
+                appid: a.appid.clone(),
+                envs: a
+                    .envs
+                    .iter()
+                    .map(|e| PlanEnv {
+                        id: e.id.clone(),
+                        collections: match &e.collections {
+                            config::CollectionSelection::Explicit(names) => {
+                                CollectionSelection::Explicit(names.clone())
+                            }
+                            config::CollectionSelection::Discover {
+                                include, exclude, ..
+                            } => CollectionSelection::Discover {
+                                include: include.clone(),
+                                exclude: exclude.clone(),
+                            },
+                        },
+                        queries: e.queries.clone(),
+                        fields: e.fields.clone(),
+                        file_type: e.file_type,
+                        record_collection: e.record_collection.clone(),
+                    })
+                    .collect(),
+            })
+            .collect(),
+    };
+    let concurrency = Concurrency {
+        collections: config.concurrency.global.max(1),
+    };
+    let engine_options = EngineOptions {
+        // Run jobs wait for their children without a slot, but leave room for them anyway.
+        global_concurrency: concurrency.collections + 2,
+        // Ctrl-C should stop promptly; an interrupted step simply runs again next time.
+        shutdown_grace: std::time::Duration::from_secs(3),
+        ..EngineOptions::default()
+    };
+    Ok(Prepared {
+        config: config.clone(),
+        state_dir: config.state_dir.clone(),
+        destination: config.destination.root.clone(),
+        engine_options,
+        settings,
+        plan,
+        concurrency,
+        clients: None,
+    })
+}
+
+/// Prepares with secrets resolved and one client built per app.
+pub fn prepare(config: &Config) -> Result<Prepared, SetupError> {
+    let mut prepared = prepare_offline(config)?;
+    let mut clients = AppClients::new();
+    for app in &config.apps {
+        let secret =
+            config::resolve_secret(app).map_err(|e| SetupError::Credentials(e.to_string()))?;
+        let creds = AppCredentials {
+            appid: app.appid.clone(),
+            secret: Secret::new(secret.into_inner()),
+            token_mode: match app.token_mode {
+                config::TokenMode::Stable => TokenMode::Stable,
+                config::TokenMode::Legacy => TokenMode::Legacy,
+            },
+        };
+        let client_config = ClientConfig {
+            allow_insecure_http: app.allow_insecure_http,
+            ..ClientConfig::with_api_base(app.api_base.clone())
+        };
+        let client = CloudBaseClient::new(client_config, creds)
+            .map_err(|e| SetupError::Other(format!("app {}: {e}", app.appid)))?;
+        clients.insert(&app.appid, client, Some(app.concurrency.max(1)));
+    }
+    prepared.clients = Some(clients);
+    Ok(prepared)
+}
+
+impl Prepared {
+    /// Opens the store and registers the workflows (needs [`prepare`], not offline).
+    pub fn open(&self, progress: SharedProgress) -> Result<BackupService, EngineError> {
+        BackupService::open(
+            &self.state_dir,
+            self.engine_options.clone(),
+            self.settings.clone(),
+            self.clients.clone().unwrap_or_default(),
+            self.plan.clone(),
+            self.concurrency,
+            progress,
+        )
+    }
+
+    /// Fetches a token for every app the selection touches (the run's one token call per app;
+    /// the jobs reuse it). A refused secret is reported now, as a credential error; a transient
+    /// failure is left to the jobs' retries.
+    pub async fn preflight(
+        &self,
+        service: &BackupService,
+        selection: &RunSelection,
+    ) -> Result<(), SetupError> {
+        let envs = self.plan.envs(selection).map_err(SetupError::Invalid)?;
+        let mut seen = std::collections::BTreeSet::new();
+        for (app, _) in envs {
+            if !seen.insert(app.appid.clone()) {
+                continue;
+            }
+            let Some(client) = service.clients().get(&app.appid) else {
+                continue;
+            };
+            if let Err(e) = client.ensure_token().await {
+                if is_credential_error(&e) {
+                    return Err(SetupError::Credentials(format!(
+                        "app {}: the platform refused the credentials: {e}",
+                        app.appid
+                    )));
+                }
+                tracing::warn!(appid = %app.appid, error = %e, "token preflight failed; the jobs will retry");
+            }
+        }
+        Ok(())
+    }
+
+    /// What `config check` prints.
+    pub fn describe(&self) -> ConfigSummary {
+        ConfigSummary {
+            config: self.config.source.clone(),
+            state_dir: self.state_dir.clone(),
+            destination: self.destination.clone(),
+            concurrency: self.concurrency.collections,
+            apps: self
+                .config
+                .apps
+                .iter()
+                .map(|a| AppSummary {
+                    appid: a.appid.clone(),
+                    api_base: a.api_base.to_string(),
+                    envs: a
+                        .envs
+                        .iter()
+                        .map(|e| EnvSummary {
+                            id: e.id.clone(),
+                            collections: match &e.collections {
+                                config::CollectionSelection::Explicit(n) => n.join(", "),
+                                config::CollectionSelection::Discover {
+                                    include, exclude, ..
+                                } => format!(
+                                    "discover include [{}] exclude [{}]",
+                                    include.join(", "),
+                                    exclude.join(", ")
+                                ),
+                            },
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct ConfigSummary {
+    pub config: PathBuf,
+    pub state_dir: PathBuf,
+    pub destination: PathBuf,
+    pub concurrency: usize,
+    pub apps: Vec<AppSummary>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AppSummary {
+    pub appid: String,
+    pub api_base: String,
+    pub envs: Vec<EnvSummary>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct EnvSummary {
+    pub id: String,
+    pub collections: String,
+}
+
+impl ConfigSummary {
+    pub fn to_text(&self) -> String {
+        let mut s = format!(
+            "  state dir:   {}\n  destination: {}\n  concurrency: {}\n",
+            self.state_dir.display(),
+            self.destination.display(),
+            self.concurrency
+        );
+        for a in &self.apps {
+            s.push_str(&format!("  app {} ({})\n", a.appid, a.api_base));
+            for e in &a.envs {
+                s.push_str(&format!("    env {}: {}\n", e.id, e.collections));
+            }
+        }
+        s
+    }
+}
+
+/// Shared handle type for the progress sink (re-exported for the CLI).
+pub type Progress = Arc<dyn super::progress::ProgressSink>;

@@ -1,0 +1,690 @@
+//! The commands. Each returns the exit status to end with, or a [`CliError`] carrying one.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use tcb_state::{Engine, EngineError, JobFilter, JobId, JobStatus, JobView};
+use tokio_util::sync::CancellationToken;
+
+use crate::backup::catalog_store::{SnapshotCatalog, SnapshotRecord};
+use crate::backup::report::{collection_row, RunReport};
+use crate::backup::service::{BackupService, DriveOutcome};
+use crate::backup::setup::{self, Prepared, SetupError};
+use crate::backup::state::RunSelection;
+
+use super::args::{
+    BackupArgs, CatalogCommand, Cli, Command, ConfigCommand, EmulatorArgs, GlobalArgs, InitArgs,
+    JobArg, JobsArgs, ShowArgs, SnapshotsArgs,
+};
+use super::exit::{CliError, ExitStatus};
+use super::output::Output;
+use super::progress::{ProgressDisplay, ProgressMode};
+use super::table::{human_bytes, human_duration, Table};
+
+pub async fn dispatch(cli: Cli, out: Output) -> Result<ExitStatus, CliError> {
+    let g = cli.global;
+    match cli.command {
+        Command::Init(a) => init(&g, a, out),
+        Command::Config(ConfigCommand::Check) => config_check(&g, out),
+        Command::Backup(a) => backup(&g, a, out).await,
+        Command::Snapshots(a) => snapshots(&g, a, out),
+        Command::Show(a) => show(&g, a, out),
+        Command::Jobs(a) => jobs(&g, a, out),
+        Command::Retry(a) => retry(&g, a, out).await,
+        Command::Cancel(a) => cancel(&g, a, out),
+        Command::Catalog(CatalogCommand::Rebuild) => catalog_rebuild(&g, out),
+        Command::Demo(a) => super::demo::run(&g, a, out).await,
+        Command::Emulator(a) => emulator(a, out).await,
+    }
+}
+
+// ---------------------------------------------------------------- shared helpers
+
+pub(crate) fn setup_error(e: SetupError) -> CliError {
+    match e {
+        SetupError::Missing(m) => CliError::missing(m),
+        SetupError::Invalid(m) => CliError::new(ExitStatus::ConfigOrStoreMissing, m),
+        SetupError::Credentials(m) => CliError::credentials(m),
+        SetupError::Other(m) => CliError::error(m),
+    }
+}
+
+pub(crate) fn engine_error(e: EngineError) -> CliError {
+    match e {
+        EngineError::Locked { .. } => CliError::new(ExitStatus::StoreLocked, e.to_string()),
+        other => CliError::error(other.to_string()),
+    }
+}
+
+/// Opens the store of an existing configuration, refusing to create one (read-only commands).
+fn open_existing_store(g: &GlobalArgs) -> Result<(Engine, Prepared), CliError> {
+    let config = setup::load(&g.config).map_err(setup_error)?;
+    let prepared = setup::prepare_offline(&config).map_err(setup_error)?;
+    if !prepared.state_dir.exists() {
+        return Err(CliError::missing(format!(
+            "no state store at {}: nothing has been backed up with this configuration yet (run `tcb-backup backup`)",
+            prepared.state_dir.display()
+        )));
+    }
+    let engine =
+        Engine::open(&prepared.state_dir, prepared.engine_options.clone()).map_err(engine_error)?;
+    Ok((engine, prepared))
+}
+
+/// Opens the full service (clients, workflows) of the configuration.
+pub(crate) fn open_service(
+    config_path: &Path,
+    progress: Arc<ProgressDisplay>,
+) -> Result<(BackupService, Prepared), CliError> {
+    let config = setup::load(config_path).map_err(setup_error)?;
+    let prepared = setup::prepare(&config).map_err(setup_error)?;
+    let service = prepared.open(progress).map_err(engine_error)?;
+    Ok((service, prepared))
+}
+
+/// Cancels `token` on Ctrl-C / SIGINT (and SIGTERM on unix).
+fn interrupt_token() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            match signal(SignalKind::terminate()) {
+                Ok(mut term) => {
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => {}
+                        _ = term.recv() => {}
+                    }
+                }
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        t.cancel();
+    });
+    token
+}
+
+fn parse_job(text: &str) -> Result<JobId, CliError> {
+    text.trim().parse::<u64>().map(JobId).map_err(|_| {
+        CliError::error(format!(
+            "{text:?} is not a job id (job ids are numbers, see `tcb-backup jobs`)"
+        ))
+    })
+}
+
+// ---------------------------------------------------------------- init / config
+
+fn init(g: &GlobalArgs, a: InitArgs, out: Output) -> Result<ExitStatus, CliError> {
+    let path = &g.config;
+    if path.exists() && !a.force {
+        return Err(CliError::error(format!(
+            "{} already exists; use --force to overwrite it",
+            path.display()
+        )));
+    }
+    std::fs::write(path, crate::config::example_toml())
+        .map_err(|e| CliError::error(format!("cannot write {}: {e}", path.display())))?;
+    #[derive(Serialize)]
+    struct Init<'a> {
+        config: &'a Path,
+    }
+    out.document(&Init { config: path });
+    out.text(&format!(
+        "wrote {}: edit the apps, envs and secret sources, then run `tcb-backup config check`",
+        path.display()
+    ));
+    Ok(ExitStatus::Ok)
+}
+
+fn config_check(g: &GlobalArgs, out: Output) -> Result<ExitStatus, CliError> {
+    let config = setup::load(&g.config).map_err(setup_error)?;
+    let prepared = setup::prepare_offline(&config).map_err(setup_error)?;
+    let summary = prepared.describe();
+    out.document(&summary);
+    out.text(&format!("{}: ok", g.config.display()));
+    out.text(&summary.to_text());
+    Ok(ExitStatus::Ok)
+}
+
+// ---------------------------------------------------------------- backup
+
+/// The `summary` message of a backup.
+#[derive(Debug, Serialize)]
+pub struct BackupSummary {
+    pub status: &'static str,
+    pub interrupted: bool,
+    pub resumed_runs: Vec<u64>,
+    pub runs: Vec<RunReport>,
+    pub succeeded: usize,
+    pub failed: usize,
+    pub unfinished: usize,
+    pub destination: PathBuf,
+    /// Token endpoint calls per app in this process.
+    pub token_fetches: BTreeMap<String, u64>,
+}
+
+pub(crate) async fn backup(
+    g: &GlobalArgs,
+    a: BackupArgs,
+    out: Output,
+) -> Result<ExitStatus, CliError> {
+    let display = Arc::new(ProgressDisplay::new(ProgressMode::detect(out.is_json())));
+    let (service, prepared) = open_service(&g.config, display.clone())?;
+    let selection = RunSelection {
+        envs: a.envs,
+        collections: a.collections,
+    };
+    let summary = run_backup(&service, &prepared, selection, a.resume_only, &display, out).await?;
+    finish_backup(&summary, &display, out)
+}
+
+/// Resumes unfinished runs, then (unless they already cover `selection`) runs a new one.
+pub(crate) async fn run_backup(
+    service: &BackupService,
+    prepared: &Prepared,
+    selection: RunSelection,
+    resume_only: bool,
+    display: &ProgressDisplay,
+    out: Output,
+) -> Result<BackupSummary, CliError> {
+    prepared
+        .preflight(service, &selection)
+        .await
+        .map_err(setup_error)?;
+    let interrupt = interrupt_token();
+    let unfinished = service.unfinished_runs().map_err(engine_error)?;
+    let mut runs = unfinished.clone();
+    let mut covered = false;
+    for run in &unfinished {
+        if service.selection_of(*run).map_err(engine_error)?.as_ref() == Some(&selection) {
+            covered = true;
+        }
+    }
+    let mut interrupted = false;
+    if !unfinished.is_empty() {
+        display.println(&format!(
+            "resuming {} unfinished run(s): {}",
+            unfinished.len(),
+            unfinished
+                .iter()
+                .map(|r| r.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        out.message(
+            "resume",
+            &serde_json::json!({ "runs": unfinished.iter().map(|r| r.0).collect::<Vec<_>>() }),
+        );
+        let outcome = service
+            .drive(&unfinished, interrupt.clone().cancelled_owned())
+            .await
+            .map_err(engine_error)?;
+        interrupted = outcome == DriveOutcome::Interrupted;
+    }
+    if !interrupted && !covered && !resume_only {
+        let run = service.submit_run(selection).map_err(engine_error)?;
+        out.message("run_started", &serde_json::json!({ "run": run.0 }));
+        runs.push(run);
+        let outcome = service
+            .drive(&[run], interrupt.clone().cancelled_owned())
+            .await
+            .map_err(engine_error)?;
+        interrupted = outcome == DriveOutcome::Interrupted;
+    }
+    let mut reports = Vec::new();
+    for run in &runs {
+        reports.push(service.report(*run).map_err(engine_error)?);
+    }
+    let succeeded = reports.iter().map(|r| r.succeeded).sum();
+    let failed = reports.iter().map(|r| r.failed).sum();
+    let unfinished_jobs = reports.iter().map(|r| r.unfinished).sum();
+    let status = if interrupted {
+        "interrupted"
+    } else if failed == 0 && unfinished_jobs == 0 {
+        "succeeded"
+    } else if succeeded > 0 {
+        "partially-failed"
+    } else {
+        "failed"
+    };
+    Ok(BackupSummary {
+        status,
+        interrupted,
+        resumed_runs: unfinished.iter().map(|r| r.0).collect(),
+        runs: reports,
+        succeeded,
+        failed,
+        unfinished: unfinished_jobs,
+        destination: prepared.destination.clone(),
+        token_fetches: service.clients().token_fetches().into_iter().collect(),
+    })
+}
+
+/// Prints the summary (table or JSON line) and picks the exit status.
+pub(crate) fn finish_backup(
+    summary: &BackupSummary,
+    display: &ProgressDisplay,
+    out: Output,
+) -> Result<ExitStatus, CliError> {
+    for run in &summary.runs {
+        for row in &run.collections {
+            let target = crate::backup::progress::Target {
+                appid: row.appid.clone(),
+                env: row.env.clone(),
+                collection: row.collection.clone(),
+            };
+            let ok = row.status == JobStatus::Succeeded;
+            let msg = if ok {
+                format!(
+                    "{} records, {}",
+                    row.records.unwrap_or(0),
+                    human_bytes(row.bytes_stored.unwrap_or(0))
+                )
+            } else {
+                row.status.to_string()
+            };
+            display.finish(&target, ok, &msg);
+        }
+    }
+    display.finish_all();
+    out.message("summary", summary);
+    if !out.is_json() {
+        let mut table = Table::new(&[
+            ("ENV", false),
+            ("COLLECTION", false),
+            ("STATUS", false),
+            ("RECORDS", true),
+            ("SIZE", true),
+            ("STORED", true),
+            ("TIME", true),
+            ("SNAPSHOT / ERROR", false),
+        ]);
+        for run in &summary.runs {
+            for row in &run.collections {
+                let opt = |v: Option<u64>, f: fn(u64) -> String| v.map(f).unwrap_or_default();
+                table.row(vec![
+                    row.env.clone(),
+                    row.collection.clone(),
+                    row.status.to_string(),
+                    opt(row.records, |n| n.to_string()),
+                    opt(row.bytes, human_bytes),
+                    opt(row.bytes_stored, human_bytes),
+                    human_duration(Duration::from_secs_f64(row.seconds.max(0.0))),
+                    row.snapshot_id
+                        .clone()
+                        .or_else(|| row.error.clone().map(|e| truncate(&e, 120)))
+                        .unwrap_or_else(|| row.phase.clone()),
+                ]);
+            }
+        }
+        if !table.is_empty() {
+            out.text(&table.render());
+        }
+        for run in &summary.runs {
+            if let Some(err) = &run.error {
+                if run.collections.is_empty() || run.status == JobStatus::Failed {
+                    out.text(&format!("run {}: {err}", run.run));
+                }
+            }
+        }
+        out.text(&format!(
+            "{}: {} succeeded, {} failed{}; snapshots under {}",
+            summary.status,
+            summary.succeeded,
+            summary.failed,
+            if summary.unfinished > 0 {
+                format!(
+                    ", {} unfinished (they resume on the next `tcb-backup backup`)",
+                    summary.unfinished
+                )
+            } else {
+                String::new()
+            },
+            summary.destination.display()
+        ));
+    }
+    Ok(match summary.status {
+        "interrupted" => ExitStatus::Interrupted,
+        "succeeded" => ExitStatus::Ok,
+        "partially-failed" => ExitStatus::PartialFailure,
+        _ => ExitStatus::Error,
+    })
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(max).collect();
+        t.push('…');
+        t
+    }
+}
+
+// ---------------------------------------------------------------- snapshots / show
+
+fn snapshots(g: &GlobalArgs, a: SnapshotsArgs, out: Output) -> Result<ExitStatus, CliError> {
+    let (engine, _) = open_existing_store(g)?;
+    let catalog = SnapshotCatalog::new(engine.kv(SnapshotCatalog::NAMESPACE));
+    let mut list = catalog
+        .list(a.env.as_deref(), a.collection.as_deref())
+        .map_err(|e| CliError::error(e.to_string()))?;
+    if let Some(n) = a.limit {
+        list.truncate(n);
+    }
+    out.document(&list);
+    if !out.is_json() {
+        let mut t = Table::new(&[
+            ("ID", false),
+            ("TIME (UTC)", false),
+            ("ENV", false),
+            ("COLLECTION", false),
+            ("RECORDS", true),
+            ("SIZE", true),
+            ("STORED", true),
+        ]);
+        for s in &list {
+            let m = s.manifest();
+            t.row(vec![
+                s.id().to_string(),
+                s.time_text(),
+                m.env.clone(),
+                m.collection.clone(),
+                m.records.to_string(),
+                human_bytes(m.bytes_raw),
+                human_bytes(m.bytes_stored),
+            ]);
+        }
+        out.text(&t.render());
+        out.text(&format!("{} snapshot(s)", list.len()));
+    }
+    Ok(ExitStatus::Ok)
+}
+
+#[derive(Serialize)]
+struct ShowOutput {
+    snapshot: Option<SnapshotRecord>,
+    job: Option<JobView>,
+}
+
+fn show(g: &GlobalArgs, a: ShowArgs, out: Output) -> Result<ExitStatus, CliError> {
+    let (engine, _) = open_existing_store(g)?;
+    let catalog = SnapshotCatalog::new(engine.kv(SnapshotCatalog::NAMESPACE));
+    let query = a.id.trim();
+    // A number is an engine job id when such a job exists, else an export job id.
+    let job_by_id = match query.parse::<u64>() {
+        Ok(n) => engine.job(JobId(n)).map_err(engine_error)?,
+        Err(_) => None,
+    };
+    let (snapshot, job) = match job_by_id {
+        Some(v) => {
+            let snapshot = collection_row(&v)
+                .snapshot_id
+                .and_then(|id| catalog.get(&id).ok().flatten());
+            (snapshot, Some(v))
+        }
+        None => {
+            let snapshot = catalog
+                .find(query)
+                .map_err(|e| CliError::error(format!("{e} (see `tcb-backup snapshots`)")))?;
+            let job = match snapshot.job {
+                Some(j) => engine.job(JobId(j)).map_err(engine_error)?,
+                None => None,
+            };
+            (Some(snapshot), job)
+        }
+    };
+    if snapshot.is_none() && job.is_none() {
+        return Err(CliError::error(format!(
+            "no snapshot or job {:?} (see `tcb-backup snapshots` and `tcb-backup jobs --all`)",
+            a.id
+        )));
+    }
+    let result = ShowOutput { snapshot, job };
+    out.document(&result);
+    if !out.is_json() {
+        if let Some(s) = &result.snapshot {
+            let m = s.manifest();
+            out.text(&format!("snapshot {}", s.id()));
+            out.text(&format!(
+                "  app {}  env {}  collection {}\n  export job {}  records {}  size {} (stored {})\n  sha256 {}\n  time {}\n  data {}\n  manifest {}",
+                m.appid,
+                m.env,
+                m.collection,
+                m.export_job_id,
+                m.records,
+                human_bytes(m.bytes_raw),
+                human_bytes(m.bytes_stored),
+                m.sha256_raw,
+                s.time_text(),
+                s.entry.data_path.display(),
+                s.entry.manifest_path.display()
+            ));
+        }
+        if let Some(v) = &result.job {
+            out.text(&format!(
+                "job {} ({}) {}: {}",
+                v.summary.id, v.summary.kind, v.summary.label, v.summary.status
+            ));
+            if let Some(e) = &v.summary.last_error {
+                out.text(&format!("  last error: {e}"));
+            }
+            if v.summary.kind == "backup.collection" {
+                out.text(&format!("  phase: {}", collection_row(v).phase));
+            }
+            if !v.children.is_empty() {
+                out.text(&format!("  {} child job(s)", v.children.len()));
+            }
+            out.text("  history:");
+            for h in &v.history {
+                let at = time::OffsetDateTime::from(h.at);
+                out.text(&format!(
+                    "    {:>3} {} {:<20} {}",
+                    h.seq,
+                    at.format(&time::format_description::well_known::Rfc3339)
+                        .unwrap_or_default(),
+                    h.status.to_string(),
+                    serde_json::to_string(&h.event).unwrap_or_default()
+                ));
+            }
+        }
+    }
+    Ok(ExitStatus::Ok)
+}
+
+// ---------------------------------------------------------------- jobs / retry / cancel
+
+/// One job in `jobs --json`.
+#[derive(Serialize)]
+struct JobLine {
+    id: u64,
+    kind: String,
+    label: String,
+    status: &'static str,
+    parent: Option<u64>,
+    created_at: String,
+    updated_at: String,
+    attempt: u32,
+    last_error: Option<String>,
+}
+
+fn rfc3339(t: std::time::SystemTime) -> String {
+    time::OffsetDateTime::from(t)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+impl From<&tcb_state::JobSummary> for JobLine {
+    fn from(s: &tcb_state::JobSummary) -> Self {
+        JobLine {
+            id: s.id.0,
+            kind: s.kind.clone(),
+            label: s.label.clone(),
+            status: s.status.as_str(),
+            parent: s.parent.map(|p| p.0),
+            created_at: rfc3339(s.created_at),
+            updated_at: rfc3339(s.updated_at),
+            attempt: s.attempt,
+            last_error: s.last_error.clone(),
+        }
+    }
+}
+
+fn jobs(g: &GlobalArgs, a: JobsArgs, out: Output) -> Result<ExitStatus, CliError> {
+    let (engine, _) = open_existing_store(g)?;
+    let mut list = if a.all {
+        engine.list(&JobFilter::default()).map_err(engine_error)?
+    } else {
+        let mut active = engine
+            .list(&JobFilter {
+                active_only: true,
+                ..JobFilter::default()
+            })
+            .map_err(engine_error)?;
+        let failed = engine
+            .list(&JobFilter {
+                statuses: vec![JobStatus::Failed, JobStatus::PartiallyFailed],
+                ..JobFilter::default()
+            })
+            .map_err(engine_error)?;
+        active.extend(failed);
+        active
+    };
+    list.sort_by_key(|s| std::cmp::Reverse(s.id.0));
+    list.dedup_by_key(|s| s.id.0);
+    let lines: Vec<JobLine> = list.iter().map(JobLine::from).collect();
+    out.document(&lines);
+    if !out.is_json() {
+        let mut t = Table::new(&[
+            ("JOB", true),
+            ("KIND", false),
+            ("STATUS", false),
+            ("PARENT", true),
+            ("LABEL", false),
+            ("LAST ERROR", false),
+        ]);
+        for s in &list {
+            t.row(vec![
+                s.id.to_string(),
+                s.kind.clone(),
+                s.status.to_string(),
+                s.parent.map(|p| p.to_string()).unwrap_or_default(),
+                s.label.clone(),
+                s.last_error
+                    .as_deref()
+                    .map(|e| truncate(e, 100))
+                    .unwrap_or_default(),
+            ]);
+        }
+        out.text(&t.render());
+    }
+    Ok(ExitStatus::Ok)
+}
+
+async fn retry(g: &GlobalArgs, a: JobArg, out: Output) -> Result<ExitStatus, CliError> {
+    let id = parse_job(&a.job)?;
+    let display = Arc::new(ProgressDisplay::new(ProgressMode::detect(out.is_json())));
+    let (service, _) = open_service(&g.config, display.clone())?;
+    service.engine.retry(id).map_err(engine_error)?;
+    out.message("retry", &serde_json::json!({ "job": id.0 }));
+    let outcome = service
+        .drive(&[id], interrupt_token().cancelled_owned())
+        .await
+        .map_err(engine_error)?;
+    display.finish_all();
+    let view = service
+        .engine
+        .job(id)
+        .map_err(engine_error)?
+        .ok_or_else(|| CliError::error(format!("job {id} disappeared")))?;
+    out.message(
+        "result",
+        &serde_json::json!({ "job": id.0, "status": view.summary.status.as_str(), "error": view.summary.last_error }),
+    );
+    out.text(&format!(
+        "job {id}: {}{}",
+        view.summary.status,
+        view.summary
+            .last_error
+            .as_deref()
+            .filter(|_| view.summary.status != JobStatus::Succeeded)
+            .map(|e| format!(": {e}"))
+            .unwrap_or_default()
+    ));
+    Ok(match (outcome, view.summary.status) {
+        (DriveOutcome::Interrupted, _) => ExitStatus::Interrupted,
+        (_, JobStatus::Succeeded) => ExitStatus::Ok,
+        (_, JobStatus::PartiallyFailed) => ExitStatus::PartialFailure,
+        _ => ExitStatus::Error,
+    })
+}
+
+fn cancel(g: &GlobalArgs, a: JobArg, out: Output) -> Result<ExitStatus, CliError> {
+    let id = parse_job(&a.job)?;
+    let (engine, _) = open_existing_store(g)?;
+    engine.cancel(id).map_err(engine_error)?;
+    let status = engine
+        .job(id)
+        .map_err(engine_error)?
+        .map(|v| v.summary.status);
+    out.document(&serde_json::json!({ "job": id.0, "status": status.map(|s| s.as_str()) }));
+    out.text(&format!(
+        "job {id}: cancellation requested{}",
+        status.map(|s| format!(" (now {s})")).unwrap_or_default()
+    ));
+    Ok(ExitStatus::Ok)
+}
+
+// ---------------------------------------------------------------- catalog
+
+fn catalog_rebuild(g: &GlobalArgs, out: Output) -> Result<ExitStatus, CliError> {
+    let (engine, prepared) = open_existing_store(g)?;
+    let catalog = SnapshotCatalog::new(engine.kv(SnapshotCatalog::NAMESPACE));
+    let result = catalog
+        .rebuild(&prepared.destination)
+        .map_err(|e| CliError::error(e.to_string()))?;
+    out.document(&result);
+    if !out.is_json() {
+        out.text(&format!(
+            "catalog rebuilt from {}: {} snapshot(s), {} removed, {} problem(s)",
+            prepared.destination.display(),
+            result.entries,
+            result.removed,
+            result.problems.len()
+        ));
+        for p in &result.problems {
+            out.text(&format!("  problem: {p}"));
+        }
+    }
+    Ok(if result.problems.is_empty() {
+        ExitStatus::Ok
+    } else {
+        ExitStatus::PartialFailure
+    })
+}
+
+// ---------------------------------------------------------------- emulator
+
+async fn emulator(a: EmulatorArgs, _out: Output) -> Result<ExitStatus, CliError> {
+    let opts = crate::emulator::StandaloneOptions {
+        listen: a.listen,
+        data_dir: a.data,
+        seed_collections: a.seed_collections,
+        seed_records: a.seed_records,
+        config: None,
+    };
+    crate::emulator::run_standalone(opts)
+        .await
+        .map_err(|e| CliError::error(e.to_string()))?;
+    Ok(ExitStatus::Ok)
+}

@@ -72,6 +72,11 @@ pub enum Command {
     Demo(DemoArgs),
     /// Serve the CloudBase emulator until Ctrl-C.
     Emulator(EmulatorArgs),
+    /// Run the configured schedules unattended until SIGTERM/SIGINT (SIGHUP reloads).
+    Daemon(super::daemon::DaemonArgs),
+    /// Schedule commands.
+    #[command(subcommand)]
+    Schedule(super::daemon::ScheduleCommand),
 }
 
 #[derive(Debug, Args)]

@@ -568,6 +568,35 @@ pub fn valid_schedule_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
+/// Pretends every environment variable is set: for checking the structure of the sections
+/// when the config is loaded (by any command) without requiring the daemon's secrets.
+struct AssumeSet;
+
+impl EnvLookup for AssumeSet {
+    fn var(&self, _name: &str) -> Option<String> {
+        Some("http://assumed.invalid/".to_string())
+    }
+}
+
+/// Structural problems of the daemon sections (called by `crate::config` while loading).
+pub fn check_structure(
+    daemon: Option<&toml::Value>,
+    schedules: &[toml::Value],
+) -> Vec<SettingsProblem> {
+    match from_toml(daemon, schedules, &AssumeSet) {
+        Ok(_) => Vec::new(),
+        Err(e) => e.problems,
+    }
+}
+
+/// The daemon settings of a loaded configuration, resolving `*_env` secrets from `env`.
+pub fn from_config(
+    config: &crate::config::Config,
+    env: &dyn EnvLookup,
+) -> Result<DaemonSettings, SettingsErrors> {
+    from_toml(config.daemon.as_ref(), &config.schedules, env)
+}
+
 /// Parses the daemon sections out of a whole config file's text (for callers that have the
 /// text but whose [`crate::config::Config`] does not carry the raw sections).
 pub fn from_config_text(text: &str, env: &dyn EnvLookup) -> Result<DaemonSettings, SettingsErrors> {

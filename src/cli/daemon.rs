@@ -1,0 +1,172 @@
+//! `tcb-backup daemon` and `tcb-backup schedule next`: the command-line side of the unattended
+//! daemon (`crate::daemon`).
+
+use std::net::SocketAddr;
+
+use clap::{Args, Subcommand};
+use serde::Serialize;
+
+use super::args::GlobalArgs;
+use super::exit::{CliError, ExitStatus};
+use super::output::Output;
+use crate::backup::setup;
+use crate::daemon::backup::{run_from_config, signals, RunOptions};
+use crate::daemon::settings::{self, ScheduleSpec};
+use crate::schedule::Schedule;
+
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// Listen here instead of `[daemon] listen` (status, /metrics, freshness page).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ScheduleCommand {
+    /// Print the upcoming fire times of the configured schedules (or of --cron).
+    Next(ScheduleNextArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ScheduleNextArgs {
+    /// How many fire times per schedule.
+    #[arg(long, default_value_t = 5)]
+    pub count: usize,
+    /// Only this schedule.
+    #[arg(long, value_name = "NAME")]
+    pub schedule: Option<String>,
+    /// Evaluate this expression instead of the configuration's schedules.
+    #[arg(long, value_name = "EXPR")]
+    pub cron: Option<String>,
+    /// Time zone for --cron (IANA name; default Asia/Shanghai).
+    #[arg(long, value_name = "ZONE", requires = "cron")]
+    pub time_zone: Option<String>,
+}
+
+pub async fn daemon(g: &GlobalArgs, a: DaemonArgs, out: Output) -> Result<ExitStatus, CliError> {
+    let (shutdown, reload) =
+        signals().map_err(|e| CliError::error(format!("cannot install signal handlers: {e}")))?;
+    let (tx, rx) = tokio::sync::oneshot::channel::<SocketAddr>();
+    tokio::spawn(async move {
+        if let Ok(addr) = rx.await {
+            out.message(
+                "listening",
+                &serde_json::json!({ "address": addr.to_string() }),
+            );
+            out.text(&format!("status listener on http://{addr}/"));
+        }
+    });
+    run_from_config(
+        RunOptions {
+            config_path: g.config.clone(),
+            listen: a.listen,
+            bound: Some(tx),
+        },
+        shutdown,
+        reload,
+    )
+    .await
+    .map_err(|e| {
+        if e.contains("locked") || e.contains("Locked") {
+            CliError::new(ExitStatus::StoreLocked, e)
+        } else {
+            CliError::error(e)
+        }
+    })?;
+    Ok(ExitStatus::Ok)
+}
+
+#[derive(Serialize)]
+struct NextFires {
+    schedule: String,
+    cron: String,
+    time_zone: String,
+    next: Vec<String>,
+}
+
+pub fn schedule(g: &GlobalArgs, c: ScheduleCommand, out: Output) -> Result<ExitStatus, CliError> {
+    let ScheduleCommand::Next(a) = c;
+    let specs: Vec<(String, Schedule)> = match &a.cron {
+        Some(expr) => {
+            let s = Schedule::new(expr, a.time_zone.as_deref())
+                .map_err(|e| CliError::new(ExitStatus::ConfigOrStoreMissing, e.to_string()))?;
+            vec![("cron".to_string(), s)]
+        }
+        None => {
+            let config = setup::load(&g.config).map_err(super::commands::setup_error)?;
+            // Fire times need no secrets: check the structure only.
+            let problems = settings::check_structure(config.daemon.as_ref(), &config.schedules);
+            if !problems.is_empty() {
+                let text: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+                return Err(CliError::new(
+                    ExitStatus::ConfigOrStoreMissing,
+                    text.join("\n"),
+                ));
+            }
+            let mut specs: Vec<ScheduleSpec> = Vec::new();
+            if config.schedules.is_empty() {
+                specs.push(
+                    ScheduleSpec::default_schedule().map_err(|e| CliError::error(e.to_string()))?,
+                );
+            } else {
+                for raw in &config.schedules {
+                    let name = raw.get("name").and_then(|v| v.as_str()).unwrap_or("");
+                    let cron = raw
+                        .get("cron")
+                        .and_then(|v| v.as_str())
+                        .unwrap_or(crate::schedule::DEFAULT_CRON);
+                    let tz = raw.get("time_zone").and_then(|v| v.as_str());
+                    let schedule = Schedule::new(cron, tz).map_err(|e| {
+                        CliError::new(ExitStatus::ConfigOrStoreMissing, e.to_string())
+                    })?;
+                    let mut spec = ScheduleSpec::default_schedule()
+                        .map_err(|e| CliError::error(e.to_string()))?;
+                    spec.name = name.to_string();
+                    spec.schedule = schedule;
+                    specs.push(spec);
+                }
+            }
+            specs.into_iter().map(|s| (s.name, s.schedule)).collect()
+        }
+    };
+    let now = jiff::Timestamp::now();
+    let mut any = false;
+    let mut docs = Vec::new();
+    for (name, schedule) in specs {
+        if a.schedule.as_ref().is_some_and(|want| want != &name) {
+            continue;
+        }
+        any = true;
+        let next: Vec<String> = schedule
+            .upcoming(now, a.count)
+            .iter()
+            .map(|z| z.strftime("%Y-%m-%d %H:%M:%S %:z (%a)").to_string())
+            .collect();
+        let mut text = format!(
+            "{name}: `{}` in {}\n",
+            schedule.cron(),
+            schedule.time_zone_name()
+        );
+        if next.is_empty() {
+            text.push_str("  never fires again\n");
+        }
+        for n in &next {
+            text.push_str(&format!("  {n}\n"));
+        }
+        out.text(&text);
+        docs.push(NextFires {
+            schedule: name,
+            cron: schedule.cron().to_string(),
+            time_zone: schedule.time_zone_name().to_string(),
+            next,
+        });
+    }
+    if !any {
+        return Err(CliError::error(format!(
+            "no schedule named {:?} in the configuration",
+            a.schedule.unwrap_or_default()
+        )));
+    }
+    out.document(&docs);
+    Ok(ExitStatus::Ok)
+}

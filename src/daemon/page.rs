@@ -42,7 +42,7 @@ pub fn render(rows: &[Freshness], schedules: &[PageSchedule], now: SystemTime) -
         "body{font-family:system-ui,sans-serif;margin:2em;color:#222}",
         "table{border-collapse:collapse;width:100%}",
         "th,td{border-bottom:1px solid #ddd;padding:.4em .6em;text-align:left}",
-        "th{background:#f4f4f4}",
+        "th{background:#f4f4f4}td{white-space:nowrap}td.attempt{white-space:normal}",
         "tr.stale td{background:#fde2e1;color:#8a1111;font-weight:600}",
         "tr.fresh td.state{color:#176b21}",
         ".summary{font-size:1.1em;margin:1em 0}",
@@ -70,7 +70,7 @@ pub fn render(rows: &[Freshness], schedules: &[PageSchedule], now: SystemTime) -
         let _ = writeln!(
             html,
             "<tr class=\"{}\" data-env=\"{}\" data-collection=\"{}\"><td>{}</td><td>{}</td>\
-             <td class=\"state\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}{}</td>\
+             <td class=\"state\">{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"attempt\">{}{}</td>\
              <td>{}</td><td>{}</td></tr>",
             if r.stale { "stale" } else { "fresh" },
             html_escape(&s.env),

@@ -77,7 +77,7 @@ impl RunReporter for StatusOnlyReporter {
 }
 
 /// New schedules/alert settings after a reload.
-pub type Reloader = Box<dyn FnMut() -> Result<DaemonSettings, String> + Send>;
+pub type Reloader = Box<dyn FnMut() -> Result<DaemonSettings, String> + Send + Sync>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {

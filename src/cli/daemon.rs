@@ -10,7 +10,7 @@ use super::args::GlobalArgs;
 use super::exit::{CliError, ExitStatus};
 use super::output::Output;
 use crate::backup::setup;
-use crate::daemon::backup::{run_from_config, signals, RunOptions};
+use crate::daemon::backup::{run_from_config, signals, DaemonStartError, RunOptions};
 use crate::daemon::settings::{self, ScheduleSpec};
 use crate::schedule::Schedule;
 
@@ -66,12 +66,11 @@ pub async fn daemon(g: &GlobalArgs, a: DaemonArgs, out: Output) -> Result<ExitSt
         reload,
     )
     .await
-    .map_err(|e| {
-        if e.contains("locked") || e.contains("Locked") {
-            CliError::new(ExitStatus::StoreLocked, e)
-        } else {
-            CliError::error(e)
-        }
+    .map_err(|e| match e {
+        DaemonStartError::Config(m) => CliError::new(ExitStatus::ConfigOrStoreMissing, m),
+        DaemonStartError::Locked(m) => CliError::new(ExitStatus::StoreLocked, m),
+        DaemonStartError::Credentials(m) => CliError::credentials(m),
+        DaemonStartError::Other(m) => CliError::error(m),
     })?;
     Ok(ExitStatus::Ok)
 }

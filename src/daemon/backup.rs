@@ -252,6 +252,29 @@ impl ProgressSink for ProblemCounter {
     }
 }
 
+/// Why `tcb-backup daemon` stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonStartError {
+    /// The configuration is missing or invalid (including the daemon sections).
+    #[error("{0}")]
+    Config(String),
+    /// Another process holds the state store.
+    #[error("{0}")]
+    Locked(String),
+    /// A secret cannot be fetched.
+    #[error("{0}")]
+    Credentials(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+fn engine_start_error(e: EngineError) -> DaemonStartError {
+    match e {
+        EngineError::Locked { .. } => DaemonStartError::Locked(e.to_string()),
+        other => DaemonStartError::Other(other.to_string()),
+    }
+}
+
 /// Reads the daemon settings of the configuration at `path`.
 pub fn load_settings(path: &Path) -> Result<(Config, DaemonSettings), String> {
     let config = setup::load(path).map_err(|e| e.to_string())?;
@@ -274,16 +297,22 @@ pub async fn run_from_config(
     opts: RunOptions,
     shutdown: impl std::future::Future<Output = ()>,
     reload: mpsc::Receiver<()>,
-) -> Result<(), String> {
-    let (config, settings) = load_settings(&opts.config_path)?;
-    let mut prepared = setup::prepare(&config).map_err(|e| e.to_string())?;
+) -> Result<(), DaemonStartError> {
+    let (config, settings) = load_settings(&opts.config_path).map_err(DaemonStartError::Config)?;
+    let mut prepared = setup::prepare(&config).map_err(|e| match e {
+        setup::SetupError::Missing(m) | setup::SetupError::Invalid(m) => {
+            DaemonStartError::Config(m)
+        }
+        setup::SetupError::Credentials(m) => DaemonStartError::Credentials(m),
+        setup::SetupError::Other(m) => DaemonStartError::Other(m),
+    })?;
     prepared.engine_options.shutdown_grace = settings.shutdown_grace;
     let counters = Arc::new(Counters::default());
     let service = prepared
         .open(Arc::new(ProblemCounter {
             counters: counters.clone(),
         }))
-        .map_err(|e| e.to_string())?;
+        .map_err(engine_start_error)?;
     let engine = service.engine.clone();
     let started_at = engine.clock().now();
     let view = Arc::new(RwLock::new(DaemonView {
@@ -305,7 +334,8 @@ pub async fn run_from_config(
         token: settings.status_token.clone(),
         run_kind: RUN_KIND.to_string(),
     };
-    let notifier = Notifier::new(settings.alerts.clone()).map_err(|e| e.to_string())?;
+    let notifier = Notifier::new(settings.alerts.clone())
+        .map_err(|e| DaemonStartError::Other(e.to_string()))?;
     let path = opts.config_path.clone();
     let daemon = Daemon {
         scheduler: Scheduler::new(engine.clone(), settings.schedules.clone(), BackupLauncher),
@@ -332,7 +362,7 @@ pub async fn run_from_config(
     daemon
         .run(shutdown, reload)
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| DaemonStartError::Other(e.to_string()))
 }
 
 /// SIGTERM/SIGINT → the returned future resolves (graceful shutdown); SIGHUP → a message on

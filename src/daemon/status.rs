@@ -318,7 +318,7 @@ async fn metrics_handler(State(ctx): State<StatusContext>) -> Response {
         Ok(jobs) => {
             for j in jobs {
                 *jobs_by_status
-                    .entry(format!("{:?}", j.status).to_lowercase())
+                    .entry(j.status.as_str().to_string())
                     .or_default() += 1;
             }
         }

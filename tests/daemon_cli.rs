@@ -137,11 +137,18 @@ async fn daemon_backs_up_on_schedule_reloads_on_sighup_and_exits_on_sigterm() {
     let config = support::write_config(dir.path(), &emu.base_url(), &apps, 2);
     std::env::set_var("TCB_DAEMON_TEST_STATUS_TOKEN", "status-token-for-tests");
     let base = std::fs::read_to_string(&config).unwrap();
+    // A fixed port, so that other commands can find the daemon through the config.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     append(
         &config,
-        r#"
+        &format!(
+            r#"
 [daemon]
-listen = "127.0.0.1:0"
+listen = "127.0.0.1:{port}"
 status_token_env = "TCB_DAEMON_TEST_STATUS_TOKEN"
 shutdown_grace = "5s"
 
@@ -149,7 +156,8 @@ shutdown_grace = "5s"
 name = "every-second"
 cron = "* * * * * *"
 time_zone = "UTC"
-"#,
+"#
+        ),
     );
     let mut child = tokio::process::Command::new(BIN)
         .args(["--json", "--config"])
@@ -217,7 +225,7 @@ time_zone = "UTC"
     std::fs::write(
         &config,
         format!(
-            "{base}\n[daemon]\nlisten = \"127.0.0.1:0\"\nstatus_token_env = \"TCB_DAEMON_TEST_STATUS_TOKEN\"\n\n[[schedules]]\nname = \"nightly\"\ncron = \"0 0 2 * * * *\"\n\n[[schedules]]\nname = \"weekly\"\ncron = \"@weekly\"\n"
+            "{base}\n[daemon]\nlisten = \"127.0.0.1:{port}\"\nstatus_token_env = \"TCB_DAEMON_TEST_STATUS_TOKEN\"\n\n[[schedules]]\nname = \"nightly\"\ncron = \"0 0 2 * * * *\"\n\n[[schedules]]\nname = \"weekly\"\ncron = \"@weekly\"\n"
         ),
     )
     .unwrap();
@@ -239,15 +247,58 @@ time_zone = "UTC"
     )
     .await;
 
-    // While the daemon holds the store, another process is refused with the locked exit code.
-    let jobs = tokio::process::Command::new(BIN)
-        .arg("--config")
+    // While the daemon holds the store, read-only commands ask it instead.
+    let cli = |args: &'static [&'static str]| {
+        let config = config.clone();
+        async move {
+            let out = tokio::process::Command::new(BIN)
+                .args(["--json", "--config"])
+                .arg(&config)
+                .args(args)
+                .output()
+                .await
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+        }
+    };
+    let snapshots = cli(&["snapshots"]).await;
+    let first = snapshots[0]["id"].as_str().unwrap().to_string();
+    assert!(snapshots.as_array().unwrap().len() >= 2);
+    let jobs = cli(&["jobs", "--all"]).await;
+    assert!(jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|j| j["kind"] == "backup.run" && j["status"] == "succeeded"));
+    let out = tokio::process::Command::new(BIN)
+        .args(["--json", "--config"])
         .arg(&config)
-        .arg("jobs")
+        .args(["show", &first])
         .output()
         .await
         .unwrap();
-    assert!(!jobs.status.success());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["snapshot"]["id"], first.as_str());
+    assert_eq!(shown["job"]["summary"]["status"], "Succeeded");
+    // Commands that write are still refused (exit 11: store locked).
+    let backup = tokio::process::Command::new(BIN)
+        .arg("--config")
+        .arg(&config)
+        .arg("backup")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(backup.status.code(), Some(11));
 
     // SIGTERM: graceful stop, exit 0.
     let term = tokio::process::Command::new("kill")

@@ -376,7 +376,14 @@ fn truncate(s: &str, max: usize) -> String {
 // ---------------------------------------------------------------- snapshots / show
 
 fn snapshots(g: &GlobalArgs, a: SnapshotsArgs, out: Output) -> Result<ExitStatus, CliError> {
-    let (engine, _) = open_existing_store(g)?;
+    // While the daemon holds the store, ask it instead.
+    let engine = match open_existing_store(g) {
+        Ok((engine, _)) => engine,
+        Err(e) if e.status == ExitStatus::StoreLocked => {
+            return super::daemon::remote_snapshots(g, a, out, e)
+        }
+        Err(e) => return Err(e),
+    };
     let catalog = SnapshotCatalog::new(engine.kv(SnapshotCatalog::NAMESPACE));
     let mut list = catalog
         .list(a.env.as_deref(), a.collection.as_deref())
@@ -420,7 +427,14 @@ struct ShowOutput {
 }
 
 fn show(g: &GlobalArgs, a: ShowArgs, out: Output) -> Result<ExitStatus, CliError> {
-    let (engine, _) = open_existing_store(g)?;
+    // While the daemon holds the store, ask it instead.
+    let engine = match open_existing_store(g) {
+        Ok((engine, _)) => engine,
+        Err(e) if e.status == ExitStatus::StoreLocked => {
+            return super::daemon::remote_show(g, a, out, e)
+        }
+        Err(e) => return Err(e),
+    };
     let catalog = SnapshotCatalog::new(engine.kv(SnapshotCatalog::NAMESPACE));
     let query = a.id.trim();
     // A number is an engine job id when such a job exists, else an export job id.
@@ -543,7 +557,14 @@ impl From<&tcb_state::JobSummary> for JobLine {
 }
 
 fn jobs(g: &GlobalArgs, a: JobsArgs, out: Output) -> Result<ExitStatus, CliError> {
-    let (engine, _) = open_existing_store(g)?;
+    // While the daemon holds the store, ask it instead.
+    let engine = match open_existing_store(g) {
+        Ok((engine, _)) => engine,
+        Err(e) if e.status == ExitStatus::StoreLocked => {
+            return super::daemon::remote_jobs(g, a, out, e)
+        }
+        Err(e) => return Err(e),
+    };
     let mut list = if a.all {
         engine.list(&JobFilter::default()).map_err(engine_error)?
     } else {

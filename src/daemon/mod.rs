@@ -10,6 +10,7 @@
 
 pub mod alerts;
 pub mod backup;
+pub mod client;
 pub mod freshness;
 pub mod metrics;
 pub mod page;

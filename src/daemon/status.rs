@@ -5,7 +5,7 @@
 //! |---|---|
 //! | `/health` | liveness (never needs the token) |
 //! | `/api/schedules` | schedules with next fire time and stored state |
-//! | `/api/jobs` | active (unfinished) jobs |
+//! | `/api/jobs` | active (unfinished) jobs; `?failed=true` adds failed ones, `?all=true` all |
 //! | `/api/jobs/{id}` | one job with its history (what `show` prints) |
 //! | `/api/runs?limit=N` | recent backup runs, newest first |
 //! | `/api/fires` | the daemon's recent fire outcomes |
@@ -28,7 +28,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use tcb_state::{Clock, Engine, JobFilter, JobId};
+use tcb_state::{Clock, Engine, JobFilter, JobId, JobStatus};
 
 use super::freshness::{assess, Freshness, StatusSource};
 use super::metrics::{self, Counters, ScheduleGauge};
@@ -235,12 +235,37 @@ async fn schedules_handler(State(ctx): State<StatusContext>) -> Response {
     Json(ctx.schedule_rows()).into_response()
 }
 
-async fn jobs_handler(State(ctx): State<StatusContext>) -> Response {
-    let filter = JobFilter {
-        active_only: true,
-        ..JobFilter::default()
+#[derive(Deserialize)]
+struct JobsQuery {
+    /// Every job, finished or not.
+    all: Option<bool>,
+    /// Active jobs plus failed and partially failed ones (what `tcb-backup jobs` lists).
+    failed: Option<bool>,
+}
+
+async fn jobs_handler(State(ctx): State<StatusContext>, Query(q): Query<JobsQuery>) -> Response {
+    let listed = if q.all == Some(true) {
+        ctx.engine.list(&JobFilter::default())
+    } else {
+        let active = ctx.engine.list(&JobFilter {
+            active_only: true,
+            ..JobFilter::default()
+        });
+        match (active, q.failed == Some(true)) {
+            (Ok(mut jobs), true) => ctx
+                .engine
+                .list(&JobFilter {
+                    statuses: vec![JobStatus::Failed, JobStatus::PartiallyFailed],
+                    ..JobFilter::default()
+                })
+                .map(|failed| {
+                    jobs.extend(failed);
+                    jobs
+                }),
+            (other, _) => other,
+        }
     };
-    match ctx.engine.list(&filter) {
+    match listed {
         Ok(jobs) => Json(jobs).into_response(),
         Err(e) => internal(e.to_string()),
     }

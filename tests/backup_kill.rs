@@ -32,21 +32,40 @@ async fn sigkill_mid_run_then_resume() {
     let mut cfg = emulator_config(&apps, 10, 300);
     // Each export takes a few virtual seconds; at 2x about 1.5-2 s real, so a run of 20
     // collections at concurrency 4 lasts long enough to be killed several times.
-    cfg.time_scale = 4.0;
+    // Exports run on the emulator's clock whether or not the binary is alive.
+    cfg.time_scale = 2.0;
     let emu = start(cfg).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let config = write_config(dir.path(), &emu.base_url(), &apps, CONCURRENCY);
 
-    let kills = [400u64, 900, 600, 1200];
-    for (i, after_ms) in kills.iter().enumerate() {
+    // Kill points: when this many snapshots are on disk (so every kill lands mid-run, with
+    // exports created, some committed, some downloading), then restart.
+    let kill_at = [0usize, 4, 8, 12];
+    let root = dir.path().join("snapshots");
+    let mut kills = 0;
+    for target in kill_at {
         let mut child = backup_command(&config).spawn().expect("spawn");
-        tokio::time::sleep(Duration::from_millis(*after_ms)).await;
-        match child.try_wait().expect("try_wait") {
-            None => {
-                child.kill().await.expect("SIGKILL");
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                panic!(
+                    "a run ended before it could be killed (after {target} snapshots): {status}"
+                );
             }
-            Some(status) => panic!("run {i} ended before it could be killed: {status}"),
+            let done = manifests(&root).len();
+            // At 0, wait until the first export exists; otherwise until `target` snapshots.
+            let reached = if target == 0 {
+                emu.control().exports_created().values().sum::<u64>() > 0
+            } else {
+                done >= target
+            };
+            if reached || std::time::Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        child.kill().await.expect("SIGKILL");
+        kills += 1;
     }
     let out = backup_command(&config).output().await.expect("final run");
     assert_eq!(
@@ -118,14 +137,12 @@ async fn sigkill_mid_run_then_resume() {
         extra += exports.len() - 1;
     }
     assert!(
-        extra <= kills.len() * CONCURRENCY,
-        "{extra} orphaned exports for {} kills",
-        kills.len()
+        extra <= kills * CONCURRENCY,
+        "{extra} orphaned exports for {kills} kills"
     );
 
     // The files: one verified snapshot per collection, no temp or partial file, one catalog
     // entry each.
-    let root = dir.path().join("snapshots");
     assert_no_temp_files(&root);
     let found = manifests(&root);
     assert_eq!(found.len(), 20);
@@ -143,5 +160,61 @@ async fn sigkill_mid_run_then_resume() {
     assert_eq!(data_files, 20, "no data file without its manifest");
     let catalog = SnapshotCatalog::new(engine.kv(SnapshotCatalog::NAMESPACE));
     assert_eq!(catalog.list(None, None).expect("catalog").len(), 20);
+    emu.shutdown().await;
+}
+
+/// Ctrl-C (SIGINT) stops gracefully with exit 130; the next `backup` finishes the same run.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_stops_with_130_and_the_next_backup_resumes() {
+    let apps = test_apps("intr", 1, 1);
+    let mut cfg = emulator_config(&apps, 8, 200);
+    cfg.time_scale = 2.0;
+    let emu = start(cfg).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), &emu.base_url(), &apps, 2);
+
+    let child = backup_command(&config).spawn().expect("spawn");
+    let pid = child.id().expect("pid");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while emu.control().exports_created().values().sum::<u64>() == 0
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .expect("kill -INT");
+    assert!(sent.success());
+    let out = child.wait_with_output().await.expect("wait");
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let out = backup_command(&config).output().await.expect("second run");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let engine = Engine::open(&dir.path().join("state"), Default::default()).expect("open store");
+    let runs = engine
+        .list(&JobFilter {
+            kind: Some("backup.run".into()),
+            ..JobFilter::default()
+        })
+        .expect("runs");
+    assert_eq!(
+        runs.len(),
+        1,
+        "the interrupted run was resumed, not replaced"
+    );
+    assert_eq!(runs[0].status, JobStatus::Succeeded);
+    assert_eq!(manifests(&dir.path().join("snapshots")).len(), 8);
     emu.shutdown().await;
 }

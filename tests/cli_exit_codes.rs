@@ -184,3 +184,47 @@ async fn partial_failure_exits_3_and_success_exits_0() {
     );
     emu.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catalog_rebuild_follows_the_files() {
+    let apps = test_apps("rebuild", 1, 1);
+    let emu = start(emulator_config(&apps, 3, 20)).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), &emu.base_url(), &apps, 2);
+    let out = run(&["backup"], &config).await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    emu.shutdown().await;
+
+    // Remove one snapshot's files: the rebuilt catalog drops it.
+    let found = manifests(&dir.path().join("snapshots"));
+    assert_eq!(found.len(), 3);
+    let (gone_manifest, gone) = &found[0];
+    std::fs::remove_file(gone.data_path(gone_manifest)).expect("rm data");
+    std::fs::remove_file(gone_manifest).expect("rm manifest");
+    let out = run(&["--json", "catalog", "rebuild"], &config).await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    assert_eq!(doc["entries"], 2);
+    assert_eq!(doc["removed"], 1);
+    let snaps = run(&["--json", "snapshots"], &config).await;
+    let list: Value = serde_json::from_slice(&snaps.stdout).expect("JSON");
+    assert_eq!(list.as_array().map(Vec::len), Some(2));
+
+    // A data file without a manifest is reported, with exit 3.
+    let (keep_manifest, keep) = &found[1];
+    std::fs::remove_file(keep_manifest).expect("rm manifest");
+    let _ = keep;
+    let out = run(&["--json", "catalog", "rebuild"], &config).await;
+    assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    assert_eq!(doc["entries"], 1);
+    assert_eq!(doc["problems"][0]["kind"], "orphan_data_file", "{doc}");
+
+    // cancel: an unknown job is an error; a finished one is left as it is.
+    let out = run(&["cancel", "999999"], &config).await;
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let out = run(&["--json", "cancel", "1"], &config).await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(doc["status"], "succeeded");
+}

@@ -301,7 +301,7 @@ impl CollectionWorkflow {
             )));
         };
         let paths = self.snapshot_paths(target, export)?;
-        remove_leftovers(&paths).map_err(|e| {
+        remove_leftovers(&paths, true).map_err(|e| {
             StepError::retryable(format!("{what}: cannot clean up an earlier attempt: {e}"))
         })?;
         self.phase_event(ctx, target, "downloading", Some(export.job_id), None);
@@ -371,6 +371,9 @@ impl CollectionWorkflow {
             export_ready_at: file.export_ready_at,
             data_file: paths.data_file_name(),
         };
+        // A crash while writing the manifest leaves its temp file; this step owns it now.
+        remove_leftovers(&paths, false)
+            .map_err(|e| StepError::retryable(format!("{what}: cannot clean up: {e}")))?;
         let manifest_path = paths.manifest.clone();
         let written = m.clone();
         tokio::task::spawn_blocking(move || manifest::write_manifest(&manifest_path, &written))
@@ -535,9 +538,10 @@ fn archive_error(what: &str, e: ArchiveError, now: SystemTime) -> StepError {
 }
 
 /// Removes what an interrupted attempt at this very snapshot may have left: its hidden temp
-/// files, and a data file renamed into place whose Downloaded state was never committed.
-/// Everything removed carries this export's job id in its name, so no other snapshot is touched.
-fn remove_leftovers(paths: &SnapshotPaths) -> std::io::Result<()> {
+/// files, and (`with_data`, before a download) a data file renamed into place whose Downloaded
+/// state was never committed. Everything removed carries this export's job id in its name, so
+/// no other snapshot is touched.
+fn remove_leftovers(paths: &SnapshotPaths, with_data: bool) -> std::io::Result<()> {
     let data_name = paths.data_file_name();
     let manifest_name = paths
         .manifest
@@ -556,7 +560,7 @@ fn remove_leftovers(paths: &SnapshotPaths) -> std::io::Result<()> {
             .strip_prefix(naming::TEMP_PREFIX)
             .map(|rest| rest.starts_with(&data_name) || rest.starts_with(&manifest_name))
             .unwrap_or(false);
-        if stale_temp || name == data_name {
+        if stale_temp || (with_data && name == data_name) {
             remove_file(&entry.path())?;
         }
     }
@@ -624,7 +628,7 @@ mod tests {
         for p in [&temp, &paths.data, &other] {
             std::fs::write(p, b"x").unwrap();
         }
-        remove_leftovers(&paths).unwrap();
+        remove_leftovers(&paths, true).unwrap();
         assert!(!temp.exists());
         assert!(!paths.data.exists());
         assert!(other.exists());

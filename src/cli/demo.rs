@@ -22,7 +22,7 @@ const SECRET_ENV: &str = "TCB_BACKUP_DEMO_SECRET";
 
 /// Big collections added on top of the seeded ones: (env index, name, records, payload bytes).
 const BIG: &[(usize, &str, usize, usize)] =
-    &[(0, "events", 30_000, 700), (1, "audit_log", 15_000, 600)];
+    &[(0, "event_log", 30_000, 700), (1, "audit_log", 15_000, 600)];
 
 pub async fn run(_g: &GlobalArgs, a: DemoArgs, out: Output) -> Result<ExitStatus, CliError> {
     let dir = &a.dir;

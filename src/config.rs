@@ -40,6 +40,10 @@ pub struct Config {
     pub retry: RetryConfig,
     pub poll: PollConfig,
     pub apps: Vec<AppConfig>,
+    /// The `[daemon]` table, as written; `crate::daemon::settings` turns it into settings.
+    pub daemon: Option<toml::Value>,
+    /// The `[[schedules]]` entries, as written (see `crate::daemon::settings`).
+    pub schedules: Vec<toml::Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -325,6 +329,10 @@ struct RawTop {
     poll: Option<toml::Value>,
     #[serde(default)]
     apps: Vec<toml::Value>,
+    /// Validated by `crate::daemon::settings` (structure here, env vars when the daemon starts).
+    daemon: Option<toml::Value>,
+    #[serde(default)]
+    schedules: Vec<toml::Value>,
 }
 
 #[derive(Deserialize, Default)]
@@ -513,6 +521,9 @@ impl Checker {
                 apps.push(app);
             }
         }
+        for p in crate::daemon::settings::check_structure(top.daemon.as_ref(), &top.schedules) {
+            self.problem(&p.location, p.message);
+        }
         Some(Config {
             source: path.to_path_buf(),
             state_dir,
@@ -521,6 +532,8 @@ impl Checker {
             retry,
             poll,
             apps,
+            daemon: top.daemon,
+            schedules: top.schedules,
         })
     }
 

@@ -2,17 +2,18 @@
 //!
 //! The library holds everything the `tcb-backup` binary does; `src/main.rs` only parses the
 //! command line and calls into [`cli`]. See `docs/ARCHITECTURE.md` for the map.
-
 pub mod archive;
 pub mod backup;
 pub mod catalog;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod daemon;
 pub mod destination;
 pub mod emulator;
 pub mod manifest;
 pub mod naming;
 pub mod restore;
 pub mod retention;
+pub mod schedule;
 pub mod verify;

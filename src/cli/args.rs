@@ -78,6 +78,11 @@ pub enum Command {
     Check(super::restore_cmds::CheckArgs),
     /// Apply a retention policy per env+collection (--prune deletes).
     Forget(super::restore_cmds::ForgetArgs),
+    /// Run the configured schedules unattended until SIGTERM/SIGINT (SIGHUP reloads).
+    Daemon(super::daemon::DaemonArgs),
+    /// Schedule commands.
+    #[command(subcommand)]
+    Schedule(super::daemon::ScheduleCommand),
 }
 
 #[derive(Debug, Args)]

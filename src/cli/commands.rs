@@ -41,6 +41,8 @@ pub async fn dispatch(cli: Cli, out: Output) -> Result<ExitStatus, CliError> {
         Command::Restore(a) => super::restore_cmds::restore(&g, a, out).await,
         Command::Check(a) => super::restore_cmds::check(&g, a, out).await,
         Command::Forget(a) => super::restore_cmds::forget_cmd(&g, a, out).await,
+        Command::Daemon(a) => super::daemon::daemon(&g, a, out).await,
+        Command::Schedule(c) => super::daemon::schedule(&g, c, out),
     }
 }
 
@@ -377,7 +379,14 @@ fn truncate(s: &str, max: usize) -> String {
 // ---------------------------------------------------------------- snapshots / show
 
 fn snapshots(g: &GlobalArgs, a: SnapshotsArgs, out: Output) -> Result<ExitStatus, CliError> {
-    let (engine, _) = open_existing_store(g)?;
+    // While the daemon holds the store, ask it instead.
+    let engine = match open_existing_store(g) {
+        Ok((engine, _)) => engine,
+        Err(e) if e.status == ExitStatus::StoreLocked => {
+            return super::daemon::remote_snapshots(g, a, out, e)
+        }
+        Err(e) => return Err(e),
+    };
     let catalog = SnapshotCatalog::new(engine.kv(SnapshotCatalog::NAMESPACE));
     let mut list = catalog
         .list(a.env.as_deref(), a.collection.as_deref())
@@ -421,7 +430,14 @@ struct ShowOutput {
 }
 
 fn show(g: &GlobalArgs, a: ShowArgs, out: Output) -> Result<ExitStatus, CliError> {
-    let (engine, _) = open_existing_store(g)?;
+    // While the daemon holds the store, ask it instead.
+    let engine = match open_existing_store(g) {
+        Ok((engine, _)) => engine,
+        Err(e) if e.status == ExitStatus::StoreLocked => {
+            return super::daemon::remote_show(g, a, out, e)
+        }
+        Err(e) => return Err(e),
+    };
     let catalog = SnapshotCatalog::new(engine.kv(SnapshotCatalog::NAMESPACE));
     let query = a.id.trim();
     // A number is an engine job id when such a job exists, else an export job id.
@@ -544,7 +560,14 @@ impl From<&tcb_state::JobSummary> for JobLine {
 }
 
 fn jobs(g: &GlobalArgs, a: JobsArgs, out: Output) -> Result<ExitStatus, CliError> {
-    let (engine, _) = open_existing_store(g)?;
+    // While the daemon holds the store, ask it instead.
+    let engine = match open_existing_store(g) {
+        Ok((engine, _)) => engine,
+        Err(e) if e.status == ExitStatus::StoreLocked => {
+            return super::daemon::remote_jobs(g, a, out, e)
+        }
+        Err(e) => return Err(e),
+    };
     let mut list = if a.all {
         engine.list(&JobFilter::default()).map_err(engine_error)?
     } else {

@@ -6,6 +6,7 @@
 
 pub mod args;
 pub mod commands;
+pub mod daemon;
 pub mod demo;
 pub mod exit;
 pub mod logging;

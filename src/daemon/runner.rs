@@ -1,0 +1,353 @@
+//! The daemon loop: ticks the scheduler at each fire time, runs the engine, serves the status
+//! listener, reacts to finished runs (alerts, heartbeat, counters), checks staleness, reloads
+//! on request and shuts down gracefully.
+//!
+//! It is generic over how a fire starts a run ([`Launcher`]) and how a finished run is judged
+//! ([`RunReporter`]), so tests drive it with stand-in workflows and a manual clock; the real
+//! wiring to the backup workflow is in [`super::backup`].
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tcb_state::{Engine, EngineError, JobId, JobStatus};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::alerts::{Alert, AlertItem, Notifier};
+use super::freshness::human_duration;
+use super::scheduler::{FireOutcome, Launcher, Scheduler};
+use super::settings::{AlertEvent, DaemonSettings};
+use super::status::{serve, StatusContext};
+
+/// How a finished run went, for alerts and counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunOutcome {
+    Succeeded,
+    Partial,
+    Failed,
+    Cancelled,
+}
+
+impl RunOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunOutcome::Succeeded => "succeeded",
+            RunOutcome::Partial => "partially_failed",
+            RunOutcome::Failed => "failed",
+            RunOutcome::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// A finished run, summarised.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunSummary {
+    pub outcome: RunOutcome,
+    pub summary: String,
+    /// The collections that did not succeed.
+    pub problems: Vec<AlertItem>,
+}
+
+/// Judges a finished run.
+pub trait RunReporter: Send + Sync + 'static {
+    fn summarize(&self, engine: &Engine, run: JobId) -> Option<RunSummary>;
+}
+
+/// Judges a run by its engine status alone (tests, and a fallback).
+pub struct StatusOnlyReporter;
+
+impl RunReporter for StatusOnlyReporter {
+    fn summarize(&self, engine: &Engine, run: JobId) -> Option<RunSummary> {
+        let view = engine.job(run).ok()??;
+        let outcome = match view.status() {
+            JobStatus::Succeeded => RunOutcome::Succeeded,
+            JobStatus::PartiallyFailed => RunOutcome::Partial,
+            JobStatus::Cancelled => RunOutcome::Cancelled,
+            _ => RunOutcome::Failed,
+        };
+        Some(RunSummary {
+            outcome,
+            summary: format!("run {run}: {}", outcome.as_str()),
+            problems: Vec::new(),
+        })
+    }
+}
+
+/// New schedules/alert settings after a reload.
+pub type Reloader = Box<dyn FnMut() -> Result<DaemonSettings, String> + Send + Sync>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("status listener: {0}")]
+    Listener(std::io::Error),
+    #[error("engine: {0}")]
+    Engine(#[from] EngineError),
+}
+
+/// Everything the loop runs.
+pub struct Daemon<L: Launcher> {
+    pub scheduler: Scheduler<L>,
+    pub status: StatusContext,
+    pub notifier: Option<Notifier>,
+    pub reporter: Arc<dyn RunReporter>,
+    /// `None`: no listener (tests that only need the loop).
+    pub listen: Option<SocketAddr>,
+    /// Receives the listener's bound address once it is ready.
+    pub bound: Option<oneshot::Sender<SocketAddr>>,
+    pub reloader: Option<Reloader>,
+    /// How often freshness is checked for staleness alerts.
+    pub stale_check_every: Duration,
+}
+
+impl<L: Launcher> Daemon<L> {
+    /// Runs until `shutdown` resolves; a message on `reload` reloads the settings. On shutdown
+    /// the engine stops claiming work and gives running steps its grace period; unfinished jobs
+    /// resume on the next start.
+    pub async fn run(
+        mut self,
+        shutdown: impl Future<Output = ()>,
+        mut reload: mpsc::Receiver<()>,
+    ) -> Result<(), DaemonError> {
+        let engine = self.scheduler.engine().clone();
+        let clock = engine.clock();
+        let stop = CancellationToken::new();
+        let mut events = engine.subscribe();
+
+        let server = match self.listen {
+            Some(addr) => {
+                let (tx, rx) = oneshot::channel();
+                let ctx = self.status.clone();
+                let token = stop.clone();
+                let task = tokio::spawn(serve(ctx, addr, tx, token.cancelled_owned()));
+                match rx.await {
+                    Ok(local) => {
+                        if let Some(b) = self.bound.take() {
+                            let _ = b.send(local);
+                        }
+                    }
+                    Err(_) => {
+                        // The task ended before binding: report its error.
+                        return match task.await {
+                            Ok(Err(e)) => Err(DaemonError::Listener(e)),
+                            _ => Err(DaemonError::Listener(std::io::Error::other(
+                                "status listener stopped before it was ready",
+                            ))),
+                        };
+                    }
+                }
+                Some(task)
+            }
+            None => None,
+        };
+
+        let engine_task = {
+            let engine = engine.clone();
+            let token = stop.clone();
+            tokio::spawn(async move { engine.run(token.cancelled_owned()).await })
+        };
+
+        tokio::pin!(shutdown);
+        let mut stale_alerted: HashSet<(String, String)> = HashSet::new();
+        let mut next_stale_check = clock.now();
+        let run_kind = self.status.run_kind.clone();
+        loop {
+            let now = clock.now();
+            let (outcomes, errors) = self.scheduler.tick(now);
+            for e in errors {
+                tracing::error!(error = %e, "scheduler");
+            }
+            self.record(outcomes);
+            if now >= next_stale_check {
+                self.check_stale(&mut stale_alerted).await;
+                next_stale_check = now + self.stale_check_every;
+            }
+            let wake = self
+                .scheduler
+                .next_wake(now)
+                .map_or(next_stale_check, |w| w.min(next_stale_check));
+            tokio::select! {
+                () = &mut shutdown => {
+                    tracing::info!("shutting down: letting running steps finish");
+                    break;
+                }
+                Some(()) = reload.recv() => self.reload(),
+                event = events.recv() => match event {
+                    Ok(ev) if ev.kind == run_kind && ev.status.is_terminal() => {
+                        self.run_finished(&engine, ev.id).await;
+                    }
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => break,
+                },
+                () = clock.sleep_until(wake) => {}
+            }
+        }
+        stop.cancel();
+        let engine_result = engine_task.await;
+        if let Some(task) = server {
+            let _ = task.await;
+        }
+        match engine_result {
+            Ok(r) => r.map_err(DaemonError::Engine),
+            Err(e) => {
+                tracing::error!(error = %e, "engine task failed");
+                Ok(())
+            }
+        }
+    }
+
+    fn record(&self, outcomes: Vec<FireOutcome>) {
+        if outcomes.is_empty() {
+            return;
+        }
+        let mut view = self.status.view.write().unwrap_or_else(|p| p.into_inner());
+        for o in outcomes {
+            self.status.counters.fire(o.schedule(), o.kind());
+            view.record_fire(o);
+        }
+    }
+
+    fn reload(&mut self) {
+        let Some(reloader) = self.reloader.as_mut() else {
+            tracing::info!("reload requested, but this daemon has nothing to reload");
+            return;
+        };
+        match reloader() {
+            Ok(settings) => {
+                tracing::info!(
+                    schedules = settings.schedules.len(),
+                    "configuration reloaded; running jobs continue"
+                );
+                self.scheduler.set_specs(settings.schedules.clone());
+                {
+                    let mut view = self.status.view.write().unwrap_or_else(|p| p.into_inner());
+                    view.specs = settings.schedules;
+                    view.stale_factor = settings.stale_factor;
+                }
+                match Notifier::new(settings.alerts) {
+                    Ok(n) => self.notifier = Some(n),
+                    Err(e) => tracing::error!(error = %e, "alerts after reload"),
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "reload failed; keeping the previous configuration")
+            }
+        }
+    }
+
+    async fn run_finished(&self, engine: &Engine, run: JobId) {
+        let Some(summary) = self.reporter.summarize(engine, run) else {
+            return;
+        };
+        self.status.counters.run_finished(summary.outcome.as_str());
+        tracing::info!(
+            run = run.0,
+            outcome = summary.outcome.as_str(),
+            "{}",
+            summary.summary
+        );
+        let Some(notifier) = &self.notifier else {
+            return;
+        };
+        let event = match summary.outcome {
+            RunOutcome::Succeeded => {
+                match notifier.heartbeat().await {
+                    Ok(true) => self.status.counters.alert("heartbeat", "sent"),
+                    Ok(false) => {}
+                    Err(e) => {
+                        self.status.counters.alert("heartbeat", "failed");
+                        tracing::warn!(error = %e, "heartbeat");
+                    }
+                }
+                return;
+            }
+            RunOutcome::Cancelled => return,
+            RunOutcome::Partial => AlertEvent::Partial,
+            RunOutcome::Failed => AlertEvent::Failure,
+        };
+        let schedule = engine
+            .job(run)
+            .ok()
+            .flatten()
+            .map(|v| v.summary.label)
+            .filter(|l| l.starts_with("schedule "));
+        let alert = Alert {
+            event,
+            summary: summary.summary,
+            schedule,
+            run: Some(run.0),
+            time: engine.clock().now(),
+            items: summary.problems,
+        };
+        self.deliver(notifier, &alert).await;
+    }
+
+    async fn deliver(&self, notifier: &Notifier, alert: &Alert) {
+        let kind = match alert.event {
+            AlertEvent::Failure => "failure",
+            AlertEvent::Partial => "partial",
+            AlertEvent::Stale => "stale",
+        };
+        match notifier.send(alert).await {
+            Ok(true) => self.status.counters.alert(kind, "sent"),
+            Ok(false) => {}
+            Err(e) => {
+                self.status.counters.alert(kind, "failed");
+                tracing::warn!(error = %e, "alert");
+            }
+        }
+    }
+
+    /// Alerts once per collection when it becomes stale; it may alert again after it has been
+    /// fresh in between.
+    async fn check_stale(&self, alerted: &mut HashSet<(String, String)>) {
+        let rows = match self.status.freshness() {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::warn!(error = %e, "freshness check");
+                return;
+            }
+        };
+        let mut newly = Vec::new();
+        for r in &rows {
+            let key = (r.status.env.clone(), r.status.collection.clone());
+            if r.stale {
+                if alerted.insert(key) {
+                    newly.push(AlertItem {
+                        env: r.status.env.clone(),
+                        collection: r.status.collection.clone(),
+                        status: "stale".to_string(),
+                        detail: Some(match r.age {
+                            Some(age) => format!("last success {} ago", human_duration(age)),
+                            None => "never backed up".to_string(),
+                        }),
+                    });
+                }
+            } else {
+                alerted.remove(&key);
+            }
+        }
+        if newly.is_empty() {
+            return;
+        }
+        tracing::warn!(collections = newly.len(), "backups are stale");
+        if let Some(notifier) = &self.notifier {
+            let alert = Alert {
+                event: AlertEvent::Stale,
+                summary: format!("{} collection(s) have no recent backup", newly.len()),
+                schedule: None,
+                run: None,
+                time: self.status.clock.now(),
+                items: newly,
+            };
+            self.deliver(notifier, &alert).await;
+        }
+    }
+}
+
+/// The instant a daemon started (for the status view).
+pub fn started_now(engine: &Engine) -> SystemTime {
+    engine.clock().now()
+}

@@ -1,0 +1,622 @@
+//! The daemon's part of `tcb-backup.toml`: `[daemon]`, `[daemon.alerts]` and `[[schedules]]`,
+//! validated into typed settings with every problem reported at its key path.
+//!
+//! ```toml
+//! [daemon]
+//! listen = "127.0.0.1:9817"          # status/metrics listener
+//! status_token_env = "TCB_STATUS_TOKEN"  # optional: bearer token required by the listener
+//! catch_up_window = "12h"             # run a missed fire after downtime if at most this late
+//! overlap = "skip"                    # or "queue": what a fire does while the last run is active
+//! jitter = "0s"                       # random start delay, at most this much
+//! shutdown_grace = "60s"              # SIGTERM: how long running steps get to finish
+//! stale_factor = 1.5                  # stale = last success older than factor x interval
+//!
+//! [daemon.alerts]
+//! webhook_url_env = "TCB_ALERT_WEBHOOK"  # or webhook_url = "..." (the URL often holds a key)
+//! format = "json"                     # or "wecom" (WeCom group robot)
+//! on = ["failure", "partial", "stale"]
+//! heartbeat_url_env = "TCB_HEARTBEAT_URL"  # or heartbeat_url; called after fully successful runs
+//!
+//! [[schedules]]
+//! name = "nightly"
+//! cron = "0 0 2 * * * *"              # 7-field platform form, 5/6 fields, or @daily
+//! time_zone = "Asia/Shanghai"         # default
+//! envs = []                           # empty: every configured env
+//! collections = []                    # empty: every configured/discovered collection
+//! # overlap, jitter, catch_up_window may be overridden per schedule
+//! ```
+//!
+//! Without any `[[schedules]]` the daemon runs one schedule, `default`: 02:00 daily in
+//! Asia/Shanghai over everything configured.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::config::parse_duration;
+use crate::schedule::{Schedule, DEFAULT_CRON};
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9817";
+pub const DEFAULT_CATCH_UP_WINDOW: Duration = Duration::from_secs(12 * 3600);
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(60);
+pub const DEFAULT_STALE_FACTOR: f64 = 1.5;
+pub const DEFAULT_SCHEDULE_NAME: &str = "default";
+
+/// What a fire does while the previous run of the same schedule is still active.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OverlapPolicy {
+    /// Drop the fire (counted and logged).
+    #[default]
+    Skip,
+    /// Keep one pending fire; it starts as soon as the active run ends. A newer fire replaces
+    /// an older pending one.
+    Queue,
+}
+
+/// One validated `[[schedules]]` entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScheduleSpec {
+    pub name: String,
+    pub schedule: Schedule,
+    /// Only these envs (empty: all).
+    pub envs: Vec<String>,
+    /// Only these collections (empty: all).
+    pub collections: Vec<String>,
+    pub overlap: OverlapPolicy,
+    pub jitter: Duration,
+    pub catch_up_window: Duration,
+}
+
+impl ScheduleSpec {
+    /// The built-in schedule used when the config has none.
+    pub fn default_schedule() -> Result<ScheduleSpec, crate::schedule::ScheduleError> {
+        Ok(ScheduleSpec {
+            name: DEFAULT_SCHEDULE_NAME.to_string(),
+            schedule: Schedule::new(DEFAULT_CRON, None)?,
+            envs: Vec::new(),
+            collections: Vec::new(),
+            overlap: OverlapPolicy::Skip,
+            jitter: Duration::ZERO,
+            catch_up_window: DEFAULT_CATCH_UP_WINDOW,
+        })
+    }
+
+    /// Whether this schedule backs up `env`/`collection`.
+    pub fn covers(&self, env: &str, collection: &str) -> bool {
+        (self.envs.is_empty() || self.envs.iter().any(|e| e == env))
+            && (self.collections.is_empty() || self.collections.iter().any(|c| c == collection))
+    }
+}
+
+/// Alert output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertFormat {
+    #[default]
+    Json,
+    /// WeCom (企业微信) group robot: `{"msgtype":"markdown","markdown":{"content":...}}`.
+    Wecom,
+}
+
+/// Which events raise an alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertEvent {
+    Failure,
+    Partial,
+    Stale,
+}
+
+/// A URL that may carry a key (WeCom robot `?key=`): Debug/Display never print it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretUrl(pub String);
+
+impl fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted url]")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertSettings {
+    pub webhook: Option<SecretUrl>,
+    pub format: AlertFormat,
+    pub on: Vec<AlertEvent>,
+    pub heartbeat: Option<SecretUrl>,
+}
+
+impl Default for AlertSettings {
+    fn default() -> Self {
+        AlertSettings {
+            webhook: None,
+            format: AlertFormat::Json,
+            on: vec![AlertEvent::Failure, AlertEvent::Partial, AlertEvent::Stale],
+            heartbeat: None,
+        }
+    }
+}
+
+/// A token the status listener requires (`Authorization: Bearer ...`). Never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StatusToken(pub String);
+
+impl fmt::Debug for StatusToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DaemonSettings {
+    pub listen: SocketAddr,
+    pub status_token: Option<StatusToken>,
+    pub shutdown_grace: Duration,
+    pub stale_factor: f64,
+    pub alerts: AlertSettings,
+    pub schedules: Vec<ScheduleSpec>,
+}
+
+/// One problem in the daemon's config sections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettingsProblem {
+    /// Key path such as `schedules[1].cron`.
+    pub location: String,
+    pub message: String,
+}
+
+impl fmt::Display for SettingsProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.location, self.message)
+    }
+}
+
+/// Everything wrong with the daemon's config sections.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct SettingsErrors {
+    pub problems: Vec<SettingsProblem>,
+}
+
+impl fmt::Display for SettingsErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        write!(
+            f,
+            "daemon settings: {n} problem{}",
+            if n == 1 { "" } else { "s" }
+        )?;
+        for p in &self.problems {
+            write!(f, "\n  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads environment variables; injectable so tests do not touch the process environment.
+pub trait EnvLookup {
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The real process environment.
+pub struct ProcessEnv;
+
+impl EnvLookup for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+struct Checker<'a> {
+    problems: Vec<SettingsProblem>,
+    env: &'a dyn EnvLookup,
+}
+
+impl Checker<'_> {
+    fn problem(&mut self, location: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(SettingsProblem {
+            location: location.into(),
+            message: message.into(),
+        });
+    }
+
+    fn table<'v>(
+        &mut self,
+        value: &'v toml::Value,
+        location: &str,
+        allowed: &[&str],
+    ) -> Option<&'v toml::Table> {
+        let Some(table) = value.as_table() else {
+            self.problem(location, "must be a table");
+            return None;
+        };
+        for key in table.keys() {
+            if !allowed.contains(&key.as_str()) {
+                self.problem(
+                    format!("{location}.{key}"),
+                    format!("unknown key (known: {})", allowed.join(", ")),
+                );
+            }
+        }
+        Some(table)
+    }
+
+    fn string(&mut self, table: &toml::Table, location: &str, key: &str) -> Option<String> {
+        match table.get(key) {
+            None => None,
+            Some(toml::Value::String(s)) => Some(s.clone()),
+            Some(_) => {
+                self.problem(format!("{location}.{key}"), "must be a string");
+                None
+            }
+        }
+    }
+
+    fn duration(&mut self, table: &toml::Table, location: &str, key: &str) -> Option<Duration> {
+        let text = self.string(table, location, key)?;
+        match parse_duration(&text) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.problem(format!("{location}.{key}"), e);
+                None
+            }
+        }
+    }
+
+    fn strings(&mut self, table: &toml::Table, location: &str, key: &str) -> Vec<String> {
+        match table.get(key) {
+            None => Vec::new(),
+            Some(toml::Value::Array(items)) => {
+                let mut out = Vec::new();
+                for (i, item) in items.iter().enumerate() {
+                    match item.as_str() {
+                        Some(s) => out.push(s.to_string()),
+                        None => self.problem(format!("{location}.{key}[{i}]"), "must be a string"),
+                    }
+                }
+                out
+            }
+            Some(_) => {
+                self.problem(format!("{location}.{key}"), "must be an array of strings");
+                Vec::new()
+            }
+        }
+    }
+
+    fn overlap(&mut self, table: &toml::Table, location: &str) -> Option<OverlapPolicy> {
+        match self.string(table, location, "overlap")?.as_str() {
+            "skip" => Some(OverlapPolicy::Skip),
+            "queue" => Some(OverlapPolicy::Queue),
+            other => {
+                self.problem(
+                    format!("{location}.overlap"),
+                    format!("`{other}` is not an overlap policy (use \"skip\" or \"queue\")"),
+                );
+                None
+            }
+        }
+    }
+
+    /// `key` (plain value) or `key_env` (the name of an environment variable holding it).
+    fn secret_string(&mut self, table: &toml::Table, location: &str, key: &str) -> Option<String> {
+        let plain = self.string(table, location, key);
+        let env_key = format!("{key}_env");
+        let from_env = self.string(table, location, &env_key);
+        match (plain, from_env) {
+            (Some(_), Some(_)) => {
+                self.problem(
+                    format!("{location}.{key}"),
+                    format!("give either `{key}` or `{env_key}`, not both"),
+                );
+                None
+            }
+            (Some(v), None) => Some(v),
+            (None, Some(var)) => match self.env.var(&var) {
+                Some(v) if !v.trim().is_empty() => Some(v.trim().to_string()),
+                _ => {
+                    self.problem(
+                        format!("{location}.{env_key}"),
+                        format!("environment variable `{var}` is not set or empty"),
+                    );
+                    None
+                }
+            },
+            (None, None) => None,
+        }
+    }
+
+    fn url(&mut self, table: &toml::Table, location: &str, key: &str) -> Option<SecretUrl> {
+        let text = self.secret_string(table, location, key)?;
+        match url::Url::parse(&text) {
+            Ok(u) if u.scheme() == "https" || u.scheme() == "http" => Some(SecretUrl(text)),
+            // The URL may hold a key: never echo it.
+            _ => {
+                self.problem(format!("{location}.{key}"), "is not an http(s) URL");
+                None
+            }
+        }
+    }
+}
+
+/// Validates the daemon sections. `daemon`: the `[daemon]` table if present; `schedules`: the
+/// `[[schedules]]` entries.
+pub fn from_toml(
+    daemon: Option<&toml::Value>,
+    schedules: &[toml::Value],
+    env: &dyn EnvLookup,
+) -> Result<DaemonSettings, SettingsErrors> {
+    let mut cx = Checker {
+        problems: Vec::new(),
+        env,
+    };
+    let empty = toml::Table::new();
+    let daemon_table = match daemon {
+        Some(v) => cx
+            .table(
+                v,
+                "daemon",
+                &[
+                    "listen",
+                    "status_token",
+                    "status_token_env",
+                    "catch_up_window",
+                    "overlap",
+                    "jitter",
+                    "shutdown_grace",
+                    "stale_factor",
+                    "alerts",
+                ],
+            )
+            .unwrap_or(&empty),
+        None => &empty,
+    };
+    let listen_text = cx
+        .string(daemon_table, "daemon", "listen")
+        .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+    let listen = match listen_text.parse::<SocketAddr>() {
+        Ok(a) => a,
+        Err(_) => {
+            cx.problem(
+                "daemon.listen",
+                format!("`{listen_text}` is not an address:port such as 127.0.0.1:9817"),
+            );
+            // Placeholder; the problem makes the whole result an error.
+            SocketAddr::from(([127, 0, 0, 1], 0))
+        }
+    };
+    let status_token = cx
+        .secret_string(daemon_table, "daemon", "status_token")
+        .map(StatusToken);
+    let catch_up_default = cx
+        .duration(daemon_table, "daemon", "catch_up_window")
+        .unwrap_or(DEFAULT_CATCH_UP_WINDOW);
+    let overlap_default = cx.overlap(daemon_table, "daemon").unwrap_or_default();
+    let jitter_default = cx
+        .duration(daemon_table, "daemon", "jitter")
+        .unwrap_or(Duration::ZERO);
+    let shutdown_grace = cx
+        .duration(daemon_table, "daemon", "shutdown_grace")
+        .unwrap_or(DEFAULT_SHUTDOWN_GRACE);
+    let stale_factor = match daemon_table.get("stale_factor") {
+        None => DEFAULT_STALE_FACTOR,
+        Some(v) => match v.as_float().or_else(|| v.as_integer().map(|i| i as f64)) {
+            Some(f) if f >= 1.0 && f.is_finite() => f,
+            _ => {
+                cx.problem("daemon.stale_factor", "must be a number of at least 1.0");
+                DEFAULT_STALE_FACTOR
+            }
+        },
+    };
+
+    let mut alerts = AlertSettings::default();
+    if let Some(v) = daemon_table.get("alerts") {
+        if let Some(t) = cx.table(
+            v,
+            "daemon.alerts",
+            &[
+                "webhook_url",
+                "webhook_url_env",
+                "format",
+                "on",
+                "heartbeat_url",
+                "heartbeat_url_env",
+            ],
+        ) {
+            alerts.webhook = cx.url(t, "daemon.alerts", "webhook_url");
+            alerts.heartbeat = cx.url(t, "daemon.alerts", "heartbeat_url");
+            if let Some(format) = cx.string(t, "daemon.alerts", "format") {
+                match format.as_str() {
+                    "json" => alerts.format = AlertFormat::Json,
+                    "wecom" => alerts.format = AlertFormat::Wecom,
+                    other => cx.problem(
+                        "daemon.alerts.format",
+                        format!("`{other}` is not an alert format (use \"json\" or \"wecom\")"),
+                    ),
+                }
+            }
+            if t.contains_key("on") {
+                let mut on = Vec::new();
+                for (i, name) in cx.strings(t, "daemon.alerts", "on").iter().enumerate() {
+                    match name.as_str() {
+                        "failure" => on.push(AlertEvent::Failure),
+                        "partial" => on.push(AlertEvent::Partial),
+                        "stale" => on.push(AlertEvent::Stale),
+                        other => cx.problem(
+                            format!("daemon.alerts.on[{i}]"),
+                            format!(
+                                "`{other}` is not an alert event (use \"failure\", \"partial\", \"stale\")"
+                            ),
+                        ),
+                    }
+                }
+                alerts.on = on;
+            }
+        }
+    }
+
+    let mut specs = Vec::new();
+    let mut names = HashSet::new();
+    for (i, value) in schedules.iter().enumerate() {
+        let location = format!("schedules[{i}]");
+        let Some(t) = cx.table(
+            value,
+            &location,
+            &[
+                "name",
+                "cron",
+                "time_zone",
+                "envs",
+                "collections",
+                "overlap",
+                "jitter",
+                "catch_up_window",
+            ],
+        ) else {
+            continue;
+        };
+        let name = match cx.string(t, &location, "name") {
+            Some(n) if valid_schedule_name(&n) => n,
+            Some(n) => {
+                cx.problem(
+                    format!("{location}.name"),
+                    format!("`{n}` is not a valid schedule name (1–60 of a-z A-Z 0-9 _ -)"),
+                );
+                continue;
+            }
+            None => {
+                cx.problem(
+                    format!("{location}.name"),
+                    "missing (every schedule needs a name)",
+                );
+                continue;
+            }
+        };
+        if !names.insert(name.clone()) {
+            cx.problem(
+                format!("{location}.name"),
+                format!("schedule `{name}` is defined twice"),
+            );
+        }
+        let cron = cx
+            .string(t, &location, "cron")
+            .unwrap_or_else(|| DEFAULT_CRON.to_string());
+        let tz = cx.string(t, &location, "time_zone");
+        let schedule = match Schedule::new(&cron, tz.as_deref()) {
+            Ok(s) => s,
+            Err(crate::schedule::ScheduleError::Cron(e)) => {
+                cx.problem(format!("{location}.cron"), e.to_string());
+                continue;
+            }
+            Err(e) => {
+                cx.problem(format!("{location}.time_zone"), e.to_string());
+                continue;
+            }
+        };
+        let envs = cx.strings(t, &location, "envs");
+        let collections = cx.strings(t, &location, "collections");
+        let overlap = cx.overlap(t, &location).unwrap_or(overlap_default);
+        let jitter = cx
+            .duration(t, &location, "jitter")
+            .unwrap_or(jitter_default);
+        let catch_up_window = cx
+            .duration(t, &location, "catch_up_window")
+            .unwrap_or(catch_up_default);
+        specs.push(ScheduleSpec {
+            name,
+            schedule,
+            envs,
+            collections,
+            overlap,
+            jitter,
+            catch_up_window,
+        });
+    }
+    if schedules.is_empty() {
+        match ScheduleSpec::default_schedule() {
+            Ok(mut s) => {
+                s.overlap = overlap_default;
+                s.jitter = jitter_default;
+                s.catch_up_window = catch_up_default;
+                specs.push(s);
+            }
+            Err(e) => cx.problem("schedules", e.to_string()),
+        }
+    }
+    if !cx.problems.is_empty() {
+        return Err(SettingsErrors {
+            problems: cx.problems,
+        });
+    }
+    Ok(DaemonSettings {
+        listen,
+        status_token,
+        shutdown_grace,
+        stale_factor,
+        alerts,
+        schedules: specs,
+    })
+}
+
+/// Schedule names appear in metric labels, URLs and dedupe keys.
+pub fn valid_schedule_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 60
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// Pretends every environment variable is set: for checking the structure of the sections
+/// when the config is loaded (by any command) without requiring the daemon's secrets.
+struct AssumeSet;
+
+impl EnvLookup for AssumeSet {
+    fn var(&self, _name: &str) -> Option<String> {
+        Some("http://assumed.invalid/".to_string())
+    }
+}
+
+/// Structural problems of the daemon sections (called by `crate::config` while loading).
+pub fn check_structure(
+    daemon: Option<&toml::Value>,
+    schedules: &[toml::Value],
+) -> Vec<SettingsProblem> {
+    match from_toml(daemon, schedules, &AssumeSet) {
+        Ok(_) => Vec::new(),
+        Err(e) => e.problems,
+    }
+}
+
+/// The daemon settings of a loaded configuration, resolving `*_env` secrets from `env`.
+pub fn from_config(
+    config: &crate::config::Config,
+    env: &dyn EnvLookup,
+) -> Result<DaemonSettings, SettingsErrors> {
+    from_toml(config.daemon.as_ref(), &config.schedules, env)
+}
+
+/// Parses the daemon sections out of a whole config file's text (for callers that have the
+/// text but whose [`crate::config::Config`] does not carry the raw sections).
+pub fn from_config_text(text: &str, env: &dyn EnvLookup) -> Result<DaemonSettings, SettingsErrors> {
+    let value: toml::Table = text.parse().map_err(|e: toml::de::Error| SettingsErrors {
+        problems: vec![SettingsProblem {
+            location: String::new(),
+            message: e.message().to_string(),
+        }],
+    })?;
+    let schedules = match value.get("schedules") {
+        None => Vec::new(),
+        Some(toml::Value::Array(a)) => a.clone(),
+        Some(_) => {
+            return Err(SettingsErrors {
+                problems: vec![SettingsProblem {
+                    location: "schedules".to_string(),
+                    message: "must be an array of tables ([[schedules]])".to_string(),
+                }],
+            })
+        }
+    };
+    from_toml(value.get("daemon"), &schedules, env)
+}

@@ -1,0 +1,380 @@
+//! The daemon loop on a manual clock (time moves only when the test says so): a fire at the
+//! nominal time starts a run, a successful run calls the heartbeat, a failed one posts an
+//! alert; a graceful shutdown in the middle of a run lets the running step commit, and the next
+//! start resumes the run to completion without starting it again.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+use axum::extract::State;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use tcb_backup::daemon::alerts::Notifier;
+use tcb_backup::daemon::freshness::{CollectionStatus, StatusSource};
+use tcb_backup::daemon::metrics::Counters;
+use tcb_backup::daemon::runner::{Daemon, StatusOnlyReporter};
+use tcb_backup::daemon::scheduler::{Fire, Launcher, Scheduler};
+use tcb_backup::daemon::settings::{
+    AlertEvent, AlertFormat, AlertSettings, OverlapPolicy, ScheduleSpec, SecretUrl,
+};
+use tcb_backup::daemon::status::{DaemonView, StatusContext};
+use tcb_backup::schedule::Schedule;
+use tcb_state::{
+    Engine, EngineError, EngineOptions, JobFilter, JobId, JobStatus, KindLimits, ManualClock,
+    StepContext, StepError, SubmitOptions, Transition, Workflow,
+};
+use tokio::sync::{mpsc, oneshot, Notify};
+
+/// Two steps; the second may hang (held at a gate), succeed or fail.
+#[derive(Clone)]
+struct GatedRun {
+    gate: Arc<Gate>,
+}
+
+#[derive(Default)]
+struct Gate {
+    hold: Mutex<bool>,
+    entered: Notify,
+    first_steps: AtomicU32,
+    second_steps: AtomicU32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum RunStep {
+    First { fail: bool },
+    Second { fail: bool },
+}
+
+impl Workflow for GatedRun {
+    type State = RunStep;
+    const KIND: &'static str = "test.run";
+    const SCHEMA_VERSION: u32 = 1;
+    async fn step(&self, _ctx: StepContext, s: RunStep) -> Result<Transition<RunStep>, StepError> {
+        match s {
+            RunStep::First { fail } => {
+                self.gate.first_steps.fetch_add(1, Ordering::SeqCst);
+                Ok(Transition::Next(RunStep::Second { fail }))
+            }
+            RunStep::Second { fail } => {
+                self.gate.second_steps.fetch_add(1, Ordering::SeqCst);
+                let held = *self.gate.hold.lock().unwrap();
+                if held {
+                    // Never opened in the test: the step outlives the shutdown grace.
+                    self.gate.entered.notify_one();
+                    std::future::pending::<()>().await;
+                }
+                if fail {
+                    Err(StepError::permanent("export failed: errcode -501007"))
+                } else {
+                    Ok(Transition::Complete {
+                        state: RunStep::Second { fail },
+                        output: serde_json::json!({}),
+                    })
+                }
+            }
+        }
+    }
+}
+
+struct GatedLauncher {
+    fail: bool,
+}
+
+impl Launcher for GatedLauncher {
+    fn launch(&self, engine: &Engine, _: &ScheduleSpec, fire: &Fire) -> Result<JobId, EngineError> {
+        engine.submit::<GatedRun>(
+            RunStep::First { fail: self.fail },
+            SubmitOptions {
+                label: fire.label.clone(),
+                dedupe_key: Some(fire.dedupe_key.clone()),
+                run_at: Some(fire.start_at),
+                ..SubmitOptions::default()
+            },
+        )
+    }
+}
+
+struct NoCollections;
+impl StatusSource for NoCollections {
+    fn collections(&self) -> Result<Vec<CollectionStatus>, String> {
+        Ok(vec![])
+    }
+    fn catalog(&self) -> Result<serde_json::Value, String> {
+        Ok(serde_json::json!([]))
+    }
+}
+
+#[derive(Default)]
+struct Hooks {
+    alerts: Mutex<Vec<serde_json::Value>>,
+    heartbeats: AtomicU32,
+    changed: Notify,
+}
+
+async fn hook_server() -> (String, Arc<Hooks>) {
+    let hooks = Arc::new(Hooks::default());
+    async fn alert(State(h): State<Arc<Hooks>>, Json(v): Json<serde_json::Value>) -> &'static str {
+        h.alerts.lock().unwrap().push(v);
+        h.changed.notify_waiters();
+        "ok"
+    }
+    async fn beat(State(h): State<Arc<Hooks>>) -> &'static str {
+        h.heartbeats.fetch_add(1, Ordering::SeqCst);
+        h.changed.notify_waiters();
+        "ok"
+    }
+    let app = Router::new()
+        .route("/alert", post(alert))
+        .route("/beat", get(beat))
+        .with_state(hooks.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}"), hooks)
+}
+
+fn at(text: &str) -> SystemTime {
+    let ts: jiff::Timestamp = text.parse().unwrap();
+    SystemTime::try_from(ts).unwrap()
+}
+
+fn nightly() -> ScheduleSpec {
+    ScheduleSpec {
+        name: "nightly".into(),
+        schedule: Schedule::new("0 0 2 * * * *", None).unwrap(),
+        envs: vec![],
+        collections: vec![],
+        overlap: OverlapPolicy::Skip,
+        jitter: Duration::ZERO,
+        catch_up_window: Duration::from_secs(3600),
+    }
+}
+
+fn open(dir: &std::path::Path, clock: &ManualClock, gate: &Arc<Gate>) -> Engine {
+    let engine = Engine::open(
+        dir,
+        EngineOptions {
+            clock: Arc::new(clock.clone()),
+            // The hung step of the shutdown test is abandoned after this (real) deadline.
+            shutdown_grace: Duration::from_millis(300),
+            ..EngineOptions::default()
+        },
+    )
+    .unwrap();
+    engine.register(GatedRun { gate: gate.clone() }, KindLimits::new(2));
+    engine
+}
+
+fn daemon(engine: &Engine, fail: bool, alerts: Option<AlertSettings>) -> Daemon<GatedLauncher> {
+    let clock = engine.clock();
+    Daemon {
+        scheduler: Scheduler::new(engine.clone(), vec![nightly()], GatedLauncher { fail }),
+        status: StatusContext {
+            engine: engine.clone(),
+            clock: clock.clone(),
+            source: Arc::new(NoCollections),
+            counters: Arc::new(Counters::default()),
+            view: Arc::new(RwLock::new(DaemonView {
+                specs: vec![nightly()],
+                stale_factor: 1.5,
+                started_at: clock.now(),
+                recent_fires: VecDeque::new(),
+            })),
+            token: None,
+            run_kind: "test.run".into(),
+        },
+        notifier: alerts.map(|a| Notifier::new(a).unwrap().with_retry_delay(Duration::ZERO)),
+        reporter: Arc::new(StatusOnlyReporter),
+        listen: None,
+        bound: None,
+        reloader: None,
+        stale_check_every: Duration::from_secs(3600),
+    }
+}
+
+fn runs(engine: &Engine) -> Vec<tcb_state::JobSummary> {
+    engine
+        .list(&JobFilter {
+            kind: Some("test.run".into()),
+            ..JobFilter::default()
+        })
+        .unwrap()
+}
+
+async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(20), f)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+/// Waits until `cond` holds, re-checking whenever the hook server saw a request.
+async fn until(hooks: &Hooks, what: &str, cond: impl Fn() -> bool) {
+    within(what, async {
+        loop {
+            let changed = hooks.changed.notified();
+            if cond() {
+                return;
+            }
+            changed.await;
+        }
+    })
+    .await;
+}
+
+fn alert_settings(base: &str) -> AlertSettings {
+    AlertSettings {
+        webhook: Some(SecretUrl(format!("{base}/alert"))),
+        format: AlertFormat::Json,
+        on: vec![AlertEvent::Failure, AlertEvent::Partial, AlertEvent::Stale],
+        heartbeat: Some(SecretUrl(format!("{base}/beat"))),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fires_at_the_nominal_time_and_calls_the_heartbeat() {
+    let (base, hooks) = hook_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(at("2026-12-03T01:59:00+08:00"));
+    let gate = Arc::new(Gate::default());
+    let engine = open(dir.path(), &clock, &gate);
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let (_reload_tx, reload_rx) = mpsc::channel(1);
+    let d = daemon(&engine, false, Some(alert_settings(&base)));
+    let task = tokio::spawn(d.run(
+        async {
+            let _ = stop_rx.await;
+        },
+        reload_rx,
+    ));
+    // Before 02:00 nothing runs; the first tick only records the schedule.
+    let mut events = engine.subscribe();
+    clock.set(at("2026-12-03T02:00:00+08:00"));
+    let ev = within("the run to be submitted", async {
+        events.recv().await.unwrap()
+    })
+    .await;
+    assert_eq!(ev.kind, "test.run");
+    until(&hooks, "the heartbeat", || {
+        hooks.heartbeats.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    assert!(hooks.alerts.lock().unwrap().is_empty());
+    let all = runs(&engine);
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].status, JobStatus::Succeeded);
+    let _ = stop_tx.send(());
+    within("the daemon to stop", task).await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_run_posts_an_alert_and_no_heartbeat() {
+    let (base, hooks) = hook_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(at("2026-12-03T02:00:00+08:00"));
+    let gate = Arc::new(Gate::default());
+    let engine = open(dir.path(), &clock, &gate);
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let (_reload_tx, reload_rx) = mpsc::channel(1);
+    let task = tokio::spawn(daemon(&engine, true, Some(alert_settings(&base))).run(
+        async {
+            let _ = stop_rx.await;
+        },
+        reload_rx,
+    ));
+    until(&hooks, "the alert", || {
+        !hooks.alerts.lock().unwrap().is_empty()
+    })
+    .await;
+    let alert = hooks.alerts.lock().unwrap()[0].clone();
+    assert_eq!(alert["event"], "failure");
+    assert!(alert["schedule"]
+        .as_str()
+        .unwrap()
+        .starts_with("schedule nightly @"));
+    assert_eq!(hooks.heartbeats.load(Ordering::SeqCst), 0);
+    let _ = stop_tx.send(());
+    within("the daemon to stop", task).await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_mid_run_then_resume_to_completion() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(at("2026-12-03T02:00:00+08:00"));
+    let gate = Arc::new(Gate::default());
+    *gate.hold.lock().unwrap() = true;
+    let job;
+    {
+        let engine = open(dir.path(), &clock, &gate);
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let (_reload_tx, reload_rx) = mpsc::channel(1);
+        let entered = gate.entered.notified();
+        let task = tokio::spawn(daemon(&engine, false, None).run(
+            async {
+                let _ = stop_rx.await;
+            },
+            reload_rx,
+        ));
+        within("the second step to start", entered).await;
+        // SIGTERM while the second step hangs: the daemon waits out the grace, then exits.
+        let _ = stop_tx.send(());
+        within("the daemon to stop", task).await.unwrap().unwrap();
+        let all = runs(&engine);
+        assert_eq!(all.len(), 1);
+        job = all[0].id;
+        assert!(!all[0].status.is_terminal(), "{:?}", all[0].status);
+        assert_eq!(gate.first_steps.load(Ordering::SeqCst), 1);
+        assert_eq!(gate.second_steps.load(Ordering::SeqCst), 1);
+    }
+
+    // Restart 30 s later: the run resumes at its second step (the first is checkpointed);
+    // no second run starts.
+    *gate.hold.lock().unwrap() = false;
+    clock.set(at("2026-12-03T02:00:30+08:00"));
+    // In-process, the aborted step's task releases its engine handle (and the store lock)
+    // asynchronously; a real restart is a new process. Wait for the lock, bounded.
+    let engine = within("the store lock to be released", async {
+        loop {
+            match Engine::open(
+                dir.path(),
+                EngineOptions {
+                    clock: Arc::new(clock.clone()),
+                    ..EngineOptions::default()
+                },
+            ) {
+                Ok(e) => break e,
+                Err(EngineError::Locked { .. }) => {
+                    tokio::time::sleep(Duration::from_millis(10)).await
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    })
+    .await;
+    engine.register(GatedRun { gate: gate.clone() }, KindLimits::new(2));
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let (_reload_tx, reload_rx) = mpsc::channel(1);
+    let task = tokio::spawn(daemon(&engine, false, None).run(
+        async {
+            let _ = stop_rx.await;
+        },
+        reload_rx,
+    ));
+    let view = within("the run to finish", engine.wait(job)).await.unwrap();
+    assert_eq!(view.status(), JobStatus::Succeeded);
+    assert_eq!(
+        gate.first_steps.load(Ordering::SeqCst),
+        1,
+        "step 1 not repeated"
+    );
+    assert_eq!(
+        gate.second_steps.load(Ordering::SeqCst),
+        2,
+        "the abandoned step ran again"
+    );
+    assert_eq!(runs(&engine).len(), 1, "the restart started no second run");
+    let _ = stop_tx.send(());
+    within("the daemon to stop", task).await.unwrap().unwrap();
+}

@@ -5,6 +5,7 @@
 
 pub mod archive;
 pub mod backup;
+pub mod bench;
 pub mod catalog;
 pub mod cli;
 pub mod client;

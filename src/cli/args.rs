@@ -72,6 +72,8 @@ pub enum Command {
     Demo(DemoArgs),
     /// Serve the CloudBase emulator until Ctrl-C.
     Emulator(EmulatorArgs),
+    /// Benchmark against the in-process emulator; prints each figure beside its limit.
+    Bench(super::bench::BenchArgs),
 }
 
 #[derive(Debug, Args)]

@@ -38,6 +38,7 @@ pub async fn dispatch(cli: Cli, out: Output) -> Result<ExitStatus, CliError> {
         Command::Catalog(CatalogCommand::Rebuild) => catalog_rebuild(&g, out),
         Command::Demo(a) => super::demo::run(&g, a, out).await,
         Command::Emulator(a) => emulator(a, out).await,
+        Command::Bench(a) => super::bench::run(a, out).await,
     }
 }
 

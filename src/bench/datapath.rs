@@ -87,13 +87,26 @@ pub async fn run(name: &str, target_bytes: u64) -> Result<ScenarioReport, BenchE
             .with_note("export generation by the in-process emulator included"),
     );
 
-    // 2. The same export downloaded again: plain file, then the snapshot pipeline.
-    let url = fresh_url(&client, &env, job_id).await?;
+    // 2. The same export downloaded again: plain file vs the snapshot pipeline.
     let scratch = ScratchDir::new("datapath-files")
         .map_err(|e| BenchError::Setup(format!("scratch directory: {e}")))?;
-    let plain = plain_copy(&client, &url, &scratch.path().join("plain.json")).await?;
-    let url = fresh_url(&client, &env, job_id).await?;
-    let (pipeline, stored) = pipeline_copy(&client, &url, scratch.path(), &env, job_id).await?;
+    // Alternate the two copies twice and keep the best of each, so that neither profits
+    // alone from a warmer page cache or a quieter moment on a shared machine.
+    let mut plain = Duration::MAX;
+    let mut pipeline = Duration::MAX;
+    let mut stored = 0;
+    for round in 0..2 {
+        let url = fresh_url(&client, &env, job_id).await?;
+        plain = plain.min(plain_copy(&client, &url, &scratch.path().join("plain.json")).await?);
+        let url = fresh_url(&client, &env, job_id).await?;
+        let dir = scratch.path().join(format!("pipeline-{round}"));
+        let (took, size) = pipeline_copy(&client, &url, &dir, &env, job_id).await?;
+        pipeline = pipeline.min(took);
+        stored = size;
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot remove a pipeline copy");
+        }
+    }
     let secs = |d: Duration| d.as_secs_f64().max(1e-9);
     let plain_rate = bytes as f64 / MB / secs(plain);
     let pipe_rate = bytes as f64 / MB / secs(pipeline);
@@ -117,7 +130,7 @@ pub async fn run(name: &str, target_bytes: u64) -> Result<ScenarioReport, BenchE
         stored as f64 / (bytes.max(1)) as f64,
         "",
     ));
-    rep.note("MB = 10^6 bytes of the raw export; both copies read the emulator's file from the page cache over loopback HTTP");
+    rep.note("MB = 10^6 bytes of the raw export; both copies read the emulator's file from the page cache over loopback HTTP; best of two alternating rounds each");
     drop(scratch);
     h.shutdown().await;
     Ok(rep)
@@ -198,11 +211,16 @@ async fn plain_copy(
         .download(url)
         .await
         .map_err(|e| BenchError::Run(format!("download: {e}")))?;
-    let mut file = tokio::fs::File::create(path).await.map_err(io)?;
+    // Buffered like the archive writer's output, so the comparison is about the work done
+    // on the bytes, not the number of write calls.
+    let file = tokio::fs::File::create(path).await.map_err(io)?;
+    let mut file = tokio::io::BufWriter::with_capacity(1 << 20, file);
     while let Some(chunk) = dl.stream.next().await {
         let chunk = chunk.map_err(|e| BenchError::Run(format!("download: {e}")))?;
         file.write_all(&chunk).await.map_err(io)?;
     }
+    file.flush().await.map_err(io)?;
+    let file = file.into_inner();
     file.sync_all().await.map_err(io)?;
     let took = start.elapsed();
     drop(file);
@@ -219,7 +237,7 @@ async fn pipeline_copy(
     job: u64,
 ) -> Result<(Duration, u64), BenchError> {
     let paths = naming::snapshot_paths(
-        &root.join("pipeline"),
+        root,
         env,
         "big",
         time::OffsetDateTime::now_utc(),

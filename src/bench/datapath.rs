@@ -236,14 +236,8 @@ async fn pipeline_copy(
     env: &str,
     job: u64,
 ) -> Result<(Duration, u64), BenchError> {
-    let paths = naming::snapshot_paths(
-        root,
-        env,
-        "big",
-        time::OffsetDateTime::now_utc(),
-        job,
-    )
-    .map_err(|e| BenchError::Setup(format!("snapshot paths: {e}")))?;
+    let paths = naming::snapshot_paths(root, env, "big", time::OffsetDateTime::now_utc(), job)
+        .map_err(|e| BenchError::Setup(format!("snapshot paths: {e}")))?;
     let start = Instant::now();
     let dl = client
         .download(url)

@@ -110,27 +110,32 @@ impl ProgressSink for Recorder {
             return;
         };
         match event {
-            ProgressEvent::Phase { target, phase, .. } => match phase {
-                "export_created" => {
-                    if t.created.insert(target, now).is_none() {
-                        t.in_flight += 1;
-                        t.peak_in_flight = t.peak_in_flight.max(t.in_flight);
-                    }
+            ProgressEvent::Phase {
+                target,
+                phase: "export_created",
+                ..
+            } => {
+                if t.created.insert(target, now).is_none() {
+                    t.in_flight += 1;
+                    t.peak_in_flight = t.peak_in_flight.max(t.in_flight);
                 }
-                // Emitted right after the status call that reported success.
-                "downloading" => {
-                    if t.detected.insert(target, now).is_none() {
-                        t.in_flight = t.in_flight.saturating_sub(1);
-                    }
+            }
+            // Emitted right after the status call that reported success.
+            ProgressEvent::Phase {
+                target,
+                phase: "downloading",
+                ..
+            } => {
+                if t.detected.insert(target, now).is_none() {
+                    t.in_flight = t.in_flight.saturating_sub(1);
                 }
-                _ => {}
-            },
+            }
             ProgressEvent::Problem {
                 target, message, ..
             } => {
                 t.problems.push(format!("{target}: {message}"));
             }
-            ProgressEvent::Bytes { .. } => {}
+            ProgressEvent::Phase { .. } | ProgressEvent::Bytes { .. } => {}
         }
     }
 }

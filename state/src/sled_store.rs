@@ -631,6 +631,36 @@ impl<'a> Tx<'a> {
         }
     }
 
+    /// Crash recovery of one job found Running at open.
+    fn recover_job(&mut self, id: JobId, max_recoveries: u32) -> TxResult<()> {
+        let Some(mut rec) = self.get(id)? else {
+            return Ok(());
+        };
+        if rec.status != JobStatus::Running {
+            return Ok(());
+        }
+        let before = Some(IndexKey::of(&rec));
+        rec.recoveries += 1;
+        rec.lease = None;
+        if rec.recoveries > max_recoveries {
+            let error = format!(
+                "crash-looped {} times: the process died during this step {} times in a row",
+                rec.recoveries, rec.recoveries
+            );
+            rec.last_error = Some(error.clone());
+            return self.finish(
+                before,
+                &mut rec,
+                JobStatus::Failed,
+                HistoryEvent::Failed { error },
+            );
+        }
+        rec.status = JobStatus::Queued;
+        rec.due_at_ms = Some(self.now_ms);
+        let recoveries = rec.recoveries;
+        self.save_with(before, &mut rec, HistoryEvent::Recovered { recoveries })
+    }
+
     fn cancel_record(&mut self, mut rec: JobRecord) -> TxResult<()> {
         if rec.status.is_terminal() {
             return Ok(());
@@ -712,27 +742,32 @@ impl SledJobStore {
         f: impl Fn(&mut Tx<'_>) -> TxResult<T>,
     ) -> Result<(T, Vec<Changed>), StoreError> {
         let now_ms = to_ms(now);
-        let result = self
-            .engine
-            .transaction(|t| {
-                let mut tx = Tx::new(t, now_ms);
-                let value = f(&mut tx)?;
-                Ok((value, tx.changed))
-            })
-            .map_err(map_tx_err);
-        match result {
-            Ok(v) => {
-                self.flush()?;
-                Ok(v)
-            }
-            Err(StoreError::Corrupt { id, reason }) => {
-                // The rest of the store keeps working: move the bad record aside, then report.
-                if let Err(e) = self.quarantine(id, &reason, now) {
-                    tracing::error!(job = %id, error = %e, "quarantining a corrupt job record failed");
+        let mut quarantined = Vec::new();
+        loop {
+            let result = self
+                .engine
+                .transaction(|t| {
+                    let mut tx = Tx::new(t, now_ms);
+                    let value = f(&mut tx)?;
+                    Ok((value, tx.changed))
+                })
+                .map_err(map_tx_err);
+            match result {
+                Ok(v) => {
+                    self.flush()?;
+                    return Ok(v);
                 }
-                Err(StoreError::Corrupt { id, reason })
+                // A record the transaction touched (the job, a parent or a child) is undecodable:
+                // move it aside so the rest of the store keeps working, then try again without it.
+                Err(StoreError::Corrupt { id, reason }) => {
+                    if quarantined.contains(&id) || quarantined.len() >= 8 {
+                        return Err(StoreError::Corrupt { id, reason });
+                    }
+                    self.quarantine(id, &reason, now)?;
+                    quarantined.push(id);
+                }
+                Err(e) => return Err(e),
             }
-            Err(e) => Err(e),
         }
     }
 
@@ -882,33 +917,16 @@ impl JobStore for SledJobStore {
                 running.push(id);
             }
         }
-        for id in running {
-            let res = self.transact(now, |tx| {
-                let mut rec = tx.must_get(id)?;
-                if rec.status != JobStatus::Running {
-                    return Ok(());
+        // Batched: one transaction and one flush per chunk keeps start-up fast after a crash
+        // with many jobs in flight.
+        for chunk in running.chunks(512) {
+            let ((), changed) = self.transact(now, |tx| {
+                for &id in chunk {
+                    tx.recover_job(id, max_recoveries)?;
                 }
-                let before = Some(IndexKey::of(&rec));
-                rec.recoveries += 1;
-                rec.lease = None;
-                if rec.recoveries > max_recoveries {
-                    let error = format!(
-                        "crash-looped {} times: the process died during this step {} times in a row",
-                        rec.recoveries, rec.recoveries
-                    );
-                    rec.last_error = Some(error.clone());
-                    return tx.finish(before, &mut rec, JobStatus::Failed, HistoryEvent::Failed { error });
-                }
-                rec.status = JobStatus::Queued;
-                rec.due_at_ms = Some(tx.now_ms);
-                let recoveries = rec.recoveries;
-                tx.save_with(before, &mut rec, HistoryEvent::Recovered { recoveries })
-            });
-            match res {
-                Ok(((), changed)) => all.extend(changed),
-                Err(StoreError::Corrupt { .. }) => {}
-                Err(e) => return Err(e),
-            }
+                Ok(())
+            })?;
+            all.extend(changed);
         }
         Ok(all)
     }
@@ -1041,6 +1059,25 @@ impl JobStore for SledJobStore {
             }
         }
         let decoded = decode_record(id, &raw).ok();
+        // The parent that may be waiting for this job. For an undecodable record, find it through
+        // the links keyspace (rare path), and only if the job was still active (a terminal child
+        // was already counted).
+        let waiting_parent = match &decoded {
+            Some(rec) if rec.awaited_by_parent && !rec.status.is_terminal() => rec.parent,
+            Some(_) => None,
+            None if self.active.get(id_key(id))?.is_some() => {
+                let mut found = None;
+                for item in self.links.iter() {
+                    let (key, _) = item?;
+                    if key.get(8..).and_then(read_u64) == Some(id.0) {
+                        found = read_u64(&key).map(JobId);
+                        break;
+                    }
+                }
+                found
+            }
+            None => None,
+        };
         let entry = QuarantineEntry {
             id,
             reason: reason.to_string(),
@@ -1059,11 +1096,9 @@ impl JobStore for SledJobStore {
                 }
                 tx.active.remove(&id_key(id)[..])?;
                 tx.quarantine.insert(&id_key(id)[..], entry_bytes.clone())?;
-                if let Some(rec) = &decoded {
-                    if rec.awaited_by_parent && !rec.status.is_terminal() {
-                        if let Some(p) = rec.parent {
-                            tx.child_finished(p)?;
-                        }
+                if let Some(p) = waiting_parent {
+                    if tx.get(p)?.is_some_and(|pr| pr.children.contains(&id)) {
+                        tx.child_finished(p)?;
                     }
                 }
                 Ok(tx.changed)

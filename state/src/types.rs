@@ -150,6 +150,20 @@ pub struct ChildSpec {
 }
 
 impl ChildSpec {
+    /// A child by kind name; its schema version is the registered kind's.
+    pub fn new(
+        kind: impl Into<String>,
+        initial_state: serde_json::Value,
+        label: impl Into<String>,
+    ) -> ChildSpec {
+        ChildSpec {
+            kind: kind.into(),
+            initial_state,
+            label: label.into(),
+            schema_version: None,
+        }
+    }
+
     /// A child of workflow kind `W`, its state serialized now.
     pub fn of<W: crate::Workflow>(
         initial: &W::State,

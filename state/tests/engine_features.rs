@@ -607,3 +607,66 @@ async fn dedupe_key_returns_the_first_job() {
     assert_eq!("42".parse::<JobId>().unwrap(), JobId(42));
     assert_eq!(JobId(42).to_string(), "42");
 }
+
+#[tokio::test]
+async fn corrupt_child_is_quarantined_and_parent_sees_it_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (parent, children) = {
+        let clock = ManualClock::new(t0());
+        let engine = engine_with_kinds(dir.path(), &clock);
+        let id = engine
+            .submit::<Parent>(
+                ParentState::Spawn(vec![(false, true), (false, true)]),
+                SubmitOptions::default(),
+            )
+            .unwrap();
+        let mut events = engine.subscribe();
+        let stop = Arc::new(Notify::new());
+        let run = tokio::spawn({
+            let engine = engine.clone();
+            let stop = stop.clone();
+            async move { engine.run(async move { stop.notified().await }).await }
+        });
+        let mut waiting = 0;
+        while waiting < 2 {
+            let ev = events.recv().await.unwrap();
+            if ev.kind == "leaf" && ev.status == JobStatus::Waiting {
+                waiting += 1;
+            }
+        }
+        stop.notify_one();
+        run.await.unwrap().unwrap();
+        let children = engine.job(id).unwrap().unwrap().children;
+        (id, children)
+    };
+    {
+        let store = SledJobStore::open(dir.path()).unwrap();
+        store
+            .db()
+            .open_tree("engine")
+            .unwrap()
+            .insert(
+                [&b"j"[..], &children[1].0.to_be_bytes()[..]].concat(),
+                &b"\xff\x00garbage"[..],
+            )
+            .unwrap();
+        store.db().flush().unwrap();
+    }
+    let clock = ManualClock::auto_advancing(t0());
+    let engine = engine_with_kinds(dir.path(), &clock);
+    engine.run_until_idle().await.unwrap();
+    let p = engine.job(parent).unwrap().unwrap();
+    assert_eq!(p.status(), JobStatus::PartiallyFailed);
+    assert_eq!(
+        p.output,
+        Some(serde_json::json!(["leaf-0=succeeded", "=failed"]))
+    );
+    let q = engine.quarantined().unwrap();
+    assert_eq!(q.len(), 1);
+    assert_eq!(q[0].id, children[1]);
+    assert!(
+        q[0].reason.contains("invalid job record"),
+        "{}",
+        q[0].reason
+    );
+}

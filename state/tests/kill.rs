@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
-use tcb_state::{Engine, EngineOptions, HistoryEvent, JobFilter, JobStatus};
+use tcb_state::{Engine, EngineError, EngineOptions, HistoryEvent, JobFilter, JobStatus};
 
 const JOBS: u32 = 150;
 const STEPS: u32 = 6;
@@ -50,6 +50,16 @@ fn sigkilled_worker_completes_every_job_exactly_once() {
         if line.trim() != "READY" {
             let status = child.wait().expect("wait");
             panic!("worker did not start: {line:?} ({status})");
+        }
+        if lives == 1 {
+            // Another process holds the directory: opening it here must fail clearly.
+            match Engine::open(&dir, EngineOptions::default()) {
+                Err(e @ EngineError::Locked { .. }) => {
+                    assert!(e.to_string().contains("locked by another process"), "{e}")
+                }
+                Err(e) => panic!("expected Locked while the worker runs, got {e}"),
+                Ok(_) => panic!("opened a state directory another process holds"),
+            }
         }
         // A random moment while it works.
         std::thread::sleep(Duration::from_millis(rng.gen_range(5..120)));

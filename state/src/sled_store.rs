@@ -83,6 +83,9 @@ pub struct SledJobStore {
     quarantine: Part,
 }
 
+/// How long `open` retries a lock conflict before reporting `Locked`.
+const LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(1500);
+
 const P_JOBS: u8 = b'j';
 const P_DUE: u8 = b'd';
 const P_ACTIVE: u8 = b'a';
@@ -686,21 +689,35 @@ impl SledJobStore {
     /// Opens (or creates) the store in `dir`. A directory held by another process gives
     /// [`StoreError::Locked`].
     pub fn open(dir: &Path) -> Result<SledJobStore, StoreError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .mode(sled::Mode::HighThroughput)
-            .open()
-            .map_err(|e| {
-                let text = e.to_string();
-                if text.contains("could not acquire lock") {
-                    StoreError::Locked {
-                        path: dir.to_path_buf(),
-                        detail: text,
+        // sled releases its file lock asynchronously: its background I/O threads may hold the
+        // database for a moment after the last handle in this process was dropped. So a lock
+        // conflict is retried briefly before it is reported.
+        let deadline = std::time::Instant::now() + LOCK_RETRY;
+        let db = loop {
+            match sled::Config::new()
+                .path(dir)
+                .mode(sled::Mode::HighThroughput)
+                .open()
+            {
+                Ok(db) => break db,
+                Err(e) => {
+                    let text = e.to_string();
+                    if !text.contains("could not acquire lock") {
+                        return Err(StoreError::Io(format!(
+                            "opening state store {}: {text}",
+                            dir.display()
+                        )));
                     }
-                } else {
-                    StoreError::Io(format!("opening state store {}: {text}", dir.display()))
+                    if std::time::Instant::now() >= deadline {
+                        return Err(StoreError::Locked {
+                            path: dir.to_path_buf(),
+                            detail: text,
+                        });
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(10));
                 }
-            })?;
+            }
+        };
         let engine = db.open_tree("engine")?;
         let part = |p| Part {
             tree: engine.clone(),
@@ -754,7 +771,11 @@ impl SledJobStore {
                 .map_err(map_tx_err);
             match result {
                 Ok(v) => {
-                    self.flush()?;
+                    // Every write of these transactions comes with a history entry, so an empty
+                    // change list means nothing was written (a dedupe hit, a job not claimable).
+                    if !v.1.is_empty() {
+                        self.flush()?;
+                    }
                     return Ok(v);
                 }
                 // A record the transaction touched (the job, a parent or a child) is undecodable:
@@ -769,6 +790,40 @@ impl SledJobStore {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// A due entry whose job cannot be claimed should not exist (the index changes in the same
+    /// transaction as the record). If one does — damage, or a bug — the runner would find it
+    /// again and again; remove every due entry of `id` that does not match its record.
+    fn drop_stale_due_entries(&self, id: JobId) -> Result<(), StoreError> {
+        let mut stale = Vec::new();
+        for item in self.due.iter() {
+            let (key, _) = item?;
+            if key.get(8..).and_then(read_u64) == Some(id.0) {
+                stale.push(key);
+            }
+        }
+        if stale.is_empty() {
+            return Ok(());
+        }
+        let rec = match self.jobs.get(id_key(id))? {
+            Some(bytes) => decode_record(id, &bytes).ok(),
+            None => None,
+        };
+        let valid = rec.as_ref().and_then(|r| IndexKey::of(r).due);
+        let mut removed = 0;
+        for key in stale {
+            if valid.is_some_and(|d| read_u64(&key) == Some(d)) {
+                continue;
+            }
+            self.engine.remove(prefixed(P_DUE, &key))?;
+            removed += 1;
+        }
+        if removed > 0 {
+            tracing::warn!(job = %id, removed, "removed due-index entries that did not match the job record");
+            self.flush()?;
+        }
+        Ok(())
     }
 
     fn kv_tree(&self, namespace: &str) -> Result<sled::Tree, StoreError> {
@@ -819,6 +874,9 @@ impl JobStore for SledJobStore {
     ) -> Result<Option<(JobRecord, Changed)>, StoreError> {
         let lease_ms = to_ms(lease_until);
         let (rec, mut changed) = self.transact(now, |tx| tx.claim_job(id, owner, lease_ms))?;
+        if rec.is_none() {
+            self.drop_stale_due_entries(id)?;
+        }
         Ok(rec.and_then(|r| changed.pop().map(|c| (r, c))))
     }
 

@@ -307,6 +307,7 @@ pub struct JobSummary {
     pub created_at: SystemTime,
     pub updated_at: SystemTime,
     pub due_at: Option<SystemTime>,
+    /// Failed attempts of the current step so far (0 after any progress).
     pub attempt: u32,
     pub last_error: Option<String>,
 }
@@ -359,7 +360,7 @@ pub struct HistoryEntry {
     pub at: SystemTime,
     /// Status after this entry.
     pub status: JobStatus,
-    /// Attempt number of the current step when this happened (0 = not yet tried).
+    /// Failed attempts of the current step so far, when this happened.
     pub attempt: u32,
     pub event: HistoryEvent,
 }

@@ -4,6 +4,7 @@
 //! command line and calls into [`cli`]. See `docs/ARCHITECTURE.md` for the map.
 pub mod archive;
 pub mod backup;
+pub mod bench;
 pub mod catalog;
 pub mod cli;
 pub mod client;

@@ -83,6 +83,8 @@ pub enum Command {
     /// Schedule commands.
     #[command(subcommand)]
     Schedule(super::daemon::ScheduleCommand),
+    /// Benchmark against the in-process emulator; prints each figure beside its limit.
+    Bench(super::bench::BenchArgs),
 }
 
 #[derive(Debug, Args)]

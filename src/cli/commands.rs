@@ -43,6 +43,7 @@ pub async fn dispatch(cli: Cli, out: Output) -> Result<ExitStatus, CliError> {
         Command::Forget(a) => super::restore_cmds::forget_cmd(&g, a, out).await,
         Command::Daemon(a) => super::daemon::daemon(&g, a, out).await,
         Command::Schedule(c) => super::daemon::schedule(&g, c, out),
+        Command::Bench(a) => super::bench::run(a, out).await,
     }
 }
 

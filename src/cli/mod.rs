@@ -5,6 +5,7 @@
 //! `src/main.rs` only parses and calls [`run`]; everything testable lives here.
 
 pub mod args;
+pub mod bench;
 pub mod commands;
 pub mod daemon;
 pub mod demo;

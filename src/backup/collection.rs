@@ -301,6 +301,9 @@ impl CollectionWorkflow {
             )));
         };
         let paths = self.snapshot_paths(target, export)?;
+        // Times in the manifest follow the engine's clock (which may be virtual), so the
+        // download's duration is added to the step's start rather than read off the wall clock.
+        let download_started = std::time::Instant::now();
         remove_leftovers(&paths, true).map_err(|e| {
             StepError::retryable(format!("{what}: cannot clean up an earlier attempt: {e}"))
         })?;
@@ -337,7 +340,7 @@ impl CollectionWorkflow {
             sha256: summary.sha256_raw,
             sha256_stored: summary.sha256_stored,
             records: summary.records,
-            finished_at: OffsetDateTime::now_utc(),
+            finished_at: odt(ctx.now + download_started.elapsed()),
             export_ready_at,
         })
     }

@@ -335,7 +335,14 @@ fn write_blocking(
             }
         }
     })?;
-    fsutil::sync_dir(dir).map_err(io_err(dir, "fsync directory"))?;
+    // The collection and env directories may be new too: their own entries must survive a
+    // crash as well, so sync up to the destination root.
+    for d in dir.ancestors().take(3) {
+        if d.as_os_str().is_empty() {
+            break;
+        }
+        fsutil::sync_dir(d).map_err(io_err(d, "fsync directory"))?;
+    }
     report(bytes_raw, records);
     Ok(ArchiveSummary {
         bytes_raw,

@@ -120,5 +120,22 @@ impl ClientClock for SystemClock {
     }
 }
 
+/// A clock backed by a closure, e.g. one that follows the emulator's virtual clock so that
+/// refresh-ahead happens in the same time the tokens expire in:
+/// `Arc::new(FnClock(move || control.now()))`.
+pub struct FnClock<F>(pub F);
+
+impl<F> fmt::Debug for FnClock<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("FnClock")
+    }
+}
+
+impl<F: Fn() -> SystemTime + Send + Sync> ClientClock for FnClock<F> {
+    fn now(&self) -> SystemTime {
+        (self.0)()
+    }
+}
+
 /// Shared handle to a clock.
 pub type SharedClock = Arc<dyn ClientClock>;

@@ -22,8 +22,8 @@ use tracing::{debug, trace};
 use url::Url;
 
 pub use config::{
-    AppCredentials, ClientClock, ClientConfig, Secret, SharedClock, SystemClock, TokenMode,
-    DEFAULT_API_BASE,
+    AppCredentials, ClientClock, ClientConfig, FnClock, Secret, SharedClock, SystemClock,
+    TokenMode, DEFAULT_API_BASE,
 };
 pub use error::{
     classify_errcode, classify_http_status, classify_token_errcode, errcode_meaning, ApiError,

@@ -155,6 +155,9 @@ pub struct EmulatorConfig {
     pub job_timing: JobTiming,
     /// Lifetime of an export's `file_url`.
     pub export_url_ttl_secs: u64,
+    /// `false`: every `databasemigratequeryinfo` signs a fresh `file_url` valid for the TTL from
+    /// now; `true`: the URL's expiry is fixed at job completion + TTL (re-querying does not help).
+    pub export_url_fixed_at_completion: bool,
     /// Lifetime of the COS upload credentials returned by `uploadfile`.
     pub upload_credential_ttl_secs: u64,
     pub status_message_field: StatusMessageField,
@@ -200,6 +203,7 @@ impl Default for EmulatorConfig {
             day_utc_offset_secs: 8 * 3600,
             job_timing: JobTiming::default(),
             export_url_ttl_secs: 3600,
+            export_url_fixed_at_completion: false,
             upload_credential_ttl_secs: 900,
             status_message_field: StatusMessageField::Both,
             foreign_job_errcode: 40097,

@@ -18,7 +18,7 @@ use super::faults::{Counters, FaultRule};
 use super::query::ParsedQuery;
 use super::server::Shared;
 use super::storage::StoredFile;
-use super::store::Collection;
+use super::store::{Collection, Synthetic};
 use super::tokens::IssuedToken;
 use super::world::Core;
 
@@ -136,6 +136,12 @@ impl EmulatorControl {
         Ok(())
     }
 
+    /// Wait until every background job preparation (large export files, large imports) is
+    /// done, so a test can advance the clock and see the final status deterministically.
+    pub async fn settle(&self) {
+        self.core.settle().await;
+    }
+
     // ---- clock, quotas, config
     pub fn advance_clock(&self, by: Duration) {
         self.core.clock.advance(by);
@@ -177,7 +183,7 @@ impl EmulatorControl {
     pub fn documents(&self, env: &str, collection: &str) -> Option<Vec<Value>> {
         let w = self.core.world();
         let c = w.envs.get(env)?.collections.get(collection)?;
-        Some(c.iter().map(|d| (**d).clone()).collect())
+        Some(c.iter().map(|d| (*d).clone()).collect())
     }
     pub fn collections(&self, env: &str) -> Result<Vec<String>, ControlError> {
         let w = self.core.world();
@@ -216,6 +222,26 @@ impl EmulatorControl {
         e.collections
             .entry(collection.to_string())
             .or_insert_with(Collection::default);
+        Ok(())
+    }
+    /// Create (or replace) a read-only synthetic collection of `records` generated documents
+    /// that exports stream without holding them in memory (for benchmarks).
+    pub fn create_synthetic_collection(
+        &self,
+        env: &str,
+        collection: &str,
+        records: u64,
+        seed: u64,
+        large_fraction: f64,
+    ) -> Result<(), ControlError> {
+        let spec = Synthetic::new(env, collection, seed, records, large_fraction);
+        let mut w = self.core.world();
+        let e = w
+            .envs
+            .get_mut(env)
+            .ok_or_else(|| ControlError::UnknownEnv(env.into()))?;
+        e.collections
+            .insert(collection.to_string(), Collection::synthetic(spec));
         Ok(())
     }
     pub fn drop_collection(&self, env: &str, collection: &str) -> Result<bool, ControlError> {
@@ -350,6 +376,14 @@ fn bad(e: ControlError) -> Response {
 }
 
 #[derive(Deserialize)]
+struct SyntheticArg {
+    records: u64,
+    #[serde(default)]
+    seed: u64,
+    #[serde(default)]
+    large_fraction: f64,
+}
+#[derive(Deserialize)]
 struct Advance {
     seconds: f64,
 }
@@ -452,6 +486,13 @@ pub fn routes() -> Router<Shared> {
             }),
         )
         .route(
+            "/_emulator/settle",
+            post(|State(c): State<Shared>| async move {
+                c.settle().await;
+                Json(json!({}))
+            }),
+        )
+        .route(
             "/_emulator/quotas/clear",
             post(|State(c): State<Shared>| async move {
                 ctl(&c).clear_quotas();
@@ -489,6 +530,25 @@ pub fn routes() -> Router<Shared> {
                  Json(docs): Json<Vec<Value>>| async move {
                     match ctl(&c).insert_documents(&env, &name, docs) {
                         Ok(ids) => Json(json!({"id_list": ids})).into_response(),
+                        Err(e) => bad(e),
+                    }
+                },
+            ),
+        )
+        .route(
+            "/_emulator/envs/{env}/collections/{name}/synthetic",
+            post(
+                |State(c): State<Shared>,
+                 Path((env, name)): Path<(String, String)>,
+                 Json(a): Json<SyntheticArg>| async move {
+                    match ctl(&c).create_synthetic_collection(
+                        &env,
+                        &name,
+                        a.records,
+                        a.seed,
+                        a.large_fraction,
+                    ) {
+                        Ok(()) => Json(json!({})).into_response(),
                         Err(e) => bad(e),
                     }
                 },

@@ -260,6 +260,7 @@ pub async fn download(
     State(core): State<Shared>,
     Path((bucket, path)): Path<(String, String)>,
     Query(params): Query<HashMap<String, String>>,
+    headers: axum::http::HeaderMap,
 ) -> Response {
     const EP: &str = "download";
     let (fired, faulted) = match pre_faults(&core, EP).await {
@@ -309,10 +310,40 @@ pub async fn download(
     let Some(object) = object.filter(|_| !fired.contains(&FaultAction::NotFound)) else {
         return not_found();
     };
-    let Ok(file) = tokio::fs::File::open(&object.blob).await else {
+    let Ok(mut file) = tokio::fs::File::open(&object.blob).await else {
         return not_found();
     };
-    let size = object.size;
+    let total = object.size;
+    let range = match headers
+        .get(header::RANGE)
+        .map(|v| parse_range(v.to_str().unwrap_or_default(), total))
+    {
+        None => None,
+        Some(Some(r)) => Some(r),
+        Some(None) => {
+            let mut resp = xml_reply(
+                &core,
+                EP,
+                416,
+                "InvalidRange",
+                "The requested range is not satisfiable.",
+                &resource,
+                faulted,
+            );
+            if let Ok(v) = header::HeaderValue::from_str(&format!("bytes */{total}")) {
+                resp.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            return resp;
+        }
+    };
+    let (start, size) = range.unwrap_or((0, total));
+    if start > 0 {
+        use tokio::io::AsyncSeekExt;
+        if file.seek(std::io::SeekFrom::Start(start)).await.is_err() {
+            return not_found();
+        }
+    }
+    let file = file.take(size);
     let truncate = fired.iter().find_map(|f| match f {
         FaultAction::TruncateBody { keep_bytes } => {
             Some(keep_bytes.unwrap_or(size / 2).min(size.saturating_sub(1)))
@@ -348,12 +379,90 @@ pub async fn download(
             });
             Body::from_stream(stream)
         }
-        None => Body::from_stream(ReaderStream::with_capacity(file, 256 * 1024)),
+        None => match fired.iter().find_map(|f| match f {
+            FaultAction::SlowBody { millis_per_chunk } => Some(*millis_per_chunk),
+            _ => None,
+        }) {
+            Some(delay) => {
+                let stream =
+                    ReaderStream::with_capacity(file, 16 * 1024).then(move |chunk| async move {
+                        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+                        chunk
+                    });
+                Body::from_stream(stream)
+            }
+            None => Body::from_stream(ReaderStream::with_capacity(file, 256 * 1024)),
+        },
     };
-    core.world().counters.record(EP, 200, None, faulted);
-    let mut resp = raw_response(200, "application/octet-stream", body);
+    let status = if range.is_some() { 206 } else { 200 };
+    core.world().counters.record(EP, status, None, faulted);
+    let mut resp = raw_response(status, "application/octet-stream", body);
     if let Ok(v) = header::HeaderValue::from_str(&size.to_string()) {
         resp.headers_mut().insert(header::CONTENT_LENGTH, v);
     }
+    resp.headers_mut().insert(
+        header::ACCEPT_RANGES,
+        header::HeaderValue::from_static("bytes"),
+    );
+    if range.is_some() {
+        let last = (start + size).saturating_sub(1);
+        if let Ok(v) = header::HeaderValue::from_str(&format!("bytes {start}-{last}/{total}")) {
+            resp.headers_mut().insert(header::CONTENT_RANGE, v);
+        }
+    }
     resp
+}
+
+/// A single `bytes=a-b` / `bytes=a-` / `bytes=-n` range → (start, length); None if unsatisfiable
+/// or malformed.
+fn parse_range(value: &str, total: u64) -> Option<(u64, u64)> {
+    let spec = value.trim().strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        return None;
+    }
+    let (a, b) = spec.split_once('-')?;
+    let (a, b) = (a.trim(), b.trim());
+    let (start, end) = if a.is_empty() {
+        let n: u64 = b.parse().ok()?;
+        if n == 0 {
+            return None;
+        }
+        (total.saturating_sub(n), total.checked_sub(1)?)
+    } else {
+        let start: u64 = a.parse().ok()?;
+        let end = if b.is_empty() {
+            total.checked_sub(1)?
+        } else {
+            b.parse::<u64>().ok()?.min(total.checked_sub(1)?)
+        };
+        (start, end)
+    };
+    if start > end || start >= total {
+        return None;
+    }
+    Some((start, end - start + 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_range;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("bytes=0-9", 100), Some((0, 10)));
+        assert_eq!(parse_range("bytes=90-", 100), Some((90, 10)));
+        assert_eq!(parse_range("bytes=-5", 100), Some((95, 5)));
+        assert_eq!(parse_range("bytes=50-500", 100), Some((50, 50)));
+        for bad in [
+            "bytes=100-",
+            "bytes=5-1",
+            "items=0-1",
+            "bytes=0-1,3-4",
+            "bytes=-0",
+            "bytes=x-",
+        ] {
+            assert_eq!(parse_range(bad, 100), None, "{bad}");
+        }
+        assert_eq!(parse_range("bytes=0-", 0), None);
+    }
 }

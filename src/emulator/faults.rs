@@ -35,6 +35,8 @@ pub enum FaultAction {
     },
     /// Downloads: flip one byte in the middle of the body.
     CorruptBody,
+    /// Downloads: send the body in 16 KiB chunks with this real delay before each.
+    SlowBody { millis_per_chunk: u64 },
     /// Downloads: answer 403 "Request has expired" whatever the signature says.
     ExpiredUrl,
     /// Downloads: answer 404 NoSuchKey.

@@ -22,7 +22,7 @@ pub enum FileType {
 /// Write an export file: projected documents as JSON Lines, or CSV with the `.field()` header.
 pub fn write_export<W: Write>(
     out: &mut W,
-    docs: &[Arc<Value>],
+    docs: impl IntoIterator<Item = Arc<Value>>,
     query: &ParsedQuery,
     file_type: FileType,
 ) -> std::io::Result<u64> {
@@ -30,7 +30,7 @@ pub fn write_export<W: Write>(
     match file_type {
         FileType::Json => {
             for d in docs {
-                serde_json::to_writer(&mut *out, &query.project(d))?;
+                serde_json::to_writer(&mut *out, &query.project(&d))?;
                 out.write_all(b"\n")?;
                 n += 1;
             }
@@ -43,7 +43,7 @@ pub fn write_export<W: Write>(
             for d in docs {
                 let row: Vec<String> = fields
                     .iter()
-                    .map(|f| csv_cell(&cell_text(get_path(d, f))))
+                    .map(|f| csv_cell(&cell_text(get_path(&d, f))))
                     .collect();
                 out.write_all(row.join(",").as_bytes())?;
                 out.write_all(b"\n")?;
@@ -344,7 +344,7 @@ mod tests {
             .unwrap_or_default();
         let docs = vec![Arc::new(json!({"_id":"1","name":"x, \"y\"","a":{"b":2}}))];
         let mut buf = Vec::new();
-        write_export(&mut buf, &docs, &q, FileType::Csv).unwrap_or_default();
+        write_export(&mut buf, docs, &q, FileType::Csv).unwrap_or_default();
         let text = String::from_utf8(buf).unwrap_or_default();
         assert_eq!(text, "_id,name,a.b\n1,\"x, \"\"y\"\"\",2\n");
         let recs = parse_csv(&text).unwrap_or_default();

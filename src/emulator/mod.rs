@@ -182,7 +182,7 @@ pub async fn start(
     })
 }
 
-/// Fill empty envs with seed collections.
+/// Add the seed collections that are missing (stored, or synthetic when the spec says so).
 fn seed_world(core: &Core, spec: &SeedSpec) {
     let mut w = core.world();
     let envs: Vec<String> = w
@@ -195,15 +195,27 @@ fn seed_world(core: &Core, spec: &SeedSpec) {
         let Some(state) = w.envs.get_mut(&env) else {
             continue;
         };
-        if !state.collections.is_empty() {
-            continue;
-        }
         for i in 0..spec.collections {
             let name = seed::collection_name(i);
-            let coll = state.collections.entry(name.clone()).or_default();
-            for doc in seed::generate(spec, &env, &name) {
-                let _ = coll.insert(doc);
+            if state.collections.contains_key(&name) {
+                continue;
             }
+            let coll = if spec.synthetic {
+                store::Collection::synthetic(store::Synthetic::new(
+                    &env,
+                    &name,
+                    spec.seed,
+                    spec.records_per_collection,
+                    spec.large_fraction,
+                ))
+            } else {
+                let mut c = store::Collection::default();
+                for doc in seed::generate(spec, &env, &name) {
+                    let _ = c.insert(doc);
+                }
+                c
+            };
+            state.collections.insert(name, coll);
         }
     }
 }

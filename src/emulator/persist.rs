@@ -17,12 +17,16 @@ pub fn save(core: &Core, dir: &Path) -> Result<(), String> {
         let env_dir = db.join(hex::encode(env));
         std::fs::create_dir_all(&env_dir).map_err(|e| e.to_string())?;
         for (name, coll) in &state.collections {
+            if coll.synthetic_spec().is_some() {
+                // Regenerated from the seed at start.
+                continue;
+            }
             let path = env_dir.join(format!("{}.jsonl", hex::encode(name)));
             let tmp = path.with_extension("tmp");
             let mut out =
                 std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(|e| e.to_string())?);
             for doc in coll.iter() {
-                serde_json::to_writer(&mut out, &**doc).map_err(|e| e.to_string())?;
+                serde_json::to_writer(&mut out, &*doc).map_err(|e| e.to_string())?;
                 out.write_all(b"\n").map_err(|e| e.to_string())?;
             }
             out.flush().map_err(|e| e.to_string())?;

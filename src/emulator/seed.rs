@@ -19,6 +19,9 @@ pub struct SeedSpec {
     pub envs: Option<Vec<String>>,
     /// Share of documents (0..1) that get a large (2–16 KiB) text field.
     pub large_fraction: f64,
+    /// Generate documents on the fly instead of storing them (read-only collections whose
+    /// exports stream from the generator: benchmarks with huge collections need no RAM).
+    pub synthetic: bool,
 }
 
 impl Default for SeedSpec {
@@ -29,6 +32,7 @@ impl Default for SeedSpec {
             seed: 20_240_601,
             envs: None,
             large_fraction: 0.05,
+            synthetic: false,
         }
     }
 }
@@ -87,46 +91,95 @@ const TAGS: &[&str] = &[
     "line\nbreak",
 ];
 
+/// Streaming generator of seeded documents: the same (seed, env, collection) always yields
+/// the same documents, without holding them in memory.
+#[derive(Clone, Debug)]
+pub struct DocGen {
+    rng: StdRng,
+    next: u64,
+    total: u64,
+    large_fraction: f64,
+}
+
+impl DocGen {
+    pub fn new(seed: u64, env: &str, collection: &str, total: u64, large_fraction: f64) -> Self {
+        DocGen {
+            rng: StdRng::seed_from_u64(
+                seed ^ stable_hash(env) ^ stable_hash(collection).rotate_left(17),
+            ),
+            next: 0,
+            total,
+            large_fraction,
+        }
+    }
+}
+
+fn pick<'a>(rng: &mut StdRng, items: &[&'a str]) -> &'a str {
+    items
+        .get(rng.gen_range(0..items.len().max(1)))
+        .copied()
+        .unwrap_or_default()
+}
+
+impl Iterator for DocGen {
+    type Item = Value;
+
+    fn next(&mut self) -> Option<Value> {
+        if self.next >= self.total {
+            return None;
+        }
+        let i = self.next;
+        self.next += 1;
+        let rng = &mut self.rng;
+        let base_ms: i64 = 1_700_000_000_000;
+        let id = format!("{:032x}", rng.gen::<u128>());
+        let tags: Vec<&str> = (0..rng.gen_range(0..4)).map(|_| pick(rng, TAGS)).collect();
+        let large = rng.gen::<f64>() < self.large_fraction;
+        let note_len = if large {
+            rng.gen_range(2048..16384)
+        } else {
+            rng.gen_range(0..200)
+        };
+        const NOTE_CHARS: [char; 8] = ['a', 'b', '中', 'é', ' ', '文', 'z', '\u{1F600}'];
+        let note: String = (0..note_len)
+            .map(|k: usize| {
+                NOTE_CHARS[(k.wrapping_mul(7).wrapping_add(i as usize)) % NOTE_CHARS.len()]
+            })
+            .collect();
+        Some(json!({
+            "_id": id,
+            "seq": i,
+            "name": format!("{}-{i}", pick(rng, PEOPLE)),
+            "age": rng.gen_range(16..90),
+            "score": (rng.gen_range(0.0..100.0f64) * 100.0).round() / 100.0,
+            "active": rng.gen_bool(0.7),
+            "createdAt": {"$date": iso_millis(base_ms + rng.gen_range(0..400_000_000_000i64))},
+            "tags": tags,
+            "address": {
+                "city": pick(rng, CITIES),
+                "zip": format!("{:06}", rng.gen_range(0..999_999)),
+                "lines": ["Room 1", "栋 2"],
+            },
+            "location": {"type": "Point", "coordinates": [
+                (rng.gen_range(-180.0..180.0f64) * 1e4).round() / 1e4,
+                (rng.gen_range(-90.0..90.0f64) * 1e4).round() / 1e4,
+            ]},
+            "note": note,
+            "optional": if rng.gen_bool(0.2) { Value::Null } else { json!({"nested": {"deep": [1, 2.5, "three"]}}) },
+        }))
+    }
+}
+
 /// The documents of one seeded collection.
 pub fn generate(spec: &SeedSpec, env: &str, collection: &str) -> Vec<Value> {
-    let mut rng = StdRng::seed_from_u64(
-        spec.seed ^ stable_hash(env) ^ stable_hash(collection).rotate_left(17),
-    );
-    let base_ms: i64 = 1_700_000_000_000;
-    (0..spec.records_per_collection)
-        .map(|i| {
-            let id = format!("{:032x}", rng.gen::<u128>());
-            let tags: Vec<&str> = (0..rng.gen_range(0..4))
-                .map(|_| TAGS[rng.gen_range(0..TAGS.len())])
-                .collect();
-            let large = rng.gen::<f64>() < spec.large_fraction;
-            let note_len = if large { rng.gen_range(2048..16384) } else { rng.gen_range(0..200) };
-            let note: String = (0..note_len)
-                .map(|k| ['a', 'b', '中', 'é', ' ', '文', 'z', '\u{1F600}'][(k * 7 + i as usize) % 8])
-                .collect();
-            json!({
-                "_id": id,
-                "seq": i,
-                "name": format!("{}-{i}", PEOPLE[rng.gen_range(0..PEOPLE.len())]),
-                "age": rng.gen_range(16..90),
-                "score": (rng.gen_range(0.0..100.0f64) * 100.0).round() / 100.0,
-                "active": rng.gen_bool(0.7),
-                "createdAt": {"$date": iso_millis(base_ms + rng.gen_range(0..400_000_000_000i64))},
-                "tags": tags,
-                "address": {
-                    "city": CITIES[rng.gen_range(0..CITIES.len())],
-                    "zip": format!("{:06}", rng.gen_range(0..999_999)),
-                    "lines": ["Room 1", "栋 2"],
-                },
-                "location": {"type": "Point", "coordinates": [
-                    (rng.gen_range(-180.0..180.0f64) * 1e4).round() / 1e4,
-                    (rng.gen_range(-90.0..90.0f64) * 1e4).round() / 1e4,
-                ]},
-                "note": note,
-                "optional": if rng.gen_bool(0.2) { Value::Null } else { json!({"nested": {"deep": [1, 2.5, "three"]}}) },
-            })
-        })
-        .collect()
+    DocGen::new(
+        spec.seed,
+        env,
+        collection,
+        spec.records_per_collection,
+        spec.large_fraction,
+    )
+    .collect()
 }
 
 #[cfg(test)]

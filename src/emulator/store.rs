@@ -9,6 +9,52 @@ use rand::Rng;
 use serde_json::Value;
 
 use super::query::ParsedQuery;
+use super::seed::DocGen;
+
+/// A read-only collection whose documents come from the seed generator on demand.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Synthetic {
+    pub env: String,
+    pub name: String,
+    pub seed: u64,
+    pub records: u64,
+    pub large_fraction: f64,
+    pub estimated_bytes: u64,
+}
+
+impl Synthetic {
+    pub fn new(env: &str, name: &str, seed: u64, records: u64, large_fraction: f64) -> Self {
+        let mut s = Synthetic {
+            env: env.to_string(),
+            name: name.to_string(),
+            seed,
+            records,
+            large_fraction,
+            estimated_bytes: 0,
+        };
+        let sample = records.min(200);
+        let sampled: u64 = s
+            .generator()
+            .take(sample as usize)
+            .map(|d| doc_size(&d) as u64)
+            .sum();
+        s.estimated_bytes = sampled
+            .checked_div(sample)
+            .unwrap_or(0)
+            .saturating_mul(records);
+        s
+    }
+
+    pub fn generator(&self) -> DocGen {
+        DocGen::new(
+            self.seed,
+            &self.env,
+            &self.name,
+            self.records,
+            self.large_fraction,
+        )
+    }
+}
 
 #[derive(Clone, Debug, Default)]
 pub struct Collection {
@@ -16,6 +62,7 @@ pub struct Collection {
     ids: HashMap<String, u64>,
     next_seq: u64,
     bytes: u64,
+    synthetic: Option<Synthetic>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,6 +70,7 @@ pub enum InsertError {
     NotAnObject,
     BadId,
     Duplicate(String),
+    ReadOnly,
 }
 
 impl std::fmt::Display for InsertError {
@@ -33,8 +81,27 @@ impl std::fmt::Display for InsertError {
             InsertError::Duplicate(id) => {
                 write!(f, "duplicate key error: _id {id:?} already exists")
             }
+            InsertError::ReadOnly => f.write_str("synthetic collections are read-only"),
         }
     }
+}
+
+/// Filter, order, skip and limit a stream of documents. Without `orderBy` only the requested
+/// window is ever held in memory.
+pub fn select_from(
+    docs: impl Iterator<Item = Arc<Value>>,
+    q: &ParsedQuery,
+    limit: Option<u64>,
+) -> Vec<Arc<Value>> {
+    let skip = usize::try_from(q.skip.unwrap_or(0)).unwrap_or(usize::MAX);
+    let take = limit.map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
+    let hits = docs.filter(|d| q.matches(d));
+    if q.order_by.is_empty() {
+        return hits.skip(skip).take(take).collect();
+    }
+    let mut all: Vec<Arc<Value>> = hits.collect();
+    all.sort_by(|a, b| q.compare(a, b));
+    all.into_iter().skip(skip).take(take).collect()
 }
 
 /// A fresh 32-hex document id.
@@ -64,12 +131,29 @@ pub fn normalize_id(doc: &mut Value) -> Result<String, InsertError> {
 }
 
 impl Collection {
+    pub fn synthetic(spec: Synthetic) -> Self {
+        Collection {
+            synthetic: Some(spec),
+            ..Collection::default()
+        }
+    }
+
+    pub fn synthetic_spec(&self) -> Option<&Synthetic> {
+        self.synthetic.as_ref()
+    }
+
     pub fn len(&self) -> u64 {
-        self.ids.len() as u64
+        match &self.synthetic {
+            Some(s) => s.records,
+            None => self.ids.len() as u64,
+        }
     }
 
     pub fn bytes(&self) -> u64 {
-        self.bytes
+        match &self.synthetic {
+            Some(s) => s.estimated_bytes,
+            None => self.bytes,
+        }
     }
 
     pub fn get(&self, id: &str) -> Option<&Arc<Value>> {
@@ -84,6 +168,9 @@ impl Collection {
 
     /// Insert a new document (`_id` generated when missing); duplicate `_id` is an error.
     pub fn insert(&mut self, mut doc: Value) -> Result<String, InsertError> {
+        if self.synthetic.is_some() {
+            return Err(InsertError::ReadOnly);
+        }
         let id = normalize_id(&mut doc)?;
         if self.ids.contains_key(&id) {
             return Err(InsertError::Duplicate(id));
@@ -99,6 +186,9 @@ impl Collection {
 
     /// Replace the document with the same `_id` in place, or insert it.
     pub fn put(&mut self, mut doc: Value) -> Result<String, InsertError> {
+        if self.synthetic.is_some() {
+            return Err(InsertError::ReadOnly);
+        }
         let id = normalize_id(&mut doc)?;
         match self.ids.get(&id).copied() {
             Some(seq) => {
@@ -126,31 +216,27 @@ impl Collection {
         }
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &Arc<Value>> {
-        self.docs.values().map(|(d, _)| d)
+    /// Every document, in storage order (generated on the fly for synthetic collections).
+    pub fn iter(&self) -> Box<dyn Iterator<Item = Arc<Value>> + '_> {
+        match &self.synthetic {
+            Some(s) => Box::new(s.generator().map(Arc::new)),
+            None => Box::new(self.docs.values().map(|(d, _)| Arc::clone(d))),
+        }
     }
 
     /// Documents matching the query's filter, ordered, with skip/limit applied (no projection).
     pub fn select(&self, q: &ParsedQuery, limit: Option<u64>) -> Vec<Arc<Value>> {
-        let mut hits: Vec<Arc<Value>> = match &q.doc_id {
-            Some(id) => self
-                .get(id)
-                .filter(|d| q.matches(d))
-                .cloned()
-                .into_iter()
-                .collect(),
-            None => self.iter().filter(|d| q.matches(d)).cloned().collect(),
-        };
-        if !q.order_by.is_empty() {
-            hits.sort_by(|a, b| q.compare(a, b));
+        match (&q.doc_id, &self.synthetic) {
+            (Some(id), None) => select_from(self.get(id).cloned().into_iter(), q, limit),
+            _ => select_from(self.iter(), q, limit),
         }
-        let skip = usize::try_from(q.skip.unwrap_or(0)).unwrap_or(usize::MAX);
-        let take = limit.map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
-        hits.into_iter().skip(skip).take(take).collect()
     }
 
     /// Number of documents matching the filter (ignoring skip/limit).
     pub fn count(&self, q: &ParsedQuery) -> u64 {
+        if q.filter.is_empty() && q.doc_id.is_none() {
+            return self.len();
+        }
         self.iter().filter(|d| q.matches(d)).count() as u64
     }
 

@@ -21,7 +21,7 @@ use super::storage::{
     bucket_for_env, file_id, object_url, parse_file_id, signed_url, valid_storage_path, StoredFile,
     UploadTicket, EXPORT_BUCKET,
 };
-use super::store::{Collection, InsertError};
+use super::store::{select_from, Collection, InsertError, Synthetic};
 use super::tokens::TokenProblem;
 use super::world::{export_object_key, Core, World};
 
@@ -509,13 +509,21 @@ async fn export(
         let mode = w.cfg.unknown_collection;
         let inline_max = w.cfg.inline_export_max_records;
         let env = env_mut(&mut w, &ctx.env)?;
-        let (docs, prepared) = match env.collections.get(&q.collection) {
-            Some(c) => (c.select(&q, q.limit), None),
+        let (source, records, prepared) = match env.collections.get(&q.collection) {
+            Some(c) => match c.synthetic_spec() {
+                Some(s) => (ExportSource::Synthetic(s.clone()), s.records, None),
+                None => {
+                    let docs = c.select(&q, q.limit);
+                    let n = docs.len() as u64;
+                    (ExportSource::Docs(docs), n, None)
+                }
+            },
             None if mode == UnknownCollectionMode::Immediate => {
                 return Err(ApiReject::code(-502005))
             }
             None => (
-                Vec::new(),
+                ExportSource::Docs(Vec::new()),
+                0,
                 Some(Prepared::Failed(format!(
                     "collection {} not exists",
                     q.collection
@@ -529,13 +537,13 @@ async fn export(
             file_path,
             file_type: ft,
         };
-        let mut job = Job::new(id, kind, now, job_script(fired), docs.len() as u64);
+        let mut job = Job::new(id, kind, now, job_script(fired), records);
         let work = match prepared {
             Some(p) => {
                 job.prepared = Some(p);
                 None
             }
-            None => Some((docs, q.clone(), ft, inline_max)),
+            None => Some((source, q.clone(), ft, records <= inline_max)),
         };
         env.jobs.insert(id, job);
         *w.exports_created
@@ -543,15 +551,14 @@ async fn export(
             .or_default() += 1;
         (ctx.env.clone(), id, work)
     };
-    if let Some((docs, q, ft, inline_max)) = work {
-        let inline = docs.len() as u64 <= inline_max;
+    if let Some((source, q, ft, inline)) = work {
         let task = {
             let core = Arc::clone(core);
             let env = env.clone();
             async move {
                 let blob = core.blobs.new_blob();
                 let prepared =
-                    tokio::task::spawn_blocking(move || write_export_blob(blob, &docs, &q, ft))
+                    tokio::task::spawn_blocking(move || write_export_blob(blob, source, &q, ft))
                         .await
                         .unwrap_or_else(|e| {
                             Prepared::Failed(format!("export writer crashed: {e}"))
@@ -562,22 +569,49 @@ async fn export(
         if inline {
             task.await;
         } else {
-            tokio::spawn(task);
+            core.spawn_background(task);
         }
     }
     Ok(json!({"job_id": job_id}))
 }
 
+/// Where an export's documents come from.
+enum ExportSource {
+    /// A snapshot of a stored collection (already filtered, ordered and windowed).
+    Docs(Vec<Arc<Value>>),
+    /// A synthetic collection: generated, filtered and written one document at a time.
+    Synthetic(Synthetic),
+}
+
 fn write_export_blob(
     blob: std::path::PathBuf,
-    docs: &[Arc<Value>],
+    source: ExportSource,
     q: &ParsedQuery,
     ft: FileType,
 ) -> Prepared {
     let result = (|| -> std::io::Result<(u64, u64)> {
         let file = std::fs::File::create(&blob)?;
         let mut out = std::io::BufWriter::with_capacity(256 * 1024, file);
-        let n = formats::write_export(&mut out, docs, q, ft)?;
+        let n = match source {
+            ExportSource::Docs(docs) => formats::write_export(&mut out, docs, q, ft)?,
+            ExportSource::Synthetic(s) if q.order_by.is_empty() => {
+                let skip = usize::try_from(q.skip.unwrap_or(0)).unwrap_or(usize::MAX);
+                let take = q
+                    .limit
+                    .map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
+                let docs = s
+                    .generator()
+                    .map(Arc::new)
+                    .filter(|d| q.matches(d))
+                    .skip(skip)
+                    .take(take);
+                formats::write_export(&mut out, docs, q, ft)?
+            }
+            ExportSource::Synthetic(s) => {
+                let docs = select_from(s.generator().map(Arc::new), q, q.limit);
+                formats::write_export(&mut out, docs, q, ft)?
+            }
+        };
         let file = out.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
         Ok((n, file.metadata()?.len()))
@@ -675,7 +709,7 @@ async fn import(
         if inline {
             task.await;
         } else {
-            tokio::spawn(task);
+            core.spawn_background(task);
         }
     }
     Ok(json!({"job_id": job_id}))
@@ -699,6 +733,7 @@ fn query_info(core: &Core, w: &mut World, now: f64, ctx: &Ctx) -> Result<Value, 
     let foreign = w.cfg.foreign_job_errcode;
     let field = w.cfg.status_message_field;
     let ttl = w.cfg.export_url_ttl_secs;
+    let fixed = w.cfg.export_url_fixed_at_completion;
     let timing = w.cfg.job_timing.clone();
     let env = env_mut(w, &ctx.env)?;
     let Some(job) = env.jobs.get(&job_id) else {
@@ -715,7 +750,12 @@ fn query_info(core: &Core, w: &mut World, now: f64, ctx: &Ctx) -> Result<Value, 
     let file_url = match (&job.kind, &job.export_file, status) {
         (JobKind::Export { file_path, .. }, Some(_), "success") => {
             let key = export_object_key(&ctx.env, job_id, file_path);
-            let expires = (now + ttl as f64).max(0.0) as u64;
+            let from = if fixed {
+                job.finished_at.unwrap_or(now)
+            } else {
+                now
+            };
+            let expires = (from + ttl as f64).max(0.0) as u64;
             signed_url(core.base(), &core.signer, EXPORT_BUCKET, &key, expires)
         }
         _ => String::new(),

@@ -3,7 +3,11 @@
 //! plus the virtual clock, blob directory and URL signer.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+use tokio::sync::Notify;
 
 use super::clock::VirtualClock;
 use super::config::EmulatorConfig;
@@ -188,6 +192,8 @@ pub struct Core {
     pub blobs: BlobDir,
     pub signer: Signer,
     pub base_url: OnceLock<String>,
+    background: AtomicUsize,
+    settled: Notify,
 }
 
 impl Core {
@@ -198,6 +204,8 @@ impl Core {
             blobs,
             signer: Signer::default(),
             base_url: OnceLock::new(),
+            background: AtomicUsize::new(0),
+            settled: Notify::new(),
         }
     }
 
@@ -210,6 +218,31 @@ impl Core {
 
     pub fn now(&self) -> f64 {
         self.clock.now()
+    }
+
+    /// Run job preparation (big export files, big imports) in the background, tracked so that
+    /// [`Core::settle`] can wait for it.
+    pub fn spawn_background(self: &Arc<Self>, task: impl Future<Output = ()> + Send + 'static) {
+        self.background.fetch_add(1, Ordering::SeqCst);
+        let core = Arc::clone(self);
+        tokio::spawn(async move {
+            task.await;
+            core.background.fetch_sub(1, Ordering::SeqCst);
+            core.settled.notify_waiters();
+        });
+    }
+
+    /// Wait until no background preparation is running.
+    pub async fn settle(&self) {
+        loop {
+            let notified = self.settled.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.background.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
     }
 
     pub fn base(&self) -> &str {

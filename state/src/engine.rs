@@ -65,6 +65,9 @@ impl std::fmt::Debug for EngineOptions {
     }
 }
 
+/// Steps one job may chain in its slot before it goes back to the due queue.
+const MAX_CHAIN: u32 = 32;
+
 struct Registered {
     wf: Arc<dyn ErasedWorkflow>,
     limits: KindLimits,
@@ -78,6 +81,8 @@ struct Inner {
     events: broadcast::Sender<JobEvent>,
     wake: Notify,
     runner_active: AtomicBool,
+    /// Set when graceful shutdown begins: running jobs stop chaining steps.
+    stopping: AtomicBool,
     /// Identifies this engine instance in leases.
     owner: u64,
 }
@@ -119,6 +124,27 @@ fn view(rec: JobRecord, history: Vec<crate::types::HistoryEntry>) -> JobView {
     }
 }
 
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A handle that does not keep the engine (and its store) open; see [`Engine::downgrade`].
+#[derive(Clone)]
+pub struct WeakEngine {
+    inner: std::sync::Weak<Inner>,
+}
+
+impl WeakEngine {
+    /// The engine, if it is still open.
+    pub fn upgrade(&self) -> Option<Engine> {
+        self.inner.upgrade().map(|inner| Engine { inner })
+    }
+}
+
 /// Clears the "runner active" flag however the runner exits (including being dropped).
 struct RunnerGuard<'a>(&'a AtomicBool);
 impl Drop for RunnerGuard<'_> {
@@ -150,6 +176,7 @@ impl Engine {
                 events,
                 wake: Notify::new(),
                 runner_active: AtomicBool::new(false),
+                stopping: AtomicBool::new(false),
                 owner: rand::random(),
             }),
         };
@@ -189,6 +216,14 @@ impl Engine {
             .registry
             .write()
             .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A handle that does not keep the store open (for workflows that need to query the engine
+    /// without creating a reference cycle through the registry).
+    pub fn downgrade(&self) -> WeakEngine {
+        WeakEngine {
+            inner: Arc::downgrade(&self.inner),
+        }
     }
 
     /// The engine's clock.
@@ -342,6 +377,7 @@ impl Engine {
             return Err(EngineError::AlreadyRunning);
         }
         let _guard = RunnerGuard(&self.inner.runner_active);
+        self.inner.stopping.store(false, Ordering::SeqCst);
         let global = self.inner.opts.global_concurrency.max(1);
         let scan_limit = global * 4 + 64;
         let mut tasks: JoinSet<(JobId, String)> = JoinSet::new();
@@ -420,7 +456,10 @@ impl Engine {
             };
             tokio::select! {
                 biased;
-                _ = &mut shutdown, if !stopping => stopping = true,
+                _ = &mut shutdown, if !stopping => {
+                    stopping = true;
+                    self.inner.stopping.store(true, Ordering::SeqCst);
+                }
                 Some(res) = tasks.join_next(), if !tasks.is_empty() => {
                     reap(res, &mut running, &mut per_kind);
                 }
@@ -517,22 +556,73 @@ impl Engine {
         Ok(())
     }
 
-    /// Claims job `id`, runs one step, commits its result.
+    /// Claims job `id`, runs its step and commits the result; while the job goes straight on
+    /// (`Next`), commits and re-claims in one transaction and runs the next step in the same slot
+    /// (at most `MAX_CHAIN` steps, so other due jobs get their turn).
     async fn run_job(&self, id: JobId, reg: Arc<Registered>) -> Result<(), EngineError> {
         let wf = reg.wf.clone();
         let timeout = wf.step_timeout();
-        let now = self.inner.clock.now();
-        let lease_until = now + self.inner.opts.lease_duration.max(timeout * 2);
-        let store = self.inner.store.clone();
+        let lease = self.inner.opts.lease_duration.max(timeout * 2);
         let owner = self.inner.owner;
-        let claimed = blocking(move || store.claim(id, owner, now, lease_until)).await?;
-        let (rec, changed) = match claimed {
-            Ok(Some(c)) => c,
+        let now = self.inner.clock.now();
+        let store = self.inner.store.clone();
+        let claimed = blocking(move || store.claim(id, owner, now, now + lease)).await?;
+        let mut rec = match claimed {
+            Ok(Some((rec, changed))) => {
+                self.emit(vec![changed]);
+                rec
+            }
             Ok(None) => return Ok(()),
             Err(StoreError::Corrupt { .. }) => return Ok(()),
             Err(e) => return Err(e.into()),
         };
-        self.emit(vec![changed]);
+        let mut chained = 0;
+        loop {
+            let Some(commit) = self.run_step(&rec, &wf).await? else {
+                return Ok(());
+            };
+            let now = self.inner.clock.now();
+            let store = self.inner.store.clone();
+            let epoch = rec.epoch;
+            let result = match commit {
+                Commit::Next { state }
+                    if chained < MAX_CHAIN && !self.inner.stopping.load(Ordering::SeqCst) =>
+                {
+                    chained += 1;
+                    blocking(move || {
+                        store.commit_and_claim(id, epoch, state, owner, now, now + lease)
+                    })
+                    .await?
+                }
+                commit => blocking(move || store.commit(id, epoch, commit, now))
+                    .await?
+                    .map(|changed| (changed, None)),
+            };
+            match result {
+                Ok((changed, next)) => {
+                    self.emit(changed);
+                    match next {
+                        Some(next) => rec = next,
+                        None => return Ok(()),
+                    }
+                }
+                Err(e @ StoreError::StaleEpoch { .. }) => {
+                    tracing::warn!(job = %id, error = %e, "step result discarded");
+                    return Ok(());
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Runs the step of a claimed job and turns its result into what to commit (`None` when
+    /// the job was quarantined instead).
+    async fn run_step(
+        &self,
+        rec: &JobRecord,
+        wf: &Arc<dyn ErasedWorkflow>,
+    ) -> Result<Option<Commit>, EngineError> {
+        let id = rec.id;
         if rec.schema_version != wf.schema_version() {
             let reason = format!(
                 "kind {} has schema version {} but this build knows version {}",
@@ -540,18 +630,23 @@ impl Engine {
                 rec.schema_version,
                 wf.schema_version()
             );
-            return self.quarantine(id, reason).await;
+            self.quarantine(id, reason).await?;
+            return Ok(None);
         }
+        let timeout = wf.step_timeout();
         let ctx = StepContext {
             job_id: id,
             attempt: rec.failed_attempts + 1,
             parent: rec.parent,
             label: rec.label.clone(),
-            now,
-            children: self.child_outcomes(&rec)?,
+            now: self.inner.clock.now(),
+            children: self.child_outcomes(rec)?,
         };
+        // The step runs in its own task so that a panic surfaces as a JoinError here. If this
+        // driver is dropped (runner dropped without shutdown), the step is aborted with it.
         let handle = tokio::spawn(wf.clone().run_step(ctx, rec.state.clone()));
         let abort = handle.abort_handle();
+        let _abort_on_drop = AbortOnDrop(handle.abort_handle());
         let result = match tokio::time::timeout(timeout, handle).await {
             Ok(Ok(r)) => r,
             Ok(Err(join)) if join.is_panic() => Err(StepFailure::Step(StepError::retryable(
@@ -569,9 +664,12 @@ impl Engine {
             }
         };
         let now = self.inner.clock.now();
-        let commit = match result {
+        Ok(Some(match result {
             Ok(t) => self.transition_to_commit(t, now),
-            Err(StepFailure::Decode(reason)) => return self.quarantine(id, reason).await,
+            Err(StepFailure::Decode(reason)) => {
+                self.quarantine(id, reason).await?;
+                return Ok(None);
+            }
             Err(StepFailure::Step(StepError::Permanent { message })) => {
                 Commit::Fail { error: message }
             }
@@ -595,20 +693,7 @@ impl Engine {
                     },
                 }
             }
-        };
-        let store = self.inner.store.clone();
-        let epoch = rec.epoch;
-        match blocking(move || store.commit(id, epoch, commit, now)).await? {
-            Ok(changed) => {
-                self.emit(changed);
-                Ok(())
-            }
-            Err(e @ StoreError::StaleEpoch { .. }) => {
-                tracing::warn!(job = %id, error = %e, "step result discarded");
-                Ok(())
-            }
-            Err(e) => Err(e.into()),
-        }
+        }))
     }
 
     fn transition_to_commit(&self, t: Transition<serde_json::Value>, now: SystemTime) -> Commit {

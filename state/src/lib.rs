@@ -17,7 +17,7 @@ mod types;
 mod workflow;
 
 pub use clock::{Clock, ManualClock, SleepFuture, SystemClock};
-pub use engine::{Engine, EngineOptions};
+pub use engine::{Engine, EngineOptions, WeakEngine};
 pub use error::{EngineError, StoreError};
 pub use kv::KvNamespace;
 pub use sled_store::SledJobStore;

@@ -458,6 +458,179 @@ impl<'a> Tx<'a> {
         Ok(())
     }
 
+    /// Takes the lease of a due runnable job; `None` when it is not claimable.
+    fn claim_job(
+        &mut self,
+        id: JobId,
+        owner: u64,
+        lease_until_ms: u64,
+    ) -> TxResult<Option<JobRecord>> {
+        let Some(mut rec) = self.get(id)? else {
+            return Ok(None);
+        };
+        if !is_runnable(rec.status) || rec.due_at_ms.is_some_and(|d| d > self.now_ms) {
+            return Ok(None);
+        }
+        let before = IndexKey::of(&rec);
+        rec.epoch += 1;
+        rec.status = JobStatus::Running;
+        rec.due_at_ms = None;
+        rec.lease = Some(Lease {
+            owner,
+            expires_at_ms: lease_until_ms,
+        });
+        let epoch = rec.epoch;
+        self.save_with(Some(before), &mut rec, HistoryEvent::StepStarted { epoch })?;
+        Ok(Some(rec))
+    }
+
+    /// Applies a step's result to a job Running with `epoch`.
+    fn commit_job(
+        &mut self,
+        id: JobId,
+        epoch: u64,
+        commit: &Commit,
+        child_ids: &[JobId],
+    ) -> TxResult<()> {
+        let mut rec = self.must_get(id)?;
+        if rec.status != JobStatus::Running || rec.epoch != epoch {
+            return abort(StoreError::StaleEpoch {
+                id,
+                epoch,
+                current: rec.epoch,
+                status: rec.status,
+            });
+        }
+        let before = Some(IndexKey::of(&rec));
+        rec.lease = None;
+        let progress = |rec: &mut JobRecord, state: &serde_json::Value| {
+            rec.state = state.clone();
+            rec.failed_attempts = 0;
+            rec.first_failure_at_ms = None;
+            rec.recoveries = 0;
+            rec.last_error = None;
+        };
+        match commit {
+            Commit::Complete {
+                state,
+                output,
+                partial,
+            } => {
+                progress(&mut rec, state);
+                rec.output = Some(output.clone());
+                let mut failed_children = 0usize;
+                for c in &rec.children {
+                    match self.get(*c)? {
+                        Some(child) if child.status == JobStatus::Succeeded => {}
+                        _ => failed_children += 1,
+                    }
+                }
+                let reason = match partial {
+                    Some(r) => Some(r.clone()),
+                    None if failed_children > 0 => Some(format!(
+                        "{failed_children} of {} children did not succeed",
+                        rec.children.len()
+                    )),
+                    None => None,
+                };
+                return match reason {
+                    Some(reason) => self.finish(
+                        before,
+                        &mut rec,
+                        JobStatus::PartiallyFailed,
+                        HistoryEvent::PartiallyFailed { reason },
+                    ),
+                    None => self.finish(
+                        before,
+                        &mut rec,
+                        JobStatus::Succeeded,
+                        HistoryEvent::Succeeded,
+                    ),
+                };
+            }
+            Commit::Fail { error } => {
+                rec.failed_attempts += 1;
+                rec.last_error = Some(error.clone());
+                return self.finish(
+                    before,
+                    &mut rec,
+                    JobStatus::Failed,
+                    HistoryEvent::Failed {
+                        error: error.clone(),
+                    },
+                );
+            }
+            Commit::Next { state } | Commit::Wait { state, .. } | Commit::Spawn { state, .. } => {
+                progress(&mut rec, state)
+            }
+            Commit::Retry { error, .. } => {
+                rec.failed_attempts += 1;
+                rec.last_error = Some(error.clone());
+                if rec.first_failure_at_ms.is_none() {
+                    rec.first_failure_at_ms = Some(self.now_ms);
+                }
+            }
+        }
+        if rec.cancel_requested {
+            return self.finish(
+                before,
+                &mut rec,
+                JobStatus::Cancelled,
+                HistoryEvent::Cancelled,
+            );
+        }
+        match commit {
+            Commit::Next { .. } => {
+                rec.status = JobStatus::Queued;
+                rec.due_at_ms = Some(self.now_ms);
+                self.save_with(before, &mut rec, HistoryEvent::Advanced)
+            }
+            Commit::Wait { at, .. } => {
+                let until_ms = to_ms(*at);
+                rec.status = JobStatus::Waiting;
+                rec.due_at_ms = Some(until_ms);
+                self.save_with(before, &mut rec, HistoryEvent::Waiting { until_ms })
+            }
+            Commit::Retry { error, at, delay } => {
+                rec.status = JobStatus::Queued;
+                rec.due_at_ms = Some(to_ms(*at));
+                self.save_with(
+                    before,
+                    &mut rec,
+                    HistoryEvent::RetryScheduled {
+                        error: error.clone(),
+                        delay_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                    },
+                )
+            }
+            Commit::Spawn { children, .. } => {
+                if children.is_empty() {
+                    rec.status = JobStatus::Queued;
+                    rec.due_at_ms = Some(self.now_ms);
+                    return self.save_with(before, &mut rec, HistoryEvent::Advanced);
+                }
+                let mut spawned = Vec::with_capacity(children.len());
+                for (child, cid) in children.iter().zip(child_ids) {
+                    let mut job = child.clone();
+                    job.parent = Some(id);
+                    job.dedupe_key = None;
+                    self.insert_job(*cid, &job, true)?;
+                    spawned.push(*cid);
+                }
+                rec.children.extend(spawned.iter().copied());
+                rec.pending_children = u32::try_from(spawned.len()).unwrap_or(u32::MAX);
+                rec.status = JobStatus::WaitingForChildren;
+                rec.due_at_ms = None;
+                self.save_with(
+                    before,
+                    &mut rec,
+                    HistoryEvent::SpawnedChildren { children: spawned },
+                )
+            }
+            Commit::Complete { .. } | Commit::Fail { .. } => Ok(()),
+        }
+    }
+
     fn cancel_record(&mut self, mut rec: JobRecord) -> TxResult<()> {
         if rec.status.is_terminal() {
             return Ok(());
@@ -609,26 +782,8 @@ impl JobStore for SledJobStore {
         now: SystemTime,
         lease_until: SystemTime,
     ) -> Result<Option<(JobRecord, Changed)>, StoreError> {
-        let now_ms = to_ms(now);
-        let (rec, mut changed) = self.transact(now, |tx| {
-            let Some(mut rec) = tx.get(id)? else {
-                return Ok(None);
-            };
-            if !is_runnable(rec.status) || rec.due_at_ms.is_some_and(|d| d > now_ms) {
-                return Ok(None);
-            }
-            let before = IndexKey::of(&rec);
-            rec.epoch += 1;
-            rec.status = JobStatus::Running;
-            rec.due_at_ms = None;
-            rec.lease = Some(Lease {
-                owner,
-                expires_at_ms: to_ms(lease_until),
-            });
-            let epoch = rec.epoch;
-            tx.save_with(Some(before), &mut rec, HistoryEvent::StepStarted { epoch })?;
-            Ok(Some(rec))
-        })?;
+        let lease_ms = to_ms(lease_until);
+        let (rec, mut changed) = self.transact(now, |tx| tx.claim_job(id, owner, lease_ms))?;
         Ok(rec.and_then(|r| changed.pop().map(|c| (r, c))))
     }
 
@@ -646,146 +801,27 @@ impl JobStore for SledJobStore {
                 .collect::<Result<_, _>>()?,
             _ => Vec::new(),
         };
-        let ((), changed) = self.transact(now, |tx| {
-            let mut rec = tx.must_get(id)?;
-            if rec.status != JobStatus::Running || rec.epoch != epoch {
-                return abort(StoreError::StaleEpoch {
-                    id,
-                    epoch,
-                    current: rec.epoch,
-                    status: rec.status,
-                });
-            }
-            let before = Some(IndexKey::of(&rec));
-            rec.lease = None;
-            let progress = |rec: &mut JobRecord, state: &serde_json::Value| {
-                rec.state = state.clone();
-                rec.failed_attempts = 0;
-                rec.first_failure_at_ms = None;
-                rec.recoveries = 0;
-                rec.last_error = None;
-            };
-            match &commit {
-                Commit::Complete {
-                    state,
-                    output,
-                    partial,
-                } => {
-                    progress(&mut rec, state);
-                    rec.output = Some(output.clone());
-                    let mut failed_children = 0usize;
-                    for c in &rec.children {
-                        match tx.get(*c)? {
-                            Some(child) if child.status == JobStatus::Succeeded => {}
-                            _ => failed_children += 1,
-                        }
-                    }
-                    let reason = match partial {
-                        Some(r) => Some(r.clone()),
-                        None if failed_children > 0 => Some(format!(
-                            "{failed_children} of {} children did not succeed",
-                            rec.children.len()
-                        )),
-                        None => None,
-                    };
-                    return match reason {
-                        Some(reason) => tx.finish(
-                            before,
-                            &mut rec,
-                            JobStatus::PartiallyFailed,
-                            HistoryEvent::PartiallyFailed { reason },
-                        ),
-                        None => tx.finish(
-                            before,
-                            &mut rec,
-                            JobStatus::Succeeded,
-                            HistoryEvent::Succeeded,
-                        ),
-                    };
-                }
-                Commit::Fail { error } => {
-                    rec.failed_attempts += 1;
-                    rec.last_error = Some(error.clone());
-                    return tx.finish(
-                        before,
-                        &mut rec,
-                        JobStatus::Failed,
-                        HistoryEvent::Failed {
-                            error: error.clone(),
-                        },
-                    );
-                }
-                Commit::Next { state }
-                | Commit::Wait { state, .. }
-                | Commit::Spawn { state, .. } => progress(&mut rec, state),
-                Commit::Retry { error, .. } => {
-                    rec.failed_attempts += 1;
-                    rec.last_error = Some(error.clone());
-                    if rec.first_failure_at_ms.is_none() {
-                        rec.first_failure_at_ms = Some(tx.now_ms);
-                    }
-                }
-            }
-            if rec.cancel_requested {
-                return tx.finish(
-                    before,
-                    &mut rec,
-                    JobStatus::Cancelled,
-                    HistoryEvent::Cancelled,
-                );
-            }
-            match &commit {
-                Commit::Next { .. } => {
-                    rec.status = JobStatus::Queued;
-                    rec.due_at_ms = Some(tx.now_ms);
-                    tx.save_with(before, &mut rec, HistoryEvent::Advanced)
-                }
-                Commit::Wait { at, .. } => {
-                    let until_ms = to_ms(*at);
-                    rec.status = JobStatus::Waiting;
-                    rec.due_at_ms = Some(until_ms);
-                    tx.save_with(before, &mut rec, HistoryEvent::Waiting { until_ms })
-                }
-                Commit::Retry { error, at, delay } => {
-                    rec.status = JobStatus::Queued;
-                    rec.due_at_ms = Some(to_ms(*at));
-                    tx.save_with(
-                        before,
-                        &mut rec,
-                        HistoryEvent::RetryScheduled {
-                            error: error.clone(),
-                            delay_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
-                        },
-                    )
-                }
-                Commit::Spawn { children, .. } => {
-                    if children.is_empty() {
-                        rec.status = JobStatus::Queued;
-                        rec.due_at_ms = Some(tx.now_ms);
-                        return tx.save_with(before, &mut rec, HistoryEvent::Advanced);
-                    }
-                    let mut spawned = Vec::with_capacity(children.len());
-                    for (child, cid) in children.iter().zip(&child_ids) {
-                        let mut job = child.clone();
-                        job.parent = Some(id);
-                        job.dedupe_key = None;
-                        tx.insert_job(*cid, &job, true)?;
-                        spawned.push(*cid);
-                    }
-                    rec.children.extend(spawned.iter().copied());
-                    rec.pending_children = u32::try_from(spawned.len()).unwrap_or(u32::MAX);
-                    rec.status = JobStatus::WaitingForChildren;
-                    rec.due_at_ms = None;
-                    tx.save_with(
-                        before,
-                        &mut rec,
-                        HistoryEvent::SpawnedChildren { children: spawned },
-                    )
-                }
-                Commit::Complete { .. } | Commit::Fail { .. } => Ok(()),
-            }
-        })?;
+        let ((), changed) =
+            self.transact(now, |tx| tx.commit_job(id, epoch, &commit, &child_ids))?;
         Ok(changed)
+    }
+
+    fn commit_and_claim(
+        &self,
+        id: JobId,
+        epoch: u64,
+        state: serde_json::Value,
+        owner: u64,
+        now: SystemTime,
+        lease_until: SystemTime,
+    ) -> Result<(Vec<Changed>, Option<JobRecord>), StoreError> {
+        let lease_ms = to_ms(lease_until);
+        let commit = Commit::Next { state };
+        let (rec, changed) = self.transact(now, |tx| {
+            tx.commit_job(id, epoch, &commit, &[])?;
+            tx.claim_job(id, owner, lease_ms)
+        })?;
+        Ok((changed, rec))
     }
 
     fn cancel(&self, id: JobId, now: SystemTime) -> Result<Vec<Changed>, StoreError> {

@@ -112,11 +112,13 @@ impl Emu {
         assert_eq!(r["errcode"], 0, "{r}");
         let job_id = r["job_id"].as_u64().expect("job_id");
         self.ctl()
-            .advance_clock(std::time::Duration::from_secs(3600));
+            .advance_clock(std::time::Duration::from_secs(600));
+        // the clock moved: fetch the (possibly rotated) stable token like a client would
+        let fresh = self.stable_token().await;
         let info = self
             .tcb(
                 "databasemigratequeryinfo",
-                token,
+                &fresh,
                 json!({"env": self.env, "job_id": job_id}),
             )
             .await;

@@ -10,5 +10,6 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod emulator;
+pub mod faultpoint;
 pub mod manifest;
 pub mod naming;

@@ -279,11 +279,46 @@ pub async fn run(config: &Path, args: &[&str], env: &[(&str, &str)], timeout: Du
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let child = cmd.spawn().expect("spawn tcb-backup");
-    match tokio::time::timeout(timeout, child.wait_with_output()).await {
-        Ok(out) => out.expect("wait for tcb-backup"),
-        Err(_) => panic!("tcb-backup {args:?} still running after {timeout:?}"),
+    let mut child = cmd.spawn().expect("spawn tcb-backup");
+    let mut out_pipe = child.stdout.take().expect("stdout");
+    let mut err_pipe = child.stderr.take().expect("stderr");
+    let out_reader = tokio::spawn(async move {
+        let mut buf = Vec::new();
+        let _ = tokio::io::AsyncReadExt::read_to_end(&mut out_pipe, &mut buf).await;
+        buf
+    });
+    let err_reader = tokio::spawn(async move {
+        let mut buf = Vec::new();
+        let _ = tokio::io::AsyncReadExt::read_to_end(&mut err_pipe, &mut buf).await;
+        buf
+    });
+    let status = tokio::time::timeout(timeout, child.wait()).await;
+    let timed_out = status.is_err();
+    let status = match status {
+        Ok(s) => s.expect("wait for tcb-backup"),
+        Err(_) => {
+            let _ = child.start_kill();
+            child.wait().await.expect("reap tcb-backup")
+        }
+    };
+    let out = Output {
+        status,
+        stdout: out_reader.await.unwrap_or_default(),
+        stderr: err_reader.await.unwrap_or_default(),
+    };
+    if timed_out {
+        let tail = |b: &[u8]| {
+            let t = String::from_utf8_lossy(b).into_owned();
+            let start = t.len().saturating_sub(4000);
+            t.get(start..).unwrap_or("").to_string()
+        };
+        panic!(
+            "tcb-backup {args:?} still running after {timeout:?}; stderr tail:\n{}\nstdout tail:\n{}",
+            tail(&out.stderr),
+            tail(&out.stdout)
+        );
     }
+    out
 }
 
 pub fn stderr(out: &Output) -> String {

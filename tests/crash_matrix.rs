@@ -8,6 +8,8 @@
 //! chunks), concurrency 1 so that exactly one step is in flight when the process dies: then the
 //! export counters say precisely whether a committed export id was ever exported again.
 
+// Shared with the workflow tests (their file); its style lints are theirs.
+#[allow(clippy::field_reassign_with_default)]
 mod backup_support;
 mod crash_support;
 

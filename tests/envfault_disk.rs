@@ -4,6 +4,8 @@
 //!
 //! Mounting needs root (CAP_SYS_ADMIN); without it the tests print why they skip and pass.
 
+// Shared with the workflow tests (their file); its style lints are theirs.
+#[allow(clippy::field_reassign_with_default)]
 mod backup_support;
 mod crash_support;
 

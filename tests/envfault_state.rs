@@ -3,6 +3,8 @@
 //! by hours in the middle of a backup. Each ends with a clear error or a completed backup, and
 //! never loses or corrupts an earlier snapshot.
 
+// Shared with the workflow tests (their file); its style lints are theirs.
+#[allow(clippy::field_reassign_with_default)]
 mod backup_support;
 mod crash_support;
 

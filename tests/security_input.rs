@@ -2,6 +2,8 @@
 //! characters in env/collection names are refused (configured or discovered), plain http to a
 //! non-loopback API host is refused, a config file readable by others draws a warning.
 
+// Shared with the workflow tests (their file); its style lints are theirs.
+#[allow(clippy::field_reassign_with_default)]
 mod backup_support;
 mod crash_support;
 

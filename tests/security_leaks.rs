@@ -5,6 +5,8 @@
 //! searched for the app secret and every access token the emulator ever issued: zero hits.
 //! Also: files 0600 and directories 0700 in the state store and the destination.
 
+// Shared with the workflow tests (their file); its style lints are theirs.
+#[allow(clippy::field_reassign_with_default)]
 mod backup_support;
 mod crash_support;
 

@@ -11,6 +11,8 @@
 //! - `soak_long` (`cargo test --test soak_random_kill -- --ignored`): 200 collections and at
 //!   least 200 kills.
 
+// Shared with the workflow tests (their file); its style lints are theirs.
+#[allow(clippy::field_reassign_with_default)]
 mod backup_support;
 mod crash_support;
 
@@ -219,6 +221,37 @@ async fn soak(plan: SoakPlan) {
         }
     }
 
+    // Jobs that gave up under the abuse (retry budget spent across kills, or crash-looping):
+    // an operator would `tcb-backup retry` them; so does the soak, and it reports how many.
+    let mut gave_up: BTreeMap<String, usize> = BTreeMap::new();
+    for job in fx.open_jobs().await {
+        if job.get("kind").and_then(Value::as_str) != Some("backup.collection") {
+            continue;
+        }
+        let error = job
+            .get("last_error")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let reason = if error.contains("crash-looped") {
+            "crash-looped".to_string()
+        } else {
+            error.chars().take(60).collect()
+        };
+        *gave_up.entry(reason).or_default() += 1;
+        let id = job
+            .get("id")
+            .and_then(Value::as_u64)
+            .expect("id")
+            .to_string();
+        let out =
+            crash_support::run(&fx.config, &["retry", &id], &[], Duration::from_secs(180)).await;
+        assert!(
+            out.status.success(),
+            "retry {id}: {}",
+            crash_support::stderr(&out)
+        );
+    }
     let (found, stale_manifest_temps) = fx
         .check_invariants_tolerating(TOLERATE_MANIFEST_TEMP_LEAK)
         .await;
@@ -252,7 +285,7 @@ async fn soak(plan: SoakPlan) {
     assert!(figures.kills >= plan.min_kills, "{figures:?}");
     assert!(injected > 0);
     println!(
-        "soak {}: {} collections, {} kills survived, {} processes, exits {:?}, {} API calls, {} faults injected ({:.0} %), {} exports for {} collections ({} orphaned), {} store observations, {} stale manifest temp files (known bug), {:.1} s",
+        "soak {}: {} collections, {} kills survived, {} processes, exits {:?}, {} API calls, {} faults injected ({:.0} %), {} exports for {} collections ({} orphaned), {} store observations, {} stale manifest temp files (known bug), jobs retried after giving up: {:?}, {:.1} s",
         plan.prefix,
         found.len(),
         figures.kills,
@@ -266,6 +299,7 @@ async fn soak(plan: SoakPlan) {
         exports - found.len() as u64,
         figures.observations,
         stale_manifest_temps,
+        gave_up,
         started.elapsed().as_secs_f64()
     );
     fx.emu.shutdown().await;

@@ -38,7 +38,7 @@ struct SoakPlan {
     collections_per_env: u32,
     records: u64,
     concurrency: usize,
-    /// Random lifetime of one process before the kill, in milliseconds.
+    /// Random time between the first progress line of a process and its kill, in milliseconds.
     kill_after_ms: (u64, u64),
     min_kills: usize,
     /// Stop killing after this long (the batch is then finished without kills).
@@ -160,11 +160,25 @@ async fn soak(plan: SoakPlan) {
             .stderr(Stdio::null())
             .kill_on_drop(true);
         let mut child = cmd.spawn().expect("spawn");
-        let mut stdout = child.stdout.take().expect("stdout");
+        let stdout = child.stdout.take().expect("stdout");
+        // The kill falls a random time after the process has shown progress (so each life
+        // does some work, whatever the machine's load), never during its start-up only.
+        let (working_tx, working_rx) = tokio::sync::oneshot::channel::<()>();
         let reader = tokio::spawn(async move {
-            let mut buf = Vec::new();
-            let _ = tokio::io::AsyncReadExt::read_to_end(&mut stdout, &mut buf).await;
-            buf
+            use tokio::io::AsyncBufReadExt;
+            let mut lines = tokio::io::BufReader::new(stdout).lines();
+            let mut all = Vec::new();
+            let mut working = Some(working_tx);
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line.contains("\"message_type\":\"progress\"") {
+                    if let Some(tx) = working.take() {
+                        let _ = tx.send(());
+                    }
+                }
+                all.extend_from_slice(line.as_bytes());
+                all.push(b'\n');
+            }
+            all
         });
         figures.runs += 1;
         let life =
@@ -172,11 +186,16 @@ async fn soak(plan: SoakPlan) {
         let status = if killing {
             tokio::select! {
                 s = child.wait() => Some(s.expect("wait")),
-                _ = tokio::time::sleep(life) => None,
+                _ = async {
+                    if working_rx.await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                    tokio::time::sleep(life).await;
+                } => None,
             }
         } else {
             Some(
-                tokio::time::timeout(Duration::from_secs(180), child.wait())
+                tokio::time::timeout(Duration::from_secs(600), child.wait())
                     .await
                     .expect("the final run finishes")
                     .expect("wait"),
@@ -313,7 +332,7 @@ async fn soak_short() {
         collections_per_env: 8,
         records: 30,
         concurrency: 4,
-        kill_after_ms: (150, 900),
+        kill_after_ms: (20, 600),
         min_kills: 15,
         kill_phase: Duration::from_secs(20),
         seed: 0x5eed_0001,
@@ -330,7 +349,7 @@ async fn soak_long() {
         collections_per_env: 100,
         records: 30,
         concurrency: 8,
-        kill_after_ms: (200, 1500),
+        kill_after_ms: (20, 1000),
         min_kills: 200,
         kill_phase: Duration::from_secs(240),
         seed: 0x5eed_0002,

@@ -6,8 +6,8 @@
 //! second export of a committed job. At the end: the invariants of `crash_support`, and the
 //! figures printed.
 //!
-//! - `soak_short` (CI): 1 app, 2 envs × 8 collections (16, not 200: bounded to ~60 s on 2
-//!   cores), killing for at most 30 s.
+//! - `soak_short` (CI): 1 app, 2 envs × 20 collections (40, not 200: bounded to ~60 s on 2
+//!   cores), at least 10 kills.
 //! - `soak_long` (`cargo test --test soak_random_kill -- --ignored`): 200 collections and at
 //!   least 200 kills.
 
@@ -271,6 +271,46 @@ async fn soak(plan: SoakPlan) {
             crash_support::stderr(&out)
         );
     }
+    // A run whose children were retried stays PartiallyFailed until retried itself.
+    for job in fx.open_jobs().await {
+        if job.get("kind").and_then(Value::as_str) != Some("backup.run") {
+            continue;
+        }
+        let id = job
+            .get("id")
+            .and_then(Value::as_u64)
+            .expect("id")
+            .to_string();
+        let out =
+            crash_support::run(&fx.config, &["retry", &id], &[], Duration::from_secs(180)).await;
+        *gave_up.entry("run re-evaluated".into()).or_default() += 1;
+        assert!(
+            out.status.success(),
+            "retry run {id}: {}",
+            crash_support::stderr(&out)
+        );
+    }
+    let counters = fx.emu.control().counters();
+    let calls: u64 = counters.endpoints.values().map(|e| e.calls).sum();
+    let injected: u64 = counters.endpoints.values().map(|e| e.faults_injected).sum();
+    let exports: u64 = fx.exports().values().map(|v| v.len() as u64).sum();
+    // Printed before the checks so a failing soak still reports what it did.
+    println!(
+        "soak {}: {} collections, {} kills survived, {} processes, exits {:?}, {} API calls, {} faults injected ({:.0} %), {} exports ({} beyond one per collection), {} store observations, jobs retried after giving up: {:?}, {:.1} s",
+        plan.prefix,
+        fx.targets().len(),
+        figures.kills,
+        figures.runs,
+        figures.exits,
+        calls,
+        injected,
+        100.0 * injected as f64 / calls.max(1) as f64,
+        exports,
+        exports.saturating_sub(fx.targets().len() as u64),
+        figures.observations,
+        gave_up,
+        started.elapsed().as_secs_f64()
+    );
     let (found, stale_manifest_temps) = fx
         .check_invariants_tolerating(TOLERATE_MANIFEST_TEMP_LEAK)
         .await;
@@ -297,29 +337,11 @@ async fn soak(plan: SoakPlan) {
     }
     // Orphans (exports whose id was never committed) can only come from kills.
     fx.check_exports(&found, figures.kills * plan.concurrency);
-    let counters = fx.emu.control().counters();
-    let calls: u64 = counters.endpoints.values().map(|e| e.calls).sum();
-    let injected: u64 = counters.endpoints.values().map(|e| e.faults_injected).sum();
-    let exports: u64 = fx.exports().values().map(|v| v.len() as u64).sum();
     assert!(figures.kills >= plan.min_kills, "{figures:?}");
     assert!(injected > 0);
     println!(
-        "soak {}: {} collections, {} kills survived, {} processes, exits {:?}, {} API calls, {} faults injected ({:.0} %), {} exports for {} collections ({} orphaned), {} store observations, {} stale manifest temp files (known bug), jobs retried after giving up: {:?}, {:.1} s",
-        plan.prefix,
-        found.len(),
-        figures.kills,
-        figures.runs,
-        figures.exits,
-        calls,
-        injected,
-        100.0 * injected as f64 / calls.max(1) as f64,
-        exports,
-        found.len(),
-        exports - found.len() as u64,
-        figures.observations,
-        stale_manifest_temps,
-        gave_up,
-        started.elapsed().as_secs_f64()
+        "soak {}: invariants hold; {stale_manifest_temps} stale manifest temp files tolerated (known bug)",
+        plan.prefix
     );
     fx.emu.shutdown().await;
 }
@@ -329,11 +351,11 @@ async fn soak_short() {
     soak(SoakPlan {
         prefix: "sks",
         envs: 2,
-        collections_per_env: 8,
-        records: 30,
+        collections_per_env: 20,
+        records: 150,
         concurrency: 4,
-        kill_after_ms: (20, 600),
-        min_kills: 15,
+        kill_after_ms: (10, 300),
+        min_kills: 10,
         kill_phase: Duration::from_secs(20),
         seed: 0x5eed_0001,
     })
@@ -347,9 +369,9 @@ async fn soak_long() {
         prefix: "skl",
         envs: 2,
         collections_per_env: 100,
-        records: 30,
+        records: 300,
         concurrency: 8,
-        kill_after_ms: (20, 1000),
+        kill_after_ms: (10, 250),
         min_kills: 200,
         kill_phase: Duration::from_secs(240),
         seed: 0x5eed_0002,

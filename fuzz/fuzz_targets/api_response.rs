@@ -135,7 +135,10 @@ fuzz_target!(|data: &[u8]| {
     w.rt.block_on(async {
         let env = "fuzz-env";
         let result: Result<String, tcb_backup::client::ApiError> = match selector % 8 {
-            0 => client(&w.base).ensure_token().await.map(|t| format!("{t:?}")),
+            0 => client(&w.base)
+                .ensure_token()
+                .await
+                .map(|t| format!("{t:?}")),
             1 => w
                 .client
                 .export(
@@ -148,8 +151,16 @@ fuzz_target!(|data: &[u8]| {
                 )
                 .await
                 .map(|id| id.to_string()),
-            2 => w.client.query_migrate_job(env, 7).await.map(|i| format!("{i:?}")),
-            3 => w.client.list_collections(env).await.map(|c| format!("{c:?}")),
+            2 => w
+                .client
+                .query_migrate_job(env, 7)
+                .await
+                .map(|i| format!("{i:?}")),
+            3 => w
+                .client
+                .list_collections(env)
+                .await
+                .map(|c| format!("{c:?}")),
             4 => w
                 .client
                 .batch_download_file(env, &[("cloud://a/b".into(), 60)])

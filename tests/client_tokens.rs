@@ -59,18 +59,25 @@ async fn hundred_concurrent_callers_make_one_token_call() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_callers_share_a_failed_fetch() {
     let fake = Fake::start();
-    fake.state.token_delay_ms.store(100, Ordering::SeqCst);
+    // Long enough that every caller is queued before the one fetch answers.
+    fake.state.token_delay_ms.store(500, Ordering::SeqCst);
     let bad = AppCredentials {
         secret: Secret::new("wrong-secret-value"),
         ..creds(TokenMode::Stable)
     };
     let c = CloudBaseClient::new(config(fake.url()), bad).unwrap();
+    let start = Arc::new(tokio::sync::Barrier::new(51));
     let tasks: Vec<_> = (0..50)
         .map(|_| {
             let c = c.clone();
-            tokio::spawn(async move { c.ensure_token().await })
+            let start = start.clone();
+            tokio::spawn(async move {
+                start.wait().await;
+                c.ensure_token().await
+            })
         })
         .collect();
+    start.wait().await;
     for t in tasks {
         let err = t.await.unwrap().unwrap_err();
         assert_eq!(err.errcode(), Some(40001));

@@ -414,6 +414,15 @@ async fn control_api_over_http() {
         .await
         .expect("json");
     assert_eq!(files[0], json!({"path":"in/data.json","size":8}));
+    let back = http
+        .get(c(&format!("envs/{}/files/in/data.json", e.env)))
+        .send()
+        .await
+        .expect("send")
+        .text()
+        .await
+        .expect("text");
+    assert_eq!(back, "{\"a\":1}\n");
     let r = http
         .post(c(&format!("envs/{}/collections/big/synthetic", e.env)))
         .json(&json!({"records": 10}))

@@ -504,3 +504,54 @@ async fn file_url_expiry_can_be_fixed_at_completion() {
         .to_string();
     assert_eq!(e.get_text(&fresh).await.0, 200);
 }
+
+#[tokio::test]
+async fn jobs_can_be_driven_by_hand() {
+    let e = emu_with(timed()).await;
+    let t = e.stable_token().await;
+    e.ctl().create_collection(&e.env, "c").expect("create");
+    let a = export(&e, &t, "db.collection('c').get()", 1, "a").await;
+    let b = export(&e, &t, "db.collection('c').get()", 1, "b").await;
+    e.ctl()
+        .control_job(&e.env, a, tcb_backup::emulator::JobControl::FinishNow)
+        .expect("finish");
+    assert_eq!(info(&e, &t, a).await["status"], "success");
+    e.ctl()
+        .control_job(&e.env, b, tcb_backup::emulator::JobControl::Stick)
+        .expect("stick");
+    e.ctl().advance_clock(Duration::from_secs(3600));
+    assert_eq!(info(&e, &t, b).await["status"], "waiting");
+    e.ctl()
+        .control_job(&e.env, b, tcb_backup::emulator::JobControl::Release)
+        .expect("release");
+    assert_eq!(info(&e, &t, b).await["status"], "waiting");
+    e.ctl()
+        .control_job(
+            &e.env,
+            b,
+            tcb_backup::emulator::JobControl::Fail {
+                message: "boom".into(),
+            },
+        )
+        .expect("fail");
+    // over HTTP too
+    let r = e
+        .http
+        .post(format!("{}/_emulator/envs/{}/jobs/{b}", e.base, e.env))
+        .json(&json!({"action":"finish_now"}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 200);
+    let r = info(&e, &t, b).await;
+    assert_eq!(
+        (r["status"].as_str(), r["err_msg"].as_str()),
+        (Some("fail"), Some("boom"))
+    );
+    assert!(
+        e.ctl()
+            .control_job(&e.env, b, tcb_backup::emulator::JobControl::FinishNow)
+            .is_err(),
+        "already finished"
+    );
+}

@@ -60,3 +60,39 @@ async fn demo_config_is_seeded_and_usable() {
         e.ctl().documents(&e.env2, "users")
     );
 }
+
+#[tokio::test]
+async fn standalone_banner_and_seed_options() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = tcb_backup::emulator::StandaloneOptions {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        data_dir: Some(dir.path().to_path_buf()),
+        seed_collections: Some(4),
+        seed_records: Some(7),
+        config: None,
+    };
+    let (handle, banner) = tcb_backup::emulator::start_standalone(opts)
+        .await
+        .expect("start");
+    let app = handle.apps()[0].clone();
+    assert!(banner.contains(&handle.base_url()));
+    assert!(banner.contains(&app.appid) && banner.contains(&app.secret));
+    assert!(app.envs.iter().all(|e| banner.contains(e.as_str())));
+    assert_eq!(
+        handle
+            .control()
+            .collections(&app.envs[0])
+            .map(|c| c.len())
+            .ok(),
+        Some(4)
+    );
+    assert_eq!(
+        handle
+            .control()
+            .documents(&app.envs[0], "users")
+            .map(|d| d.len()),
+        Some(7)
+    );
+    handle.shutdown().await;
+    assert!(dir.path().join("storage.json").exists());
+}

@@ -386,3 +386,23 @@ async fn token_endpoint_account_states() {
     });
     assert_eq!(errcode(&e.legacy_token().await), 89503);
 }
+
+#[tokio::test]
+async fn bad_configs_are_refused_at_start() {
+    let addr = "127.0.0.1:0".parse().expect("addr");
+    let mut dup = EmulatorConfig::for_tests();
+    dup.apps.push(EmulatorApp {
+        appid: "wxsecond".into(),
+        ..EmulatorApp::default()
+    });
+    let err = tcb_backup::emulator::start(dup, addr)
+        .await
+        .expect_err("duplicate envs");
+    assert!(err.to_string().contains("listed twice"), "{err}");
+    let mut empty = EmulatorConfig::for_tests();
+    empty.apps.clear();
+    assert!(tcb_backup::emulator::start(empty, addr).await.is_err());
+    let mut bad_env = EmulatorConfig::for_tests();
+    bad_env.apps[0].envs.push("a.b".into());
+    assert!(tcb_backup::emulator::start(bad_env, addr).await.is_err());
+}

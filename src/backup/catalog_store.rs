@@ -34,13 +34,22 @@ impl SnapshotRecord {
     pub fn manifest(&self) -> &Manifest {
         &self.entry.manifest
     }
-    /// The snapshot's finish time, RFC 3339 (UTC).
+    /// The snapshot's finish time (UTC, to the second), e.g. `2026-12-03 17:22:17`.
     pub fn time_text(&self) -> String {
-        self.entry
+        let t = self
+            .entry
             .manifest
             .finished_at
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default()
+            .to_offset(time::UtcOffset::UTC);
+        format!(
+            "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        )
     }
 }
 

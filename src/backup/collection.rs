@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tcb_state::{StepContext, StepError, Transition, Workflow};
+use tcb_state::{KvNamespace, StepContext, StepError, Transition, Workflow};
 use time::OffsetDateTime;
 
 use crate::archive::{self, ArchiveError, ArchiveOptions};
@@ -30,11 +30,22 @@ use super::state::{CollectionOutput, CollectionState, ExportRef, Phase, PollProg
 pub struct CollectionWorkflow {
     deps: WorkflowDeps,
     catalog: SnapshotCatalog,
+    /// Exports the server reported failed, keyed by our job id. A failed export cannot be
+    /// resumed, so when `tcb-backup retry` restarts such a job (from its committed Polling
+    /// state) the marker tells the step to create a new export instead of re-polling.
+    failed_exports: KvNamespace,
 }
 
+/// The engine kv namespace of [`CollectionWorkflow`]'s failed-export markers.
+pub const FAILED_EXPORTS_NAMESPACE: &str = "failed_exports";
+
 impl CollectionWorkflow {
-    pub fn new(deps: WorkflowDeps, catalog: SnapshotCatalog) -> Self {
-        CollectionWorkflow { deps, catalog }
+    pub fn new(deps: WorkflowDeps, catalog: SnapshotCatalog, failed_exports: KvNamespace) -> Self {
+        CollectionWorkflow {
+            deps,
+            catalog,
+            failed_exports,
+        }
     }
 
     fn client(&self, target: &Target) -> Result<CloudBaseClient, StepError> {
@@ -168,6 +179,18 @@ impl CollectionWorkflow {
         let target = st.spec.target.clone();
         let client = self.client(&target)?;
         let what = format!("export job {} of {target}", export.job_id);
+        let marker = ctx.job_id.to_string();
+        if let Ok(Some(failed)) = self.failed_exports.get::<u64>(&marker) {
+            if failed == export.job_id {
+                // A retry of a job whose export failed on the server: start a new export.
+                let _ = self.failed_exports.remove(&marker);
+                tracing::info!(%target, export_job = export.job_id, "export failed earlier; creating a new one");
+                st.phase = Phase::TokenAcquired {
+                    token_expires_at: odt(ctx.now),
+                };
+                return Ok(Transition::Next(st));
+            }
+        }
         let info = client
             .query_migrate_job(&target.env, export.job_id)
             .await
@@ -192,12 +215,19 @@ impl CollectionWorkflow {
                 st.phase = Phase::Downloaded { export, file };
                 Ok(Transition::Next(st))
             }
-            MigrateStatus::Fail => Err(StepError::permanent(format!(
-                "{what} failed on the server: {} ({} records exported, {} failed)",
-                info.message.as_deref().unwrap_or("no message"),
-                info.record_success,
-                info.record_fail
-            ))),
+            MigrateStatus::Fail => {
+                self.failed_exports
+                    .put(&marker, &export.job_id)
+                    .map_err(|e| StepError::retryable(format!("{what}: {e}")))?;
+                Err(StepError::permanent(format!(
+                    "{what} failed on the server: {} ({} records exported, {} failed); \
+                     `tcb-backup retry {}` starts a new export",
+                    info.message.as_deref().unwrap_or("no message"),
+                    info.record_success,
+                    info.record_fail,
+                    ctx.job_id
+                )))
+            }
             MigrateStatus::Running(status) => {
                 let policy = &self.deps.settings.poll;
                 let watched_recently = poll
@@ -272,7 +302,7 @@ impl CollectionWorkflow {
             )));
         };
         let paths = self.snapshot_paths(target, export)?;
-        remove_leftovers(&paths).map_err(|e| {
+        remove_leftovers(&paths, true).map_err(|e| {
             StepError::retryable(format!("{what}: cannot clean up an earlier attempt: {e}"))
         })?;
         self.phase_event(ctx, target, "downloading", Some(export.job_id), None);
@@ -342,6 +372,9 @@ impl CollectionWorkflow {
             export_ready_at: file.export_ready_at,
             data_file: paths.data_file_name(),
         };
+        // A crash while writing the manifest leaves its temp file; this step owns it now.
+        remove_leftovers(&paths, false)
+            .map_err(|e| StepError::retryable(format!("{what}: cannot clean up: {e}")))?;
         let manifest_path = paths.manifest.clone();
         let written = m.clone();
         tokio::task::spawn_blocking(move || manifest::write_manifest(&manifest_path, &written))
@@ -509,9 +542,10 @@ fn archive_error(what: &str, e: ArchiveError, now: SystemTime) -> StepError {
 }
 
 /// Removes what an interrupted attempt at this very snapshot may have left: its hidden temp
-/// files, and a data file renamed into place whose Downloaded state was never committed.
-/// Everything removed carries this export's job id in its name, so no other snapshot is touched.
-fn remove_leftovers(paths: &SnapshotPaths) -> std::io::Result<()> {
+/// files, and (`with_data`, before a download) a data file renamed into place whose Downloaded
+/// state was never committed. Everything removed carries this export's job id in its name, so
+/// no other snapshot is touched.
+fn remove_leftovers(paths: &SnapshotPaths, with_data: bool) -> std::io::Result<()> {
     let data_name = paths.data_file_name();
     let manifest_name = paths
         .manifest
@@ -530,7 +564,7 @@ fn remove_leftovers(paths: &SnapshotPaths) -> std::io::Result<()> {
             .strip_prefix(naming::TEMP_PREFIX)
             .map(|rest| rest.starts_with(&data_name) || rest.starts_with(&manifest_name))
             .unwrap_or(false);
-        if stale_temp || name == data_name {
+        if stale_temp || (with_data && name == data_name) {
             remove_file(&entry.path())?;
         }
     }
@@ -598,7 +632,7 @@ mod tests {
         for p in [&temp, &paths.data, &other] {
             std::fs::write(p, b"x").unwrap();
         }
-        remove_leftovers(&paths).unwrap();
+        remove_leftovers(&paths, true).unwrap();
         assert!(!temp.exists());
         assert!(!paths.data.exists());
         assert!(other.exists());

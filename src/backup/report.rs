@@ -6,6 +6,11 @@ use tcb_state::{Engine, EngineError, JobId, JobStatus, JobView};
 
 use super::state::{CollectionOutput, CollectionState, Phase};
 
+/// Serialises a status as the CLI shows it (`succeeded`, `partially-failed`, ...).
+pub fn status_name<S: serde::Serializer>(status: &JobStatus, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(status.as_str())
+}
+
 /// One collection's line in the summary.
 #[derive(Debug, Clone, Serialize)]
 pub struct CollectionRow {
@@ -13,6 +18,7 @@ pub struct CollectionRow {
     pub appid: String,
     pub env: String,
     pub collection: String,
+    #[serde(serialize_with = "status_name")]
     pub status: JobStatus,
     /// Phase the job reached (`recorded` when done).
     pub phase: String,
@@ -30,6 +36,7 @@ pub struct CollectionRow {
 #[derive(Debug, Clone, Serialize)]
 pub struct RunReport {
     pub run: u64,
+    #[serde(serialize_with = "status_name")]
     pub status: JobStatus,
     pub error: Option<String>,
     pub succeeded: usize,

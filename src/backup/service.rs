@@ -58,7 +58,11 @@ impl BackupService {
         let mut deps = WorkflowDeps::new(settings, clients);
         deps.progress = progress;
         engine.register(
-            CollectionWorkflow::new(deps.clone(), catalog.clone()),
+            CollectionWorkflow::new(
+                deps.clone(),
+                catalog.clone(),
+                engine.kv(super::collection::FAILED_EXPORTS_NAMESPACE),
+            ),
             KindLimits::new(concurrency.collections),
         );
         engine.register(

@@ -253,7 +253,7 @@ pub(crate) async fn run_backup(
     } else if failed == 0 && unfinished_jobs == 0 {
         "succeeded"
     } else if succeeded > 0 {
-        "partially_failed"
+        "partially-failed"
     } else {
         "failed"
     };
@@ -356,7 +356,7 @@ pub(crate) fn finish_backup(
     Ok(match summary.status {
         "interrupted" => ExitStatus::Interrupted,
         "succeeded" => ExitStatus::Ok,
-        "partially_failed" => ExitStatus::PartialFailure,
+        "partially-failed" => ExitStatus::PartialFailure,
         _ => ExitStatus::Error,
     })
 }
@@ -504,6 +504,42 @@ fn show(g: &GlobalArgs, a: ShowArgs, out: Output) -> Result<ExitStatus, CliError
 
 // ---------------------------------------------------------------- jobs / retry / cancel
 
+/// One job in `jobs --json`.
+#[derive(Serialize)]
+struct JobLine {
+    id: u64,
+    kind: String,
+    label: String,
+    status: &'static str,
+    parent: Option<u64>,
+    created_at: String,
+    updated_at: String,
+    attempt: u32,
+    last_error: Option<String>,
+}
+
+fn rfc3339(t: std::time::SystemTime) -> String {
+    time::OffsetDateTime::from(t)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+impl From<&tcb_state::JobSummary> for JobLine {
+    fn from(s: &tcb_state::JobSummary) -> Self {
+        JobLine {
+            id: s.id.0,
+            kind: s.kind.clone(),
+            label: s.label.clone(),
+            status: s.status.as_str(),
+            parent: s.parent.map(|p| p.0),
+            created_at: rfc3339(s.created_at),
+            updated_at: rfc3339(s.updated_at),
+            attempt: s.attempt,
+            last_error: s.last_error.clone(),
+        }
+    }
+}
+
 fn jobs(g: &GlobalArgs, a: JobsArgs, out: Output) -> Result<ExitStatus, CliError> {
     let (engine, _) = open_existing_store(g)?;
     let mut list = if a.all {
@@ -526,7 +562,8 @@ fn jobs(g: &GlobalArgs, a: JobsArgs, out: Output) -> Result<ExitStatus, CliError
     };
     list.sort_by_key(|s| std::cmp::Reverse(s.id.0));
     list.dedup_by_key(|s| s.id.0);
-    out.document(&list);
+    let lines: Vec<JobLine> = list.iter().map(JobLine::from).collect();
+    out.document(&lines);
     if !out.is_json() {
         let mut t = Table::new(&[
             ("JOB", true),
@@ -572,7 +609,7 @@ async fn retry(g: &GlobalArgs, a: JobArg, out: Output) -> Result<ExitStatus, Cli
         .ok_or_else(|| CliError::error(format!("job {id} disappeared")))?;
     out.message(
         "result",
-        &serde_json::json!({ "job": id.0, "status": view.summary.status, "error": view.summary.last_error }),
+        &serde_json::json!({ "job": id.0, "status": view.summary.status.as_str(), "error": view.summary.last_error }),
     );
     out.text(&format!(
         "job {id}: {}{}",
@@ -600,7 +637,7 @@ fn cancel(g: &GlobalArgs, a: JobArg, out: Output) -> Result<ExitStatus, CliError
         .job(id)
         .map_err(engine_error)?
         .map(|v| v.summary.status);
-    out.document(&serde_json::json!({ "job": id.0, "status": status }));
+    out.document(&serde_json::json!({ "job": id.0, "status": status.map(|s| s.as_str()) }));
     out.text(&format!(
         "job {id}: cancellation requested{}",
         status.map(|s| format!(" (now {s})")).unwrap_or_default()

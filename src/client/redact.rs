@@ -242,6 +242,20 @@ mod tests {
         assert_eq!(redact("abc"), "abc");
     }
 
+    proptest::proptest! {
+        #[test]
+        fn never_panics_and_removes_query_tokens(
+            prefix in "\\PC{0,40}",
+            token in "[A-Za-z0-9_.-]{8,64}",
+            suffix in "(&[a-z]{1,5}=[a-z0-9]{0,8}){0,3}",
+        ) {
+            let _ = redact(&prefix);
+            let text = format!("{prefix} https://h/p?access_token={token}{suffix}");
+            let out = redact(&text);
+            proptest::prop_assert!(!out.contains(&format!("access_token={token}")), "{}", out);
+        }
+    }
+
     #[tokio::test]
     async fn reqwest_error_with_token_in_url_is_clean() {
         // A port nobody listens on: connect fails and the error would carry the URL.

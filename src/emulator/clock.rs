@@ -80,7 +80,10 @@ fn sanitize_scale(scale: f64) -> f64 {
 
 pub fn to_system_time(unix_secs: f64) -> SystemTime {
     if unix_secs.is_finite() && unix_secs > 0.0 {
-        UNIX_EPOCH + Duration::from_secs_f64(unix_secs)
+        Duration::try_from_secs_f64(unix_secs)
+            .ok()
+            .and_then(|d| UNIX_EPOCH.checked_add(d))
+            .unwrap_or(UNIX_EPOCH)
     } else {
         UNIX_EPOCH
     }

@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 
 use super::config::EmulatorConfig;
 use super::faults::{Counters, FaultRule};
+use super::jobs::JobScript;
 use super::query::ParsedQuery;
 use super::server::Shared;
 use super::storage::StoredFile;
@@ -35,6 +36,20 @@ pub struct JobSnapshot {
     pub message: String,
 }
 
+/// Drive a job by hand (reference §12.C.10: "or driven manually by the test").
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum JobControl {
+    /// Skip the remaining phases: the job finishes at the next look (success unless scripted).
+    FinishNow,
+    /// End the job in `fail` with this message (at its natural end, or now with FinishNow).
+    Fail { message: String },
+    /// Keep the job in `waiting` until released.
+    Stick,
+    /// Release a stuck job: its phases restart from now.
+    Release,
+}
+
 /// Errors of control operations.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ControlError {
@@ -48,6 +63,8 @@ pub enum ControlError {
     InvalidDocument(String),
     #[error("invalid config patch: {0}")]
     InvalidConfig(String),
+    #[error("job {job_id} not found in env {env:?} (or already finished)")]
+    UnknownJob { env: String, job_id: u64 },
     #[error("storage error: {0}")]
     Storage(String),
 }
@@ -286,6 +303,44 @@ impl EmulatorControl {
             .map(|e| e.files.iter().map(|(p, f)| (p.clone(), f.size)).collect())
             .unwrap_or_default()
     }
+    /// Change the course of an unfinished job.
+    pub fn control_job(
+        &self,
+        env: &str,
+        job_id: u64,
+        action: JobControl,
+    ) -> Result<(), ControlError> {
+        let now = self.core.now();
+        let mut w = self.core.world();
+        let job = w
+            .envs
+            .get_mut(env)
+            .and_then(|e| e.jobs.get_mut(&job_id))
+            .filter(|j| j.outcome.is_none())
+            .ok_or_else(|| ControlError::UnknownJob {
+                env: env.into(),
+                job_id,
+            })?;
+        match action {
+            JobControl::FinishNow => {
+                if job.script == JobScript::Stuck {
+                    job.script = JobScript::Normal;
+                }
+                job.created_at = f64::MIN / 4.0;
+            }
+            JobControl::Fail { message } => job.script = JobScript::Fail(message),
+            JobControl::Stick => job.script = JobScript::Stuck,
+            JobControl::Release => {
+                job.script = JobScript::Normal;
+                job.created_at = now;
+            }
+        }
+        drop(w);
+        // finalise at once if it is due
+        drop(self.core.world());
+        Ok(())
+    }
+
     /// Jobs of an env with their current status.
     pub fn jobs(&self, env: &str) -> Vec<JobSnapshot> {
         let now = self.core.now();
@@ -471,8 +526,8 @@ pub fn routes() -> Router<Shared> {
             "/_emulator/clock/advance",
             post(
                 |State(c): State<Shared>, Json(a): Json<Advance>| async move {
-                    if a.seconds.is_finite() && a.seconds >= 0.0 {
-                        c.clock.advance(Duration::from_secs_f64(a.seconds));
+                    if let Ok(d) = Duration::try_from_secs_f64(a.seconds) {
+                        c.clock.advance(d);
                     }
                     Json(json!({"now_unix": c.clock.now()}))
                 },
@@ -563,6 +618,19 @@ pub fn routes() -> Router<Shared> {
             ),
         )
         .route(
+            "/_emulator/envs/{env}/jobs/{job_id}",
+            post(
+                |State(c): State<Shared>,
+                 Path((env, job_id)): Path<(String, u64)>,
+                 Json(a): Json<JobControl>| async move {
+                    match ctl(&c).control_job(&env, job_id, a) {
+                        Ok(()) => Json(json!({})).into_response(),
+                        Err(e) => bad(e),
+                    }
+                },
+            ),
+        )
+        .route(
             "/_emulator/envs/{env}/files",
             get(
                 |State(c): State<Shared>, Path(env): Path<String>| async move {
@@ -585,6 +653,18 @@ pub fn routes() -> Router<Shared> {
                     match ctl(&c).put_file(&env, &path, &body) {
                         Ok(id) => Json(json!({"file_id": id})).into_response(),
                         Err(e) => bad(e),
+                    }
+                },
+            )
+            .get(
+                |State(c): State<Shared>, Path((env, path)): Path<(String, String)>| async move {
+                    match ctl(&c).read_file(&env, &path) {
+                        Some(bytes) => bytes.into_response(),
+                        None => (
+                            StatusCode::NOT_FOUND,
+                            Json(json!({"error": "no such file"})),
+                        )
+                            .into_response(),
                     }
                 },
             ),

@@ -52,6 +52,9 @@ fn xml_reply(
     )
 }
 
+/// COS POST Object accepts objects up to 5 GB (reference §7.1).
+const MAX_OBJECT_BYTES: u64 = 5 * 1024 * 1024 * 1024;
+
 const MALFORMED: &str = "The body of your POST request is not well-formed multipart/form-data.";
 
 /// `POST /cos/{bucket}/{*path}`: multipart form with key, Signature, x-cos-security-token,
@@ -140,6 +143,19 @@ pub async fn upload(
             match field.chunk().await {
                 Ok(Some(c)) => {
                     size += c.len() as u64;
+                    if size > MAX_OBJECT_BYTES {
+                        drop(file);
+                        let _ = tokio::fs::remove_file(&blob).await;
+                        return xml_reply(
+                            &core,
+                            EP,
+                            400,
+                            "EntityTooLarge",
+                            "Your proposed upload exceeds the maximum allowed object size.",
+                            &resource,
+                            faulted,
+                        );
+                    }
                     if let Err(e) = file.write_all(&c).await {
                         return xml_reply(
                             &core,
@@ -354,7 +370,11 @@ pub async fn download(
     let body = match truncate {
         Some(keep) => {
             let head = ReaderStream::new(file.take(keep));
+            // Let hyper flush the head and the partial body before the connection dies, the way
+            // a transfer broken mid-way looks to a client (an immediate error could take the
+            // unflushed response head down with it).
             let tail = futures_util::stream::once(async {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 Err::<Bytes, std::io::Error>(std::io::Error::other("injected truncation"))
             });
             Body::from_stream(head.chain(tail))

@@ -58,7 +58,7 @@ pub fn standard_message(errcode: i64) -> &'static str {
         43002 => "require POST method",
         44002 => "empty post data",
         45009 => "reach max api daily quota limit",
-        45011 => "api minute-quota reach limit  mustslower  retry next minute",
+        45011 => "api minute-quota reach limit must slower retry next minute",
         47001 => "data format error",
         85088 => "no permission to use cloud development",
         89503 => "risky call, please wait for the admin to confirm",

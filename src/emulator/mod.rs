@@ -5,9 +5,10 @@
 //! [`start`]; `tcb-backup emulator` runs it standalone through [`run_standalone`].
 //!
 //! Module map: `server` (routing, token endpoints, fault pre-processing), `tcb` (validation and
-//! `/tcb/*`), `cos` (fake COS), `envelope`, `tokens`, `quota`, `query` (JS query subset), `store`
-//! (collections), `formats` (JSON Lines/CSV), `jobs`, `storage` (file ids, blobs, signing),
-//! `faults`, `clock`, `seed`, `persist`, `control`, `world` (shared state).
+//! `/tcb/*`), `migrate` (export/import/queryinfo), `cos` (fake COS), `envelope`, `tokens`,
+//! `quota`, `query` (JS query subset parser) and `query_eval`, `store` (collections), `formats`
+//! (JSON Lines/CSV), `jobs`, `storage` (file ids, blobs, signing), `faults`, `clock`, `seed`,
+//! `persist`, `control`, `world` (shared state).
 
 mod clock;
 mod config;
@@ -17,8 +18,10 @@ mod envelope;
 mod faults;
 mod formats;
 mod jobs;
+mod migrate;
 mod persist;
 pub mod query;
+mod query_eval;
 mod quota;
 mod seed;
 mod server;
@@ -40,7 +43,7 @@ pub use config::{
     EmulatorApp, EmulatorConfig, JobTiming, Quotas, StatusMessageField, UnknownCollectionMode,
     UpsertMode,
 };
-pub use control::{ControlError, EmulatorControl, JobSnapshot};
+pub use control::{ControlError, EmulatorControl, JobControl, JobSnapshot};
 pub use faults::{Counters, EndpointStats, FaultAction, FaultRule};
 pub use seed::SeedSpec;
 pub use storage::{file_id, parse_file_id, EXPORT_BUCKET};
@@ -67,8 +70,8 @@ pub enum EmulatorError {
     Serve(std::io::Error),
 }
 
-/// A running emulator. Dropping it without [`EmulatorHandle::shutdown`] leaves the server task
-/// running until the runtime ends.
+/// A running emulator. Dropping it stops the server and removes temporary blobs (without the
+/// `data_dir` save that [`EmulatorHandle::shutdown`] does).
 pub struct EmulatorHandle {
     base_url: String,
     addr: SocketAddr,
@@ -83,6 +86,18 @@ impl std::fmt::Debug for EmulatorHandle {
         f.debug_struct("EmulatorHandle")
             .field("base_url", &self.base_url)
             .finish_non_exhaustive()
+    }
+}
+
+impl Drop for EmulatorHandle {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+        self.control.core.blobs.cleanup();
     }
 }
 
@@ -102,6 +117,7 @@ impl EmulatorHandle {
     }
     /// Stop serving, persist to `data_dir` if configured, remove temporary blobs.
     pub async fn shutdown(mut self) {
+        // (Drop then only repeats the idempotent cleanup.)
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -124,9 +140,7 @@ pub async fn start(
     cfg: EmulatorConfig,
     listen: SocketAddr,
 ) -> Result<EmulatorHandle, EmulatorError> {
-    if cfg.apps.is_empty() {
-        return Err(EmulatorError::Config("at least one app is required".into()));
-    }
+    validate_config(&cfg)?;
     let blobs = storage::BlobDir::open(cfg.data_dir.as_deref()).map_err(EmulatorError::Storage)?;
     let apps = cfg.apps.clone();
     let seed = cfg.seed.clone();
@@ -182,6 +196,36 @@ pub async fn start(
     })
 }
 
+fn validate_config(cfg: &EmulatorConfig) -> Result<(), EmulatorError> {
+    if cfg.apps.is_empty() {
+        return Err(EmulatorError::Config("at least one app is required".into()));
+    }
+    let mut seen_apps = std::collections::HashSet::new();
+    let mut seen_envs = std::collections::HashSet::new();
+    for app in &cfg.apps {
+        if app.appid.is_empty() || app.secret.is_empty() {
+            return Err(EmulatorError::Config(
+                "every app needs an appid and a secret".into(),
+            ));
+        }
+        if !seen_apps.insert(app.appid.as_str()) {
+            return Err(EmulatorError::Config(format!(
+                "appid {} is listed twice",
+                app.appid
+            )));
+        }
+        for env in app.envs.iter().chain(&app.disabled_envs) {
+            if env.is_empty() || env.contains(['/', '.', ' ']) {
+                return Err(EmulatorError::Config(format!("invalid env id {env:?}")));
+            }
+            if !seen_envs.insert(env.as_str()) {
+                return Err(EmulatorError::Config(format!("env {env} is listed twice")));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Add the seed collections that are missing (stored, or synthetic when the spec says so).
 fn seed_world(core: &Core, spec: &SeedSpec) {
     let mut w = core.world();
@@ -231,8 +275,11 @@ pub struct StandaloneOptions {
     pub config: Option<EmulatorConfig>,
 }
 
-/// Serve until Ctrl-C, after printing the appid, secret, env ids and base URL it accepts.
-pub async fn run_standalone(opts: StandaloneOptions) -> Result<(), EmulatorError> {
+/// Start the standalone emulator and render the banner `tcb-backup emulator` prints (base URL,
+/// appid, secret, env ids). Split from [`run_standalone`] so it can be tested.
+pub async fn start_standalone(
+    opts: StandaloneOptions,
+) -> Result<(EmulatorHandle, String), EmulatorError> {
     let mut cfg = opts.config.unwrap_or_else(EmulatorConfig::demo);
     if opts.data_dir.is_some() {
         cfg.data_dir = opts.data_dir;
@@ -248,17 +295,30 @@ pub async fn run_standalone(opts: StandaloneOptions) -> Result<(), EmulatorError
         cfg.seed = Some(spec);
     }
     let handle = start(cfg, opts.listen).await?;
-    println!("tcb-backup emulator listening on {}", handle.base_url());
-    println!("  api_base: {}", handle.base_url());
-    for app in handle.apps() {
-        println!("  appid:  {}", app.appid);
-        println!("  secret: {}", app.secret);
-        println!("  envs:   {}", app.envs.join(", "));
-    }
-    println!(
-        "  control API: {}/_emulator/  (Ctrl-C to stop)",
-        handle.base_url()
+    let mut banner = format!(
+        "tcb-backup emulator listening on {base}\n  api_base: {base}\n",
+        base = handle.base_url()
     );
+    for app in handle.apps() {
+        banner.push_str(&format!(
+            "  appid:  {}\n  secret: {}\n  envs:   {}\n",
+            app.appid,
+            app.secret,
+            app.envs.join(", ")
+        ));
+    }
+    banner.push_str(&format!(
+        "  control API: {}/_emulator/  (Ctrl-C to stop)\n",
+        handle.base_url()
+    ));
+    Ok((handle, banner))
+}
+
+/// Serve until Ctrl-C, after printing the appid, secret, env ids and base URL it accepts; then
+/// save to `data_dir` if given.
+pub async fn run_standalone(opts: StandaloneOptions) -> Result<(), EmulatorError> {
+    let (handle, banner) = start_standalone(opts).await?;
+    print!("{banner}");
     let _ = tokio::signal::ctrl_c().await;
     handle.shutdown().await;
     Ok(())

@@ -35,7 +35,7 @@ pub fn router(core: Shared) -> Router {
                 .post(cos::upload)
                 .layer(DefaultBodyLimit::disable()),
         )
-        .merge(control::routes())
+        .merge(control::routes().layer(DefaultBodyLimit::max(512 * 1024 * 1024)))
         .with_state(core)
 }
 
@@ -116,7 +116,7 @@ pub async fn pre_faults(core: &Core, endpoint: &str) -> Result<(Vec<FaultAction>
             FaultAction::Latency { millis } => *millis,
             _ => 0,
         })
-        .sum();
+        .fold(0u64, u64::saturating_add);
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }

@@ -1,8 +1,6 @@
 //! The `/tcb/*` endpoints: request validation in the order of reference §12.A.3 (method, token,
 //! body, fields, env, quotas), then the endpoint logic over the world (collections, records,
-//! migrate jobs, storage).
-
-use std::sync::Arc;
+//! storage); the migrate-job endpoints live in `migrate`.
 
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
@@ -10,20 +8,20 @@ use axum::http::Method;
 use axum::response::Response;
 use serde_json::{json, Map, Value};
 
-use super::config::{StatusMessageField, UnknownCollectionMode};
 use super::envelope::{ok_body, ApiReject};
 use super::faults::FaultAction;
-use super::formats::{self, FileType};
-use super::jobs::{Job, JobKind, JobScript, Prepared};
+use super::formats::FileType;
+use super::jobs::JobScript;
+use super::migrate;
 use super::query::{self, set_path, Action, ParsedQuery};
 use super::server::{json_reply, pre_faults, Shared};
 use super::storage::{
-    bucket_for_env, file_id, object_url, parse_file_id, signed_url, valid_storage_path, StoredFile,
-    UploadTicket, EXPORT_BUCKET,
+    bucket_for_env, file_id, object_url, parse_file_id, signed_url, valid_storage_path,
+    UploadTicket,
 };
-use super::store::{select_from, Collection, InsertError, Synthetic};
+use super::store::{Collection, InsertError};
 use super::tokens::TokenProblem;
-use super::world::{export_object_key, Core, World};
+use super::world::{Core, World};
 
 pub const TCB_ENDPOINTS: &[&str] = &[
     "databasemigrateexport",
@@ -96,26 +94,26 @@ fn kind_ok(kind: Kind, v: &Value) -> bool {
 }
 
 /// A validated request.
-struct Ctx {
-    env: String,
-    body: Map<String, Value>,
+pub(super) struct Ctx {
+    pub(super) env: String,
+    pub(super) body: Map<String, Value>,
 }
 
 impl Ctx {
-    fn str(&self, k: &str) -> &str {
+    pub(super) fn str(&self, k: &str) -> &str {
         self.body.get(k).and_then(Value::as_str).unwrap_or_default()
     }
-    fn int(&self, k: &str) -> Option<u64> {
+    pub(super) fn int(&self, k: &str) -> Option<u64> {
         self.body.get(k).and_then(Value::as_u64)
     }
-    fn code(&self, k: &str) -> u64 {
+    pub(super) fn code(&self, k: &str) -> u64 {
         match self.body.get(k) {
             Some(Value::String(s)) => s.parse().unwrap_or(0),
             Some(v) => v.as_u64().unwrap_or(0),
             None => 0,
         }
     }
-    fn bool(&self, k: &str) -> bool {
+    pub(super) fn bool(&self, k: &str) -> bool {
         self.body.get(k).and_then(Value::as_bool).unwrap_or(false)
     }
 }
@@ -134,7 +132,7 @@ fn is_write(ep: &str) -> bool {
     )
 }
 
-fn validate(
+pub(super) fn validate(
     w: &mut World,
     now: f64,
     ep: &str,
@@ -248,7 +246,7 @@ pub async fn endpoint(
     json_reply(&core, ep, 200, body, faulted)
 }
 
-fn job_script(fired: &[FaultAction]) -> JobScript {
+pub(super) fn job_script(fired: &[FaultAction]) -> JobScript {
     for f in fired {
         match f {
             FaultAction::StuckJob => return JobScript::Stuck,
@@ -259,7 +257,7 @@ fn job_script(fired: &[FaultAction]) -> JobScript {
     JobScript::Normal
 }
 
-fn file_type(ctx: &Ctx) -> Result<FileType, ApiReject> {
+pub(super) fn file_type(ctx: &Ctx) -> Result<FileType, ApiReject> {
     match ctx.code("file_type") {
         1 => Ok(FileType::Json),
         2 => Ok(FileType::Csv),
@@ -269,11 +267,11 @@ fn file_type(ctx: &Ctx) -> Result<FileType, ApiReject> {
     }
 }
 
-fn parse_query(ctx: &Ctx) -> Result<ParsedQuery, ApiReject> {
+pub(super) fn parse_query(ctx: &Ctx) -> Result<ParsedQuery, ApiReject> {
     query::parse(ctx.str("query")).map_err(|e| ApiReject::invalid_args(format!("query: {e}")))
 }
 
-fn valid_collection_name(name: &str) -> bool {
+pub(super) fn valid_collection_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 128
         && !name.starts_with('$')
@@ -292,8 +290,8 @@ async fn handle(
 ) -> Result<Value, ApiReject> {
     let now = core.now();
     match ep {
-        "databasemigrateexport" => export(core, method, raw, body, fired).await,
-        "databasemigrateimport" => import(core, method, raw, body, fired).await,
+        "databasemigrateexport" => migrate::export(core, method, raw, body, fired).await,
+        "databasemigrateimport" => migrate::import(core, method, raw, body, fired).await,
         _ => {
             let mut w = core.world();
             let ctx = validate(&mut w, now, ep, method, raw, body)?;
@@ -310,7 +308,7 @@ fn sync_endpoint(
     ctx: &Ctx,
 ) -> Result<Value, ApiReject> {
     match ep {
-        "databasemigratequeryinfo" => query_info(core, w, now, ctx),
+        "databasemigratequeryinfo" => migrate::query_info(core, w, now, ctx),
         "databasecollectionget" => collection_get(w, ctx),
         "databasecollectionadd" => {
             let name = ctx.str("collection_name");
@@ -364,7 +362,10 @@ fn sync_endpoint(
     }
 }
 
-fn env_mut<'a>(w: &'a mut World, env: &str) -> Result<&'a mut super::world::EnvState, ApiReject> {
+pub(super) fn env_mut<'a>(
+    w: &'a mut World,
+    env: &str,
+) -> Result<&'a mut super::world::EnvState, ApiReject> {
     w.envs.get_mut(env).ok_or_else(|| ApiReject::code(-501007))
 }
 
@@ -477,300 +478,6 @@ fn records(w: &mut World, ep: &str, ctx: &Ctx) -> Result<Value, ApiReject> {
         }
         _ => wrong(".remove()"),
     }
-}
-
-// ---------------------------------------------------------------- migrate jobs
-
-async fn export(
-    core: &Shared,
-    method: &Method,
-    raw: Option<&str>,
-    body: &[u8],
-    fired: &[FaultAction],
-) -> Result<Value, ApiReject> {
-    let now = core.now();
-    let (env, job_id, work) = {
-        let mut w = core.world();
-        let ctx = validate(&mut w, now, "databasemigrateexport", method, raw, body)?;
-        let ft = file_type(&ctx)?;
-        let file_path = ctx.str("file_path").to_string();
-        if !valid_storage_path(&file_path) {
-            return Err(ApiReject::invalid_args("file_path is invalid"));
-        }
-        let q = parse_query(&ctx)?;
-        if !matches!(q.action, None | Some(Action::Get)) {
-            return Err(ApiReject::invalid_args(
-                "query: an export query must end with .get()",
-            ));
-        }
-        if ft == FileType::Csv && q.included_fields().is_none() {
-            return Err(ApiReject::new(-501000, "Param `Fields` Is Missing"));
-        }
-        let mode = w.cfg.unknown_collection;
-        let inline_max = w.cfg.inline_export_max_records;
-        let env = env_mut(&mut w, &ctx.env)?;
-        let (source, records, prepared) = match env.collections.get(&q.collection) {
-            Some(c) => match c.synthetic_spec() {
-                Some(s) => (ExportSource::Synthetic(s.clone()), s.records, None),
-                None => {
-                    let docs = c.select(&q, q.limit);
-                    let n = docs.len() as u64;
-                    (ExportSource::Docs(docs), n, None)
-                }
-            },
-            None if mode == UnknownCollectionMode::Immediate => {
-                return Err(ApiReject::code(-502005))
-            }
-            None => (
-                ExportSource::Docs(Vec::new()),
-                0,
-                Some(Prepared::Failed(format!(
-                    "collection {} not exists",
-                    q.collection
-                ))),
-            ),
-        };
-        let id = env.next_job_id;
-        env.next_job_id += 1;
-        let kind = JobKind::Export {
-            collection: q.collection.clone(),
-            file_path,
-            file_type: ft,
-        };
-        let mut job = Job::new(id, kind, now, job_script(fired), records);
-        let work = match prepared {
-            Some(p) => {
-                job.prepared = Some(p);
-                None
-            }
-            None => Some((source, q.clone(), ft, records <= inline_max)),
-        };
-        env.jobs.insert(id, job);
-        *w.exports_created
-            .entry(format!("{}/{}", ctx.env, q.collection))
-            .or_default() += 1;
-        (ctx.env.clone(), id, work)
-    };
-    if let Some((source, q, ft, inline)) = work {
-        let task = {
-            let core = Arc::clone(core);
-            let env = env.clone();
-            async move {
-                let blob = core.blobs.new_blob();
-                let prepared =
-                    tokio::task::spawn_blocking(move || write_export_blob(blob, source, &q, ft))
-                        .await
-                        .unwrap_or_else(|e| {
-                            Prepared::Failed(format!("export writer crashed: {e}"))
-                        });
-                set_prepared(&core, &env, job_id, prepared, None);
-            }
-        };
-        if inline {
-            task.await;
-        } else {
-            core.spawn_background(task);
-        }
-    }
-    Ok(json!({"job_id": job_id}))
-}
-
-/// Where an export's documents come from.
-enum ExportSource {
-    /// A snapshot of a stored collection (already filtered, ordered and windowed).
-    Docs(Vec<Arc<Value>>),
-    /// A synthetic collection: generated, filtered and written one document at a time.
-    Synthetic(Synthetic),
-}
-
-fn write_export_blob(
-    blob: std::path::PathBuf,
-    source: ExportSource,
-    q: &ParsedQuery,
-    ft: FileType,
-) -> Prepared {
-    let result = (|| -> std::io::Result<(u64, u64)> {
-        let file = std::fs::File::create(&blob)?;
-        let mut out = std::io::BufWriter::with_capacity(256 * 1024, file);
-        let n = match source {
-            ExportSource::Docs(docs) => formats::write_export(&mut out, docs, q, ft)?,
-            ExportSource::Synthetic(s) if q.order_by.is_empty() => {
-                let skip = usize::try_from(q.skip.unwrap_or(0)).unwrap_or(usize::MAX);
-                let take = q
-                    .limit
-                    .map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
-                let docs = s
-                    .generator()
-                    .map(Arc::new)
-                    .filter(|d| q.matches(d))
-                    .skip(skip)
-                    .take(take);
-                formats::write_export(&mut out, docs, q, ft)?
-            }
-            ExportSource::Synthetic(s) => {
-                let docs = select_from(s.generator().map(Arc::new), q, q.limit);
-                formats::write_export(&mut out, docs, q, ft)?
-            }
-        };
-        let file = out.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        Ok((n, file.metadata()?.len()))
-    })();
-    match result {
-        Ok((records, size)) => Prepared::ExportFile {
-            blob,
-            size,
-            records,
-        },
-        Err(e) => Prepared::Failed(format!("export writer failed: {e}")),
-    }
-}
-
-fn set_prepared(core: &Core, env: &str, job_id: u64, prepared: Prepared, records: Option<u64>) {
-    let mut w = core.world();
-    if let Some(job) = w.envs.get_mut(env).and_then(|e| e.jobs.get_mut(&job_id)) {
-        job.prepared = Some(prepared);
-        if let Some(n) = records {
-            job.records = n;
-        }
-    }
-}
-
-async fn import(
-    core: &Shared,
-    method: &Method,
-    raw: Option<&str>,
-    body: &[u8],
-    fired: &[FaultAction],
-) -> Result<Value, ApiReject> {
-    let now = core.now();
-    let (env, job_id, work) = {
-        let mut w = core.world();
-        let ctx = validate(&mut w, now, "databasemigrateimport", method, raw, body)?;
-        let ft = file_type(&ctx)?;
-        let upsert = match ctx.code("conflict_mode") {
-            1 => false,
-            2 => true,
-            _ => {
-                return Err(ApiReject::invalid_args(
-                    "conflict_mode must be 1 (insert) or 2 (upsert)",
-                ))
-            }
-        };
-        let collection = ctx.str("collection_name").to_string();
-        if !valid_collection_name(&collection) {
-            return Err(ApiReject::invalid_args("collection_name is invalid"));
-        }
-        let file_path = ctx.str("file_path").to_string();
-        if !valid_storage_path(&file_path) {
-            return Err(ApiReject::invalid_args("file_path is invalid"));
-        }
-        let env = env_mut(&mut w, &ctx.env)?;
-        let id = env.next_job_id;
-        env.next_job_id += 1;
-        let kind = JobKind::Import {
-            collection,
-            file_path: file_path.clone(),
-            file_type: ft,
-            stop_on_error: ctx.bool("stop_on_error"),
-            upsert,
-        };
-        let mut job = Job::new(id, kind, now, job_script(fired), 0);
-        let work = match env.files.get(&file_path) {
-            Some(f) => Some((f.clone(), ft)),
-            None => {
-                job.prepared = Some(Prepared::Failed(format!(
-                    "file {file_path} not exists in env storage"
-                )));
-                None
-            }
-        };
-        env.jobs.insert(id, job);
-        (ctx.env.clone(), id, work)
-    };
-    if let Some((file, ft)) = work {
-        let inline = file.size <= 32 * 1024 * 1024;
-        let task = {
-            let core = Arc::clone(core);
-            async move {
-                let parsed = tokio::task::spawn_blocking(move || read_import(&file, ft))
-                    .await
-                    .unwrap_or_else(|e| Err(format!("import reader crashed: {e}")));
-                let (prepared, n) = match parsed {
-                    Ok(records) => {
-                        let n = records.len() as u64;
-                        (Prepared::ImportRecords(records), Some(n))
-                    }
-                    Err(e) => (Prepared::Failed(e), None),
-                };
-                set_prepared(&core, &env, job_id, prepared, n);
-            }
-        };
-        if inline {
-            task.await;
-        } else {
-            core.spawn_background(task);
-        }
-    }
-    Ok(json!({"job_id": job_id}))
-}
-
-fn read_import(file: &StoredFile, ft: FileType) -> Result<Vec<Result<Value, String>>, String> {
-    let f = std::fs::File::open(&file.blob).map_err(|e| format!("cannot read import file: {e}"))?;
-    match ft {
-        FileType::Json => formats::parse_json_lines(std::io::BufReader::new(f))
-            .map_err(|e| format!("cannot read import file: {e}")),
-        FileType::Csv => {
-            let text = std::fs::read_to_string(&file.blob)
-                .map_err(|e| format!("import file is not UTF-8 text: {e}"))?;
-            formats::parse_csv(&text)
-        }
-    }
-}
-
-fn query_info(core: &Core, w: &mut World, now: f64, ctx: &Ctx) -> Result<Value, ApiReject> {
-    let job_id = ctx.int("job_id").unwrap_or(0);
-    let foreign = w.cfg.foreign_job_errcode;
-    let field = w.cfg.status_message_field;
-    let ttl = w.cfg.export_url_ttl_secs;
-    let fixed = w.cfg.export_url_fixed_at_completion;
-    let timing = w.cfg.job_timing.clone();
-    let env = env_mut(w, &ctx.env)?;
-    let Some(job) = env.jobs.get(&job_id) else {
-        return Err(if foreign == 40097 {
-            ApiReject::invalid_args(format!("job_id {job_id} not found in env {}", ctx.env))
-        } else {
-            ApiReject::code(foreign)
-        });
-    };
-    let status = job.status(now, &timing);
-    let (ok, failed, message) = job.outcome.as_ref().map_or((0, 0, String::new()), |o| {
-        (o.record_success, o.record_fail, o.message.clone())
-    });
-    let file_url = match (&job.kind, &job.export_file, status) {
-        (JobKind::Export { file_path, .. }, Some(_), "success") => {
-            let key = export_object_key(&ctx.env, job_id, file_path);
-            let from = if fixed {
-                job.finished_at.unwrap_or(now)
-            } else {
-                now
-            };
-            let expires = (from + ttl as f64).max(0.0) as u64;
-            signed_url(core.base(), &core.signer, EXPORT_BUCKET, &key, expires)
-        }
-        _ => String::new(),
-    };
-    let mut out = json!({"status": status, "record_success": ok, "record_fail": failed, "file_url": file_url});
-    if matches!(field, StatusMessageField::Both | StatusMessageField::ErrMsg) {
-        out["err_msg"] = json!(message);
-    }
-    if matches!(
-        field,
-        StatusMessageField::Both | StatusMessageField::ErrorMsg
-    ) {
-        out["error_msg"] = json!(message);
-    }
-    Ok(out)
 }
 
 // ---------------------------------------------------------------- storage

@@ -65,6 +65,9 @@ impl std::fmt::Debug for EngineOptions {
     }
 }
 
+/// Most due-index entries one scheduling pass looks at.
+const MAX_DUE_SCAN: usize = 16_384;
+
 /// Steps one job may chain in its slot before it goes back to the due queue.
 const MAX_CHAIN: u32 = 32;
 
@@ -409,8 +412,13 @@ impl Engine {
                 break;
             }
             let now = self.inner.clock.now();
-            if running.len() < global {
-                let due = self.inner.store.due(now, scan_limit)?;
+            // Look at the earliest due jobs first; if free slots remain but everything in view
+            // belongs to a kind at its limit (or an unregistered kind), look further so that one
+            // busy kind cannot starve the others.
+            let mut limit = scan_limit;
+            while running.len() < global {
+                let due = self.inner.store.due(now, limit)?;
+                let seen_all = due.len() < limit;
                 let registry = self.registry_read();
                 for d in due {
                     if running.len() >= global {
@@ -440,6 +448,10 @@ impl Engine {
                         (id, kind)
                     });
                 }
+                if seen_all || limit >= MAX_DUE_SCAN {
+                    break;
+                }
+                limit = (limit * 8).min(MAX_DUE_SCAN);
             }
             let next = self.inner.store.next_due_after(now)?;
             if tasks.is_empty() && until_idle {

@@ -83,6 +83,9 @@ pub struct SledJobStore {
     quarantine: Part,
 }
 
+/// How long `open` retries a lock conflict before reporting `Locked`.
+const LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(1500);
+
 const P_JOBS: u8 = b'j';
 const P_DUE: u8 = b'd';
 const P_ACTIVE: u8 = b'a';
@@ -631,6 +634,36 @@ impl<'a> Tx<'a> {
         }
     }
 
+    /// Crash recovery of one job found Running at open.
+    fn recover_job(&mut self, id: JobId, max_recoveries: u32) -> TxResult<()> {
+        let Some(mut rec) = self.get(id)? else {
+            return Ok(());
+        };
+        if rec.status != JobStatus::Running {
+            return Ok(());
+        }
+        let before = Some(IndexKey::of(&rec));
+        rec.recoveries += 1;
+        rec.lease = None;
+        if rec.recoveries > max_recoveries {
+            let error = format!(
+                "crash-looped {} times: the process died during this step {} times in a row",
+                rec.recoveries, rec.recoveries
+            );
+            rec.last_error = Some(error.clone());
+            return self.finish(
+                before,
+                &mut rec,
+                JobStatus::Failed,
+                HistoryEvent::Failed { error },
+            );
+        }
+        rec.status = JobStatus::Queued;
+        rec.due_at_ms = Some(self.now_ms);
+        let recoveries = rec.recoveries;
+        self.save_with(before, &mut rec, HistoryEvent::Recovered { recoveries })
+    }
+
     fn cancel_record(&mut self, mut rec: JobRecord) -> TxResult<()> {
         if rec.status.is_terminal() {
             return Ok(());
@@ -656,21 +689,35 @@ impl SledJobStore {
     /// Opens (or creates) the store in `dir`. A directory held by another process gives
     /// [`StoreError::Locked`].
     pub fn open(dir: &Path) -> Result<SledJobStore, StoreError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .mode(sled::Mode::HighThroughput)
-            .open()
-            .map_err(|e| {
-                let text = e.to_string();
-                if text.contains("could not acquire lock") {
-                    StoreError::Locked {
-                        path: dir.to_path_buf(),
-                        detail: text,
+        // sled releases its file lock asynchronously: its background I/O threads may hold the
+        // database for a moment after the last handle in this process was dropped. So a lock
+        // conflict is retried briefly before it is reported.
+        let deadline = std::time::Instant::now() + LOCK_RETRY;
+        let db = loop {
+            match sled::Config::new()
+                .path(dir)
+                .mode(sled::Mode::HighThroughput)
+                .open()
+            {
+                Ok(db) => break db,
+                Err(e) => {
+                    let text = e.to_string();
+                    if !text.contains("could not acquire lock") {
+                        return Err(StoreError::Io(format!(
+                            "opening state store {}: {text}",
+                            dir.display()
+                        )));
                     }
-                } else {
-                    StoreError::Io(format!("opening state store {}: {text}", dir.display()))
+                    if std::time::Instant::now() >= deadline {
+                        return Err(StoreError::Locked {
+                            path: dir.to_path_buf(),
+                            detail: text,
+                        });
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(10));
                 }
-            })?;
+            }
+        };
         let engine = db.open_tree("engine")?;
         let part = |p| Part {
             tree: engine.clone(),
@@ -712,28 +759,71 @@ impl SledJobStore {
         f: impl Fn(&mut Tx<'_>) -> TxResult<T>,
     ) -> Result<(T, Vec<Changed>), StoreError> {
         let now_ms = to_ms(now);
-        let result = self
-            .engine
-            .transaction(|t| {
-                let mut tx = Tx::new(t, now_ms);
-                let value = f(&mut tx)?;
-                Ok((value, tx.changed))
-            })
-            .map_err(map_tx_err);
-        match result {
-            Ok(v) => {
-                self.flush()?;
-                Ok(v)
-            }
-            Err(StoreError::Corrupt { id, reason }) => {
-                // The rest of the store keeps working: move the bad record aside, then report.
-                if let Err(e) = self.quarantine(id, &reason, now) {
-                    tracing::error!(job = %id, error = %e, "quarantining a corrupt job record failed");
+        let mut quarantined = Vec::new();
+        loop {
+            let result = self
+                .engine
+                .transaction(|t| {
+                    let mut tx = Tx::new(t, now_ms);
+                    let value = f(&mut tx)?;
+                    Ok((value, tx.changed))
+                })
+                .map_err(map_tx_err);
+            match result {
+                Ok(v) => {
+                    // Every write of these transactions comes with a history entry, so an empty
+                    // change list means nothing was written (a dedupe hit, a job not claimable).
+                    if !v.1.is_empty() {
+                        self.flush()?;
+                    }
+                    return Ok(v);
                 }
-                Err(StoreError::Corrupt { id, reason })
+                // A record the transaction touched (the job, a parent or a child) is undecodable:
+                // move it aside so the rest of the store keeps working, then try again without it.
+                Err(StoreError::Corrupt { id, reason }) => {
+                    if quarantined.contains(&id) || quarantined.len() >= 8 {
+                        return Err(StoreError::Corrupt { id, reason });
+                    }
+                    self.quarantine(id, &reason, now)?;
+                    quarantined.push(id);
+                }
+                Err(e) => return Err(e),
             }
-            Err(e) => Err(e),
         }
+    }
+
+    /// A due entry whose job cannot be claimed should not exist (the index changes in the same
+    /// transaction as the record). If one does — damage, or a bug — the runner would find it
+    /// again and again; remove every due entry of `id` that does not match its record.
+    fn drop_stale_due_entries(&self, id: JobId) -> Result<(), StoreError> {
+        let mut stale = Vec::new();
+        for item in self.due.iter() {
+            let (key, _) = item?;
+            if key.get(8..).and_then(read_u64) == Some(id.0) {
+                stale.push(key);
+            }
+        }
+        if stale.is_empty() {
+            return Ok(());
+        }
+        let rec = match self.jobs.get(id_key(id))? {
+            Some(bytes) => decode_record(id, &bytes).ok(),
+            None => None,
+        };
+        let valid = rec.as_ref().and_then(|r| IndexKey::of(r).due);
+        let mut removed = 0;
+        for key in stale {
+            if valid.is_some_and(|d| read_u64(&key) == Some(d)) {
+                continue;
+            }
+            self.engine.remove(prefixed(P_DUE, &key))?;
+            removed += 1;
+        }
+        if removed > 0 {
+            tracing::warn!(job = %id, removed, "removed due-index entries that did not match the job record");
+            self.flush()?;
+        }
+        Ok(())
     }
 
     fn kv_tree(&self, namespace: &str) -> Result<sled::Tree, StoreError> {
@@ -784,6 +874,9 @@ impl JobStore for SledJobStore {
     ) -> Result<Option<(JobRecord, Changed)>, StoreError> {
         let lease_ms = to_ms(lease_until);
         let (rec, mut changed) = self.transact(now, |tx| tx.claim_job(id, owner, lease_ms))?;
+        if rec.is_none() {
+            self.drop_stale_due_entries(id)?;
+        }
         Ok(rec.and_then(|r| changed.pop().map(|c| (r, c))))
     }
 
@@ -882,33 +975,16 @@ impl JobStore for SledJobStore {
                 running.push(id);
             }
         }
-        for id in running {
-            let res = self.transact(now, |tx| {
-                let mut rec = tx.must_get(id)?;
-                if rec.status != JobStatus::Running {
-                    return Ok(());
+        // Batched: one transaction and one flush per chunk keeps start-up fast after a crash
+        // with many jobs in flight.
+        for chunk in running.chunks(512) {
+            let ((), changed) = self.transact(now, |tx| {
+                for &id in chunk {
+                    tx.recover_job(id, max_recoveries)?;
                 }
-                let before = Some(IndexKey::of(&rec));
-                rec.recoveries += 1;
-                rec.lease = None;
-                if rec.recoveries > max_recoveries {
-                    let error = format!(
-                        "crash-looped {} times: the process died during this step {} times in a row",
-                        rec.recoveries, rec.recoveries
-                    );
-                    rec.last_error = Some(error.clone());
-                    return tx.finish(before, &mut rec, JobStatus::Failed, HistoryEvent::Failed { error });
-                }
-                rec.status = JobStatus::Queued;
-                rec.due_at_ms = Some(tx.now_ms);
-                let recoveries = rec.recoveries;
-                tx.save_with(before, &mut rec, HistoryEvent::Recovered { recoveries })
-            });
-            match res {
-                Ok(((), changed)) => all.extend(changed),
-                Err(StoreError::Corrupt { .. }) => {}
-                Err(e) => return Err(e),
-            }
+                Ok(())
+            })?;
+            all.extend(changed);
         }
         Ok(all)
     }
@@ -1041,6 +1117,25 @@ impl JobStore for SledJobStore {
             }
         }
         let decoded = decode_record(id, &raw).ok();
+        // The parent that may be waiting for this job. For an undecodable record, find it through
+        // the links keyspace (rare path), and only if the job was still active (a terminal child
+        // was already counted).
+        let waiting_parent = match &decoded {
+            Some(rec) if rec.awaited_by_parent && !rec.status.is_terminal() => rec.parent,
+            Some(_) => None,
+            None if self.active.get(id_key(id))?.is_some() => {
+                let mut found = None;
+                for item in self.links.iter() {
+                    let (key, _) = item?;
+                    if key.get(8..).and_then(read_u64) == Some(id.0) {
+                        found = read_u64(&key).map(JobId);
+                        break;
+                    }
+                }
+                found
+            }
+            None => None,
+        };
         let entry = QuarantineEntry {
             id,
             reason: reason.to_string(),
@@ -1059,11 +1154,9 @@ impl JobStore for SledJobStore {
                 }
                 tx.active.remove(&id_key(id)[..])?;
                 tx.quarantine.insert(&id_key(id)[..], entry_bytes.clone())?;
-                if let Some(rec) = &decoded {
-                    if rec.awaited_by_parent && !rec.status.is_terminal() {
-                        if let Some(p) = rec.parent {
-                            tx.child_finished(p)?;
-                        }
+                if let Some(p) = waiting_parent {
+                    if tx.get(p)?.is_some_and(|pr| pr.children.contains(&id)) {
+                        tx.child_finished(p)?;
                     }
                 }
                 Ok(tx.changed)

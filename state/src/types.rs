@@ -150,6 +150,20 @@ pub struct ChildSpec {
 }
 
 impl ChildSpec {
+    /// A child by kind name; its schema version is the registered kind's.
+    pub fn new(
+        kind: impl Into<String>,
+        initial_state: serde_json::Value,
+        label: impl Into<String>,
+    ) -> ChildSpec {
+        ChildSpec {
+            kind: kind.into(),
+            initial_state,
+            label: label.into(),
+            schema_version: None,
+        }
+    }
+
     /// A child of workflow kind `W`, its state serialized now.
     pub fn of<W: crate::Workflow>(
         initial: &W::State,
@@ -293,6 +307,7 @@ pub struct JobSummary {
     pub created_at: SystemTime,
     pub updated_at: SystemTime,
     pub due_at: Option<SystemTime>,
+    /// Failed attempts of the current step so far (0 after any progress).
     pub attempt: u32,
     pub last_error: Option<String>,
 }
@@ -345,7 +360,7 @@ pub struct HistoryEntry {
     pub at: SystemTime,
     /// Status after this entry.
     pub status: JobStatus,
-    /// Attempt number of the current step when this happened (0 = not yet tried).
+    /// Failed attempts of the current step so far, when this happened.
     pub attempt: u32,
     pub event: HistoryEvent,
 }

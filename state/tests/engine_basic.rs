@@ -1,6 +1,8 @@
 //! Behaviour of the engine through its public API: steps, waits, retries, failures, fan-out,
 //! cancel, retry, crash recovery, locking, quarantine, kv.
 
+mod common;
+
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -81,7 +83,7 @@ fn counter(fail_first: u32, max_attempts: u32) -> Counter {
 
 #[tokio::test]
 async fn steps_run_to_completion_with_history() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::test_dir();
     let clock = ManualClock::auto_advancing(t0());
     let engine = Engine::open(dir.path(), opts(&clock)).unwrap();
     let wf = counter(0, 3);
@@ -108,7 +110,7 @@ async fn steps_run_to_completion_with_history() {
 
 #[tokio::test]
 async fn retryable_errors_back_off_in_virtual_time_then_succeed() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::test_dir();
     let clock = ManualClock::auto_advancing(t0());
     let engine = Engine::open(dir.path(), opts(&clock)).unwrap();
     engine.register(counter(2, 5), KindLimits::default());
@@ -132,7 +134,7 @@ async fn retryable_errors_back_off_in_virtual_time_then_succeed() {
 
 #[tokio::test]
 async fn exhausted_retries_fail_with_last_error_and_retry_restarts() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::test_dir();
     let clock = ManualClock::auto_advancing(t0());
     let engine = Engine::open(dir.path(), opts(&clock)).unwrap();
     engine.register(counter(3, 3), KindLimits::default());
@@ -159,7 +161,7 @@ async fn exhausted_retries_fail_with_last_error_and_retry_restarts() {
 
 #[tokio::test]
 async fn permanent_error_fails_at_once() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::test_dir();
     let clock = ManualClock::auto_advancing(t0());
     let engine = Engine::open(dir.path(), opts(&clock)).unwrap();
     let wf = Counter {
@@ -180,7 +182,7 @@ async fn permanent_error_fails_at_once() {
 
 #[tokio::test]
 async fn second_open_is_locked() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::test_dir();
     let clock = ManualClock::new(t0());
     let _engine = Engine::open(dir.path(), opts(&clock)).unwrap();
     match Engine::open(dir.path(), opts(&clock)) {
@@ -192,7 +194,7 @@ async fn second_open_is_locked() {
 
 #[tokio::test]
 async fn kv_round_trip_survives_reopen() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::test_dir();
     let clock = ManualClock::new(t0());
     {
         let engine = Engine::open(dir.path(), opts(&clock)).unwrap();

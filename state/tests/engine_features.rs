@@ -1,6 +1,8 @@
 //! Fan-out/fan-in, cancel, crash recovery and its cap, quarantine, panics, timeouts, limits,
 //! leases and epochs, events, dedupe and graceful shutdown.
 
+mod common;
+
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -126,7 +128,7 @@ fn engine_with_kinds(dir: &std::path::Path, clock: &ManualClock) -> Engine {
 
 #[tokio::test]
 async fn fan_out_all_succeed() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::test_dir();
     let clock = ManualClock::auto_advancing(t0());
     let engine = engine_with_kinds(dir.path(), &clock);
     let id = engine
@@ -162,7 +164,7 @@ async fn fan_out_all_succeed() {
 
 #[tokio::test]
 async fn partial_failure_is_never_success() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::test_dir();
     let clock = ManualClock::auto_advancing(t0());
     let engine = engine_with_kinds(dir.path(), &clock);
     let id = engine
@@ -186,7 +188,7 @@ async fn partial_failure_is_never_success() {
 
 #[tokio::test]
 async fn cancel_parent_cancels_waiting_children_at_once() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::test_dir();
     let clock = ManualClock::new(t0());
     let engine = engine_with_kinds(dir.path(), &clock);
     let id = engine
@@ -254,7 +256,7 @@ impl Workflow for Gate {
 
 #[tokio::test]
 async fn cancel_running_job_stops_at_step_boundary() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::test_dir();
     let clock = ManualClock::auto_advancing(t0());
     let engine = Engine::open(dir.path(), opts(&clock)).unwrap();
     let gate = Gate {
@@ -292,7 +294,7 @@ async fn cancel_running_job_stops_at_step_boundary() {
 
 #[tokio::test]
 async fn graceful_shutdown_lets_the_running_step_commit() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::test_dir();
     let clock = ManualClock::new(t0());
     let engine = Engine::open(dir.path(), opts(&clock)).unwrap();
     let gate = Gate {
@@ -323,7 +325,7 @@ async fn graceful_shutdown_lets_the_running_step_commit() {
 
 #[tokio::test]
 async fn crashed_running_job_resumes_and_crash_loop_is_capped() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::test_dir();
     let clock = ManualClock::auto_advancing(t0());
     let (resumed, looping) = {
         let store = SledJobStore::open(dir.path()).unwrap();
@@ -350,7 +352,10 @@ async fn crashed_running_job_resumes_and_crash_loop_is_capped() {
     };
     // The "process" died mid-step for both. Reopen; then crash `looping` again and again.
     for round in 1..=6u32 {
-        let store = SledJobStore::open(dir.path()).unwrap();
+        let store = match SledJobStore::open(dir.path()) {
+            Ok(s) => s,
+            Err(e) => panic!("reopen round {round}: {e:?}"),
+        };
         let changed = store.recover(t0(), 5).unwrap();
         let rec = store.get(looping).unwrap().unwrap();
         if round <= 5 {
@@ -382,7 +387,7 @@ async fn crashed_running_job_resumes_and_crash_loop_is_capped() {
 
 #[tokio::test]
 async fn stale_epoch_commit_is_rejected() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::test_dir();
     let store = SledJobStore::open(dir.path()).unwrap();
     let job = NewJob {
         kind: "k".into(),
@@ -426,7 +431,7 @@ async fn stale_epoch_commit_is_rejected() {
 
 #[tokio::test]
 async fn corrupt_and_unknown_version_records_are_quarantined_rest_works() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::test_dir();
     let clock = ManualClock::auto_advancing(t0());
     let leaf = |v: u32| NewJob {
         kind: "leaf".into(),
@@ -506,7 +511,7 @@ impl Workflow for Flaky {
 #[tokio::test]
 async fn panic_and_timeout_are_retryable() {
     for hang in [false, true] {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = common::test_dir();
         let clock = ManualClock::auto_advancing(t0());
         let engine = Engine::open(dir.path(), opts(&clock)).unwrap();
         let wf = Flaky {
@@ -568,7 +573,7 @@ impl Workflow for Probe {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_kind_limit_is_respected() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::test_dir();
     let clock = ManualClock::auto_advancing(t0());
     let engine = Engine::open(dir.path(), opts(&clock)).unwrap();
     let probe = Probe {
@@ -593,7 +598,7 @@ async fn per_kind_limit_is_respected() {
 
 #[tokio::test]
 async fn dedupe_key_returns_the_first_job() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::test_dir();
     let clock = ManualClock::new(t0());
     let engine = Engine::open(dir.path(), opts(&clock)).unwrap();
     let o = SubmitOptions {
@@ -606,4 +611,177 @@ async fn dedupe_key_returns_the_first_job() {
     assert_eq!(engine.list(&JobFilter::default()).unwrap().len(), 1);
     assert_eq!("42".parse::<JobId>().unwrap(), JobId(42));
     assert_eq!(JobId(42).to_string(), "42");
+}
+
+#[tokio::test]
+async fn corrupt_child_is_quarantined_and_parent_sees_it_failed() {
+    let dir = common::test_dir();
+    let (parent, children) = {
+        let clock = ManualClock::new(t0());
+        let engine = engine_with_kinds(dir.path(), &clock);
+        let id = engine
+            .submit::<Parent>(
+                ParentState::Spawn(vec![(false, true), (false, true)]),
+                SubmitOptions::default(),
+            )
+            .unwrap();
+        let mut events = engine.subscribe();
+        let stop = Arc::new(Notify::new());
+        let run = tokio::spawn({
+            let engine = engine.clone();
+            let stop = stop.clone();
+            async move { engine.run(async move { stop.notified().await }).await }
+        });
+        let mut waiting = 0;
+        while waiting < 2 {
+            let ev = events.recv().await.unwrap();
+            if ev.kind == "leaf" && ev.status == JobStatus::Waiting {
+                waiting += 1;
+            }
+        }
+        stop.notify_one();
+        run.await.unwrap().unwrap();
+        let children = engine.job(id).unwrap().unwrap().children;
+        (id, children)
+    };
+    {
+        let store = SledJobStore::open(dir.path()).unwrap();
+        store
+            .db()
+            .open_tree("engine")
+            .unwrap()
+            .insert(
+                [&b"j"[..], &children[1].0.to_be_bytes()[..]].concat(),
+                &b"\xff\x00garbage"[..],
+            )
+            .unwrap();
+        store.db().flush().unwrap();
+    }
+    let clock = ManualClock::auto_advancing(t0());
+    let engine = engine_with_kinds(dir.path(), &clock);
+    engine.run_until_idle().await.unwrap();
+    let p = engine.job(parent).unwrap().unwrap();
+    assert_eq!(p.status(), JobStatus::PartiallyFailed);
+    assert_eq!(
+        p.output,
+        Some(serde_json::json!(["leaf-0=succeeded", "=failed"]))
+    );
+    let q = engine.quarantined().unwrap();
+    assert_eq!(q.len(), 1);
+    assert_eq!(q[0].id, children[1]);
+    assert!(
+        q[0].reason.contains("invalid job record"),
+        "{}",
+        q[0].reason
+    );
+}
+
+struct QuickA;
+struct QuickB;
+
+impl Workflow for QuickA {
+    type State = ();
+    const KIND: &'static str = "quick-a";
+    const SCHEMA_VERSION: u32 = 1;
+    async fn step(&self, _ctx: StepContext, _s: ()) -> Result<Transition<()>, StepError> {
+        Ok(Transition::Complete {
+            state: (),
+            output: serde_json::Value::Null,
+        })
+    }
+}
+
+impl Workflow for QuickB {
+    type State = ();
+    const KIND: &'static str = "quick-b";
+    const SCHEMA_VERSION: u32 = 1;
+    async fn step(&self, _ctx: StepContext, _s: ()) -> Result<Transition<()>, StepError> {
+        Ok(Transition::Complete {
+            state: (),
+            output: serde_json::Value::Null,
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_kind_at_its_limit_does_not_starve_other_kinds() {
+    let dir = common::test_dir();
+    let clock = ManualClock::auto_advancing(t0());
+    let engine = Engine::open(dir.path(), opts(&clock)).unwrap();
+    engine.register(QuickA, KindLimits::new(1));
+    engine.register(QuickB, KindLimits::default());
+    for _ in 0..300 {
+        engine
+            .submit::<QuickA>((), SubmitOptions::default())
+            .unwrap();
+    }
+    clock.advance(Duration::from_secs(1));
+    let b = engine
+        .submit::<QuickB>((), SubmitOptions::default())
+        .unwrap();
+    let mut events = engine.subscribe();
+    engine.run_until_idle().await.unwrap();
+    let mut a_done_before_b = 0;
+    loop {
+        let ev = events.recv().await.unwrap();
+        if ev.status != JobStatus::Succeeded {
+            continue;
+        }
+        if ev.id == b {
+            break;
+        }
+        a_done_before_b += 1;
+    }
+    assert!(
+        a_done_before_b < 10,
+        "{a_done_before_b} quick-a jobs finished before the later quick-b job"
+    );
+}
+
+#[tokio::test]
+async fn a_stale_due_entry_is_dropped_not_spun_on() {
+    let dir = common::test_dir();
+    let clock = ManualClock::auto_advancing(t0());
+    let done = {
+        let engine = engine_with_kinds(dir.path(), &clock);
+        let id = engine
+            .submit::<Leaf>(
+                LeafState::Start {
+                    fail: false,
+                    wait: false,
+                },
+                SubmitOptions::default(),
+            )
+            .unwrap();
+        engine.run_until_idle().await.unwrap();
+        id
+    };
+    {
+        // Damage: a due entry for a finished job (and one for a job that does not exist).
+        let store = SledJobStore::open(dir.path()).unwrap();
+        let tree = store.db().open_tree("engine").unwrap();
+        for id in [done.0, 999_999] {
+            let key = [
+                &b"d"[..],
+                &(t0()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .unwrap()
+                    .as_millis() as u64)
+                    .to_be_bytes()[..],
+                &id.to_be_bytes()[..],
+            ]
+            .concat();
+            tree.insert(key, &b"leaf"[..]).unwrap();
+        }
+        store.db().flush().unwrap();
+    }
+    let engine = engine_with_kinds(dir.path(), &clock);
+    tokio::time::timeout(Duration::from_secs(10), engine.run_until_idle())
+        .await
+        .expect("run_until_idle must not spin on stale entries")
+        .unwrap();
+    assert_eq!(
+        engine.job(done).unwrap().unwrap().status(),
+        JobStatus::Succeeded
+    );
 }

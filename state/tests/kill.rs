@@ -2,13 +2,15 @@
 //! (at least 20 times) and restarted; finally every job must have completed exactly once
 //! according to its history, and every step's side effect must have happened at least once.
 
+mod common;
+
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
-use tcb_state::{Engine, EngineOptions, HistoryEvent, JobFilter, JobStatus};
+use tcb_state::{Engine, EngineError, EngineOptions, HistoryEvent, JobFilter, JobStatus};
 
 const JOBS: u32 = 150;
 const STEPS: u32 = 6;
@@ -28,7 +30,7 @@ fn worker(dir: &std::path::Path, log: &std::path::Path) -> std::process::Child {
 
 #[test]
 fn sigkilled_worker_completes_every_job_exactly_once() {
-    let tmp = tempfile::tempdir().expect("tempdir");
+    let tmp = common::test_dir();
     let dir = tmp.path().join("state");
     let log = tmp.path().join("effects.log");
     let seed: u64 = rand::random();
@@ -52,7 +54,7 @@ fn sigkilled_worker_completes_every_job_exactly_once() {
             panic!("worker did not start: {line:?} ({status})");
         }
         // A random moment while it works.
-        std::thread::sleep(Duration::from_millis(rng.gen_range(5..120)));
+        std::thread::sleep(Duration::from_millis(rng.gen_range(5..80)));
         if child.try_wait().expect("try_wait").is_none() {
             child.kill().expect("SIGKILL worker");
             kills += 1;
@@ -125,4 +127,32 @@ fn sigkilled_worker_completes_every_job_exactly_once() {
             s.label
         );
     }
+}
+
+#[test]
+fn a_second_process_gets_locked_until_the_first_dies() {
+    let tmp = common::test_dir();
+    let dir = tmp.path().join("state");
+    let mut holder = Command::new(env!("CARGO_BIN_EXE_tcb-state-kill-worker"))
+        .arg("--hold")
+        .arg(&dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn holder");
+    let mut line = String::new();
+    BufReader::new(holder.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read holder output");
+    assert_eq!(line.trim(), "READY");
+    match Engine::open(&dir, EngineOptions::default()) {
+        Err(e @ EngineError::Locked { .. }) => {
+            assert!(e.to_string().contains("locked by another process"), "{e}")
+        }
+        Err(e) => panic!("expected Locked, got {e}"),
+        Ok(_) => panic!("opened a state directory another process holds"),
+    }
+    holder.kill().expect("SIGKILL holder");
+    holder.wait().expect("reap holder");
+    Engine::open(&dir, EngineOptions::default()).expect("the dead holder's lock is released");
 }

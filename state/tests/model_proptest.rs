@@ -6,6 +6,8 @@
 //! state); every broadcast (committed) transition is still in the history after crashes; no two
 //! steps of one job run at once; undisturbed jobs end exactly as their script says.
 
+mod common;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
@@ -464,7 +466,7 @@ fn check_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
     rt.block_on(async move {
         let mut h = Harness {
             world: Arc::new(World::default()),
-            dir: tempfile::tempdir().expect("tempdir"),
+            dir: common::test_dir(),
             clock: ManualClock::auto_advancing(t0()),
             engine: None,
             seen: Arc::new(Mutex::new(Vec::new())),

@@ -22,24 +22,25 @@ pub struct TestApp {
 
 /// Emulator config for tests: fast virtual clock, the given apps, seeded collections.
 pub fn emulator_config(apps: &[TestApp], collections: u32, records: u64) -> EmulatorConfig {
-    let mut cfg = EmulatorConfig::default();
-    cfg.apps = apps
-        .iter()
-        .map(|a| EmulatorApp {
-            appid: a.appid.clone(),
-            secret: a.secret.clone(),
-            envs: a.envs.clone(),
-            ..EmulatorApp::default()
-        })
-        .collect();
-    // Exports take a few virtual seconds; at 40× they take ~0.1 s of real time.
-    cfg.time_scale = 40.0;
-    cfg.seed = Some(SeedSpec {
-        collections,
-        records_per_collection: records,
-        ..SeedSpec::default()
-    });
-    cfg
+    EmulatorConfig {
+        apps: apps
+            .iter()
+            .map(|a| EmulatorApp {
+                appid: a.appid.clone(),
+                secret: a.secret.clone(),
+                envs: a.envs.clone(),
+                ..EmulatorApp::default()
+            })
+            .collect(),
+        // Exports take a few virtual seconds; at 40x they take ~0.1 s of real time.
+        time_scale: 40.0,
+        seed: Some(SeedSpec {
+            collections,
+            records_per_collection: records,
+            ..SeedSpec::default()
+        }),
+        ..EmulatorConfig::default()
+    }
 }
 
 pub async fn start(cfg: EmulatorConfig) -> EmulatorHandle {

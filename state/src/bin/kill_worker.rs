@@ -3,6 +3,7 @@
 //! step appends "<job> <step>" to a side-effect log so the test can check at-least-once effects.
 //!
 //! Usage: tcb-state-kill-worker <state-dir> <effects-log> <jobs> <steps-per-job>
+//!        tcb-state-kill-worker --hold <state-dir>   (opens the store, prints READY, waits)
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -39,7 +40,7 @@ impl Workflow for Steps {
     }
 
     async fn step(&self, ctx: StepContext, s: Progress) -> Result<Transition<Progress>, StepError> {
-        tokio::time::sleep(Duration::from_millis(2)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
         let line = format!("{} {}\n", ctx.job_id, s.done);
         std::fs::OpenOptions::new()
             .create(true)
@@ -60,6 +61,14 @@ impl Workflow for Steps {
 }
 
 async fn run(args: &[String]) -> Result<(), String> {
+    if let [flag, dir] = args {
+        if flag == "--hold" {
+            let _engine = Engine::open(std::path::Path::new(dir), EngineOptions::default())
+                .map_err(|e| e.to_string())?;
+            println!("READY");
+            std::future::pending::<()>().await;
+        }
+    }
     let [dir, log, jobs, steps] = args else {
         return Err("usage: tcb-state-kill-worker <state-dir> <effects-log> <jobs> <steps>".into());
     };

@@ -27,10 +27,9 @@ use serde_json::Value;
 use tcb_backup::emulator::{FaultAction, FaultRule};
 use tcb_state::{Engine, EngineOptions, JobFilter};
 
-/// KNOWN BUG (see `crash_matrix::before_manifest_rename`): a kill between a manifest's temp
-/// write and its rename leaves the temp file behind. Tolerated and counted here so the soak keeps
-/// checking everything else; set to false once the fix lands.
-const TOLERATE_MANIFEST_TEMP_LEAK: bool = true;
+/// The stale-manifest-temp bug (see `crash_matrix::before_manifest_rename`) is fixed on the
+/// workflow branch; set to true to tolerate and count such files again.
+const TOLERATE_MANIFEST_TEMP_LEAK: bool = false;
 
 struct SoakPlan {
     prefix: &'static str,
@@ -280,7 +279,9 @@ async fn soak(plan: SoakPlan) {
         .iter()
         .filter(|j| {
             j.get("kind").and_then(Value::as_str) == Some("backup.run")
-                && j.get("status").and_then(Value::as_str) == Some("PartiallyFailed")
+                && j.get("status")
+                    .and_then(Value::as_str)
+                    .is_some_and(|s| s == "PartiallyFailed" || s == "partially-failed")
         })
         .count();
     if stuck_runs > 0 {
@@ -332,7 +333,13 @@ async fn soak(plan: SoakPlan) {
         }
     }
     // Orphans (exports whose id was never committed) can only come from kills.
-    fx.check_exports(&found, figures.kills * plan.concurrency);
+    // ... or from a failed export call the server had already acted on (reset, 502 after the
+    // job was created): bounded by the faults injected on that endpoint.
+    let export_faults = counters
+        .endpoints
+        .get("databasemigrateexport")
+        .map_or(0, |e| e.faults_injected) as usize;
+    fx.check_exports(&found, figures.kills * plan.concurrency + export_faults);
     assert!(figures.kills >= plan.min_kills, "{figures:?}");
     assert!(injected > 0);
     println!(
@@ -348,9 +355,9 @@ async fn soak_short() {
         prefix: "sks",
         envs: 2,
         collections_per_env: 20,
-        records: 150,
+        records: 1500,
         concurrency: 4,
-        kill_after_ms: (10, 300),
+        kill_after_ms: (5, 150),
         min_kills: 10,
         kill_phase: Duration::from_secs(20),
         seed: 0x5eed_0001,
@@ -365,9 +372,9 @@ async fn soak_long() {
         prefix: "skl",
         envs: 2,
         collections_per_env: 100,
-        records: 300,
+        records: 1500,
         concurrency: 8,
-        kill_after_ms: (10, 250),
+        kill_after_ms: (5, 150),
         min_kills: 200,
         kill_phase: Duration::from_secs(240),
         seed: 0x5eed_0002,

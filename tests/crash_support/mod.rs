@@ -210,7 +210,9 @@ impl Fixture {
             .filter(|j| {
                 !(partial_runs
                     && j.get("kind").and_then(Value::as_str) == Some("backup.run")
-                    && j.get("status").and_then(Value::as_str) == Some("PartiallyFailed"))
+                    && j.get("status")
+                        .and_then(Value::as_str)
+                        .is_some_and(|s| s == "PartiallyFailed" || s == "partially-failed"))
             })
             .collect();
         assert!(open.is_empty(), "jobs left active or failed: {open:#?}");

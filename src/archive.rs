@@ -293,6 +293,7 @@ fn write_blocking(
                 checker.feed(&chunk)?;
                 raw_hasher.update(&chunk);
                 encoder.write_all(&chunk).map_err(&write_err)?;
+                crate::faultpoint::hit("download.mid_stream");
                 bytes_raw += chunk.len() as u64;
                 if bytes_raw >= next_progress {
                     report(bytes_raw, checker.records());
@@ -322,6 +323,7 @@ fn write_blocking(
     temp.file()
         .sync_all()
         .map_err(io_err(&temp_path, "fsync temp file"))?;
+    crate::faultpoint::hit("archive.before_rename");
     temp.persist_noclobber(dest).map_err(|e| {
         if e.kind() == io::ErrorKind::AlreadyExists {
             ArchiveError::AlreadyExists {
@@ -335,6 +337,7 @@ fn write_blocking(
             }
         }
     })?;
+    crate::faultpoint::hit("archive.after_rename");
     // The collection and env directories may be new too: their own entries must survive a
     // crash as well, so sync up to the destination root.
     for d in dir.ancestors().take(3) {

@@ -12,6 +12,7 @@ pub mod config;
 pub mod daemon;
 pub mod destination;
 pub mod emulator;
+pub mod faultpoint;
 pub mod manifest;
 pub mod naming;
 pub mod restore;

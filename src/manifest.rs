@@ -304,6 +304,7 @@ pub fn write_manifest(path: &Path, manifest: &Manifest) -> Result<(), ManifestEr
         file.sync_all()
     };
     write(&temp).map_err(|e| io("write temp file", e))?;
+    crate::faultpoint::hit("manifest.before_rename");
     temp.persist_replacing(path)
         .map_err(|e| io("rename temp file into place", e))?;
     crate::archive::fsutil::sync_dir(dir).map_err(|e| io("fsync directory", e))?;

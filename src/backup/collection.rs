@@ -127,6 +127,7 @@ impl CollectionWorkflow {
             .export(&target.env, &req)
             .await
             .map_err(|e| step_error(&format!("creating the export of {target}"), &e, ctx.now))?;
+        crate::faultpoint::hit("backup.after_export_call");
         tracing::info!(%target, export_job = job_id, "export created");
         st.phase = Phase::ExportCreated {
             export: ExportRef {
@@ -383,10 +384,12 @@ impl CollectionWorkflow {
             .await
             .map_err(|e| StepError::retryable(format!("{what}: manifest writer failed: {e}")))?
             .map_err(|e| StepError::retryable(format!("{what}: {e}")))?;
+        crate::faultpoint::hit("backup.after_manifest");
         let snapshot_id = self
             .catalog
             .record_with_job(&m, &paths.manifest, Some(ctx.job_id.0))
             .map_err(|e| StepError::retryable(format!("{what}: catalog: {e}")))?;
+        crate::faultpoint::hit("backup.after_catalog");
         if let Some(info_collection) = &st.spec.record_collection {
             self.record_info_document(ctx, &target, info_collection, &snapshot_id, &m)
                 .await?;
@@ -474,6 +477,7 @@ impl Workflow for CollectionWorkflow {
             Some(sem) => sem.acquire_owned().await.ok(),
             None => None,
         };
+        crate::faultpoint::hit_at("backup.before_step", state.phase.name());
         let target = state.spec.target.clone();
         let job = ctx.job_id.0;
         let result = match state.phase.clone() {

@@ -105,6 +105,7 @@ impl Workflow for RunWorkflow {
         ctx: StepContext,
         state: RunState,
     ) -> Result<Transition<RunState>, StepError> {
+        crate::faultpoint::hit("run.before_step");
         match state {
             RunState::Start { selection } => {
                 let (targets, problems) = self.resolve(&ctx, &selection).await?;

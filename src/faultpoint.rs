@@ -1,0 +1,151 @@
+//! Named crash points for the reliability tests (`tests/crash_*.rs`).
+//!
+//! A durable step of the backup workflow calls [`hit`] with a stable name at the moment a crash
+//! would be most damaging (between a side effect and the commit that records it, between a
+//! write and its rename, in the middle of a download). When the process was started with
+//! `TCB_BACKUP_FAULTPOINT=<name>[:<n>]`, the n-th hit (default: the first) of that point aborts
+//! the process on the spot: no destructor, no flush, no unwinding — the same as a `kill -9`
+//! from the workflow's point of view. The tests then restart the binary and check that nothing
+//! was lost or duplicated.
+//!
+//! The mechanism is compiled only into debug builds (`cfg(debug_assertions)`, which is what
+//! `cargo test` builds the binary with) or builds with the `faultpoints` cargo feature. In a
+//! release build without that feature [`hit`] is an empty inline function and the variable is
+//! never read.
+
+/// The environment variable naming the point to crash at: `name` or `name:n` (n-th hit, from 1).
+pub const ENV_VAR: &str = "TCB_BACKUP_FAULTPOINT";
+
+/// Every point the code base declares, for the crash matrix and the docs.
+pub const POINTS: &[&str] = &[
+    "backup.before_step.start",
+    "backup.before_step.token_acquired",
+    "backup.after_export_call",
+    "backup.before_step.export_created",
+    "backup.before_step.polling",
+    "download.mid_stream",
+    "archive.before_rename",
+    "archive.after_rename",
+    "backup.before_step.downloaded",
+    "manifest.before_rename",
+    "backup.after_manifest",
+    "backup.after_catalog",
+    // Hit 1: the run's first step (discovery); hit 2: after every child finished.
+    "run.before_step",
+];
+
+/// Marks the named point; aborts the process if it is the armed one (test builds only).
+#[inline]
+pub fn hit(name: &str) {
+    #[cfg(any(debug_assertions, feature = "faultpoints"))]
+    armed::hit(name);
+    #[cfg(not(any(debug_assertions, feature = "faultpoints")))]
+    let _ = name;
+}
+
+/// [`hit`] for `prefix.detail` (e.g. the step about to run), built only when a point is armed.
+#[inline]
+pub fn hit_at(prefix: &str, detail: &str) {
+    #[cfg(any(debug_assertions, feature = "faultpoints"))]
+    armed::hit_at(prefix, detail);
+    #[cfg(not(any(debug_assertions, feature = "faultpoints")))]
+    let _ = (prefix, detail);
+}
+
+/// Whether this build honours [`ENV_VAR`] at all.
+pub const fn enabled() -> bool {
+    cfg!(any(debug_assertions, feature = "faultpoints"))
+}
+
+/// Parses `name[:n]`; `None` for an empty name or a count that is not a positive number.
+pub fn parse_spec(spec: &str) -> Option<(String, u64)> {
+    let spec = spec.trim();
+    let (name, nth) = match spec.rsplit_once(':') {
+        Some((name, n)) => (name, n.trim().parse::<u64>().ok().filter(|n| *n > 0)?),
+        None => (spec, 1),
+    };
+    if name.is_empty() {
+        return None;
+    }
+    Some((name.to_string(), nth))
+}
+
+#[cfg(any(debug_assertions, feature = "faultpoints"))]
+mod armed {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+
+    struct Armed {
+        name: String,
+        nth: u64,
+        hits: AtomicU64,
+    }
+
+    fn armed() -> Option<&'static Armed> {
+        static ARMED: OnceLock<Option<Armed>> = OnceLock::new();
+        ARMED
+            .get_or_init(|| {
+                let spec = std::env::var(super::ENV_VAR).ok()?;
+                let (name, nth) = super::parse_spec(&spec)?;
+                Some(Armed {
+                    name,
+                    nth,
+                    hits: AtomicU64::new(0),
+                })
+            })
+            .as_ref()
+    }
+
+    pub fn hit(name: &str) {
+        if let Some(a) = armed() {
+            if a.name == name {
+                count(a);
+            }
+        }
+    }
+
+    pub fn hit_at(prefix: &str, detail: &str) {
+        if let Some(a) = armed() {
+            let matches = a
+                .name
+                .strip_prefix(prefix)
+                .and_then(|rest| rest.strip_prefix('.'))
+                == Some(detail);
+            if matches {
+                count(a);
+            }
+        }
+    }
+
+    fn count(a: &Armed) {
+        let n = a.hits.fetch_add(1, Ordering::SeqCst) + 1;
+        if n == a.nth {
+            // One line on stderr so a test can tell this crash from any other death.
+            let _ = writeln!(std::io::stderr(), "faultpoint {} hit {n}: aborting", a.name);
+            std::process::abort();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_parse() {
+        assert_eq!(parse_spec("a.b"), Some(("a.b".into(), 1)));
+        assert_eq!(parse_spec("a.b:3"), Some(("a.b".into(), 3)));
+        assert_eq!(parse_spec("a.b:0"), None);
+        assert_eq!(parse_spec("a.b:x"), None);
+        assert_eq!(parse_spec(":2"), None);
+        assert_eq!(parse_spec(""), None);
+    }
+
+    #[test]
+    fn unarmed_points_do_nothing() {
+        // The test process never sets the variable; a hit must simply return.
+        hit("backup.after_catalog");
+        hit_at("backup.before_step", "polling");
+    }
+}

@@ -1,0 +1,143 @@
+//! The crash matrix: for every durable point of the backup workflow (each transition, the
+//! export call before its id is committed, mid-download, between write and rename of the data
+//! file and of the manifest, between manifest, catalog and the final commit, both steps of the
+//! run job), run the real binary with `TCB_BACKUP_FAULTPOINT` set so it aborts exactly there,
+//! restart it without the variable, and check the invariants of `crash_support`.
+//!
+//! One env of one app, three seeded collections plus one of ~600 kB (downloads of several
+//! chunks), concurrency 1 so that exactly one step is in flight when the process dies: then the
+//! export counters say precisely whether a committed export id was ever exported again.
+
+// Shared with the workflow tests (their file); its style lints are theirs.
+#[allow(clippy::field_reassign_with_default)]
+mod backup_support;
+mod crash_support;
+
+use std::time::Duration;
+
+use crash_support::{assert_died_at, Fixture};
+use tcb_backup::faultpoint;
+
+/// Crash at the `nth` hit of `point`, restart, check. `orphans`: exports allowed to be lost
+/// (1 only when the crash falls between the export call and the commit of its id).
+async fn crash_at(prefix: &str, point: &str, nth: u32, orphans: usize) {
+    assert!(
+        faultpoint::POINTS.contains(&point),
+        "{point} is not a declared fault point"
+    );
+    let fx = Fixture::new(prefix, 1, 3, 30, 2500, 1).await;
+    let spec = format!("{point}:{nth}");
+    let out = fx
+        .backup(&[(faultpoint::ENV_VAR, &spec)], Duration::from_secs(120))
+        .await;
+    assert_died_at(&out, point);
+    let resumed = fx.backup_until_done(2).await;
+    let text = String::from_utf8_lossy(&resumed.stdout);
+    assert!(
+        text.contains("\"message_type\":\"summary\""),
+        "no summary after the restart: {text}"
+    );
+    let found = fx.check_invariants().await;
+    assert_eq!(found.len(), 4);
+    fx.check_exports(&found, orphans);
+    fx.emu.shutdown().await;
+}
+
+macro_rules! crash_case {
+    ($name:ident, $prefix:literal, $point:literal, $nth:literal, $orphans:literal) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            crash_at($prefix, $point, $nth, $orphans).await;
+        }
+    };
+}
+
+crash_case!(run_before_discovery, "cra", "run.before_step", 1, 0);
+crash_case!(run_after_children, "crb", "run.before_step", 2, 0);
+crash_case!(before_token, "crc", "backup.before_step.start", 2, 0);
+crash_case!(
+    before_export,
+    "crd",
+    "backup.before_step.token_acquired",
+    2,
+    0
+);
+crash_case!(
+    export_not_committed,
+    "cre",
+    "backup.after_export_call",
+    2,
+    1
+);
+crash_case!(
+    export_committed,
+    "crf",
+    "backup.before_step.export_created",
+    2,
+    0
+);
+crash_case!(while_polling, "crg", "backup.before_step.polling", 3, 0);
+crash_case!(mid_download, "crh", "download.mid_stream", 4, 0);
+crash_case!(before_data_rename, "cri", "archive.before_rename", 2, 0);
+crash_case!(after_data_rename, "crj", "archive.after_rename", 2, 0);
+crash_case!(
+    downloaded_committed,
+    "crk",
+    "backup.before_step.downloaded",
+    2,
+    0
+);
+// Found by this matrix and the soak (a stale manifest temp file after a crash before the
+// rename); fixed on the workflow branch by the record step cleaning its leftovers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn before_manifest_rename() {
+    crash_at("crl", "manifest.before_rename", 2, 0).await;
+}
+crash_case!(after_manifest, "crm", "backup.after_manifest", 2, 0);
+crash_case!(after_catalog, "crn", "backup.after_catalog", 2, 0);
+
+/// Points whose crash case currently fails (see the ignored case above); skipped here so the
+/// rest of the sequence keeps running in CI.
+const KNOWN_BUGS: &[&str] = &[];
+
+/// Every point in turn on the same backup: a crash at each, restarting in between.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_at_every_point_in_one_backup() {
+    let fx = Fixture::new("crz", 1, 3, 30, 2500, 1).await;
+    let mut died = 0;
+    let mut export_crashes = 0;
+    for point in faultpoint::POINTS {
+        if KNOWN_BUGS.contains(point) {
+            continue;
+        }
+        let out = fx
+            .backup(&[(faultpoint::ENV_VAR, point)], Duration::from_secs(120))
+            .await;
+        if out.status.success() {
+            break; // finished before reaching this point: nothing left to crash
+        }
+        // A point the remaining work no longer passes lets the run finish with success above;
+        // anything else must be the armed abort.
+        assert_died_at(&out, point);
+        died += 1;
+        if *point == "backup.after_export_call" {
+            export_crashes += 1;
+        }
+    }
+    assert!(died >= 5, "only {died} crashes happened");
+    fx.backup_until_done(2).await;
+    let found = fx.check_invariants().await;
+    fx.check_exports(&found, export_crashes);
+    fx.emu.shutdown().await;
+}
+
+#[test]
+fn every_declared_point_is_in_the_matrix() {
+    let source = include_str!("crash_matrix.rs");
+    for point in faultpoint::POINTS {
+        assert!(
+            source.contains(&format!("\"{point}\",")),
+            "{point} has no crash case"
+        );
+    }
+}

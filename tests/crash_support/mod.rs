@@ -1,0 +1,365 @@
+//! Shared pieces of the reliability tests (crash matrix, soak, environment faults, security):
+//! run the real `tcb-backup` binary against an in-process emulator, kill it, restart it, and
+//! check the invariants every backup must keep whatever happened to the process:
+//!
+//! - every collection ends with exactly one snapshot, Recorded in the catalog (one entry, no
+//!   duplicate), whose data file verifies against its manifest (sizes, sha256, record count)
+//!   and holds exactly the emulator's documents;
+//! - no temporary or orphaned file is visible in the destination;
+//! - no job is left active or failed;
+//! - no second export for a job whose export job id was committed (checked by the callers with
+//!   the emulator's export counters and the ids they saw committed).
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use tcb_backup::archive;
+use tcb_backup::emulator::EmulatorHandle;
+use tcb_backup::manifest::Manifest;
+
+use super::backup_support::{self, TestApp};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_tcb-backup");
+
+/// One test's world: an emulator, a temp dir with config, state and snapshots.
+pub struct Fixture {
+    pub emu: EmulatorHandle,
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub apps: Vec<TestApp>,
+}
+
+impl Fixture {
+    /// `collections` seeded collections of `records` records in each env of one app, plus
+    /// `big_records` records (~250 bytes each) in a collection named `big` so downloads span
+    /// many chunks.
+    pub async fn new(
+        prefix: &str,
+        envs: usize,
+        collections: u32,
+        records: u64,
+        big_records: usize,
+        concurrency: usize,
+    ) -> Fixture {
+        let apps = backup_support::test_apps(prefix, 1, envs);
+        let cfg = backup_support::emulator_config(&apps, collections, records);
+        let emu = backup_support::start(cfg).await;
+        if big_records > 0 {
+            for env in &apps[0].envs {
+                let docs: Vec<_> = (0..big_records)
+                    .map(|n| serde_json::json!({ "_id": format!("big-{n:07}"), "n": n, "pad": "p".repeat(200) }))
+                    .collect();
+                emu.control()
+                    .insert_documents(env, "big", docs)
+                    .expect("insert big collection");
+            }
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = backup_support::write_config(dir.path(), &emu.base_url(), &apps, concurrency);
+        Fixture {
+            emu,
+            dir,
+            config,
+            apps,
+        }
+    }
+
+    pub fn snapshots_dir(&self) -> PathBuf {
+        self.dir.path().join("snapshots")
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// Every (env, collection) the emulator holds for the test app.
+    pub fn targets(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for env in &self.apps[0].envs {
+            for c in self.emu.control().collections(env).expect("collections") {
+                out.push((env.clone(), c));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// The export job ids the emulator created, per (env, collection), ascending.
+    pub fn exports(&self) -> BTreeMap<(String, String), Vec<u64>> {
+        let mut out: BTreeMap<(String, String), Vec<u64>> = BTreeMap::new();
+        for env in &self.apps[0].envs {
+            for j in self.emu.control().jobs(env) {
+                if j.export {
+                    out.entry((env.clone(), j.collection.clone()))
+                        .or_default()
+                        .push(j.job_id);
+                }
+            }
+        }
+        for ids in out.values_mut() {
+            ids.sort_unstable();
+        }
+        out
+    }
+
+    /// `tcb-backup backup --json` with `env` added, killed after `timeout` if still running.
+    pub async fn backup(&self, env: &[(&str, &str)], timeout: Duration) -> Output {
+        run(&self.config, &["--json", "backup"], env, timeout).await
+    }
+
+    /// Runs `backup` until it exits 0 (at most `max` times), returning the last output.
+    pub async fn backup_until_done(&self, max: usize) -> Output {
+        let mut last = None;
+        for _ in 0..max {
+            let out = self.backup(&[], Duration::from_secs(120)).await;
+            let ok = out.status.success();
+            last = Some(out);
+            if ok {
+                break;
+            }
+        }
+        let out = last.expect("at least one run");
+        assert!(
+            out.status.success(),
+            "backup did not finish: {}\nstderr:\n{}\nstdout:\n{}",
+            describe(&out.status),
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        out
+    }
+
+    /// The catalog as `tcb-backup snapshots --json` prints it.
+    pub async fn catalog(&self) -> Vec<Value> {
+        let out = run(
+            &self.config,
+            &["--json", "snapshots"],
+            &[],
+            Duration::from_secs(60),
+        )
+        .await;
+        assert!(out.status.success(), "snapshots: {}", stderr(&out));
+        serde_json::from_slice::<Vec<Value>>(&out.stdout).expect("snapshots --json is a list")
+    }
+
+    /// Active and failed jobs as `tcb-backup jobs --json` prints them.
+    pub async fn open_jobs(&self) -> Vec<Value> {
+        let out = run(
+            &self.config,
+            &["--json", "jobs"],
+            &[],
+            Duration::from_secs(60),
+        )
+        .await;
+        assert!(out.status.success(), "jobs: {}", stderr(&out));
+        serde_json::from_slice::<Vec<Value>>(&out.stdout).expect("jobs --json is a list")
+    }
+
+    /// The invariants every finished backup keeps (see the module docs). Returns the manifests.
+    pub async fn check_invariants(&self) -> Vec<(PathBuf, Manifest)> {
+        self.check_invariants_tolerating(false, false).await.0
+    }
+
+    /// [`Fixture::check_invariants`], optionally tolerating (and counting) stale manifest temp
+    /// files: the known leak when a crash falls between a manifest's write and its rename.
+    /// `partial_runs`: tolerate `backup.run` jobs left PartiallyFailed after their failed
+    /// children were retried (the known gap: such a run cannot be retried itself).
+    pub async fn check_invariants_tolerating(
+        &self,
+        manifest_temps: bool,
+        partial_runs: bool,
+    ) -> (Vec<(PathBuf, Manifest)>, usize) {
+        let targets = self.targets();
+        let found = backup_support::manifests(&self.snapshots_dir());
+        let mut seen = BTreeSet::new();
+        for (path, m) in &found {
+            assert!(
+                seen.insert((m.env.clone(), m.collection.clone())),
+                "two snapshots of {}/{} (second: {})",
+                m.env,
+                m.collection,
+                path.display()
+            );
+            let data = m.data_path(path);
+            archive::verify_snapshot(&data, m, true)
+                .unwrap_or_else(|e| panic!("{} does not verify: {e}", data.display()));
+            backup_support::check_snapshot(path, m, &self.emu);
+        }
+        let have: Vec<_> = seen.into_iter().collect();
+        assert_eq!(have, targets, "one snapshot per collection");
+        let tolerated = self.check_no_stray_files(&found, manifest_temps);
+
+        let catalog = self.catalog().await;
+        let ids: Vec<&str> = catalog
+            .iter()
+            .map(|e| e.get("id").and_then(Value::as_str).unwrap_or(""))
+            .collect();
+        let unique: BTreeSet<&str> = ids.iter().copied().collect();
+        assert_eq!(unique.len(), ids.len(), "duplicate catalog ids: {ids:?}");
+        assert_eq!(ids.len(), targets.len(), "one catalog entry per collection");
+
+        let open: Vec<Value> = self
+            .open_jobs()
+            .await
+            .into_iter()
+            .filter(|j| {
+                !(partial_runs
+                    && j.get("kind").and_then(Value::as_str) == Some("backup.run")
+                    && j.get("status")
+                        .and_then(Value::as_str)
+                        .is_some_and(|s| s == "PartiallyFailed" || s == "partially-failed"))
+            })
+            .collect();
+        assert!(open.is_empty(), "jobs left active or failed: {open:#?}");
+        (found, tolerated)
+    }
+
+    /// Every file in the destination is a published data file with its manifest or a manifest
+    /// of one: no temp file, no data file without manifest.
+    pub fn check_no_stray_files(
+        &self,
+        found: &[(PathBuf, Manifest)],
+        manifest_temps: bool,
+    ) -> usize {
+        let mut tolerated = 0;
+        let expected: BTreeSet<PathBuf> = found
+            .iter()
+            .flat_map(|(p, m)| [p.clone(), m.data_path(p)])
+            .collect();
+        for f in backup_support::walk(&self.snapshots_dir()) {
+            let name = f.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if manifest_temps && name.starts_with(".tmp-") && name.contains(".manifest.json-") {
+                tolerated += 1;
+                continue;
+            }
+            assert!(
+                !name.starts_with(".tmp-"),
+                "leftover temp file {}",
+                f.display()
+            );
+            assert!(
+                expected.contains(&f),
+                "stray file in the destination: {}",
+                f.display()
+            );
+        }
+        tolerated
+    }
+
+    /// No collection got a second export, except the ones in `allowed_orphans` which may have
+    /// exactly one orphan each (an export whose id was never committed). The recorded snapshot
+    /// always uses the newest export.
+    pub fn check_exports(&self, found: &[(PathBuf, Manifest)], max_orphans: usize) {
+        let exports = self.exports();
+        let mut orphans = 0;
+        for (_, m) in found {
+            let ids = exports
+                .get(&(m.env.clone(), m.collection.clone()))
+                .cloned()
+                .unwrap_or_default();
+            assert_eq!(
+                ids.last(),
+                Some(&m.export_job_id),
+                "{}/{}: the snapshot must come from the newest export: {ids:?}",
+                m.env,
+                m.collection
+            );
+            orphans += ids.len() - 1;
+        }
+        assert!(
+            orphans <= max_orphans,
+            "{orphans} orphaned exports, at most {max_orphans} allowed: {exports:?}"
+        );
+    }
+}
+
+/// Runs the binary with `args` after `--config`, extra env, a deadline (then SIGKILL).
+pub async fn run(config: &Path, args: &[&str], env: &[(&str, &str)], timeout: Duration) -> Output {
+    let mut cmd = tokio::process::Command::new(BIN);
+    cmd.arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove(tcb_backup::faultpoint::ENV_VAR)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn tcb-backup");
+    let mut out_pipe = child.stdout.take().expect("stdout");
+    let mut err_pipe = child.stderr.take().expect("stderr");
+    let out_reader = tokio::spawn(async move {
+        let mut buf = Vec::new();
+        let _ = tokio::io::AsyncReadExt::read_to_end(&mut out_pipe, &mut buf).await;
+        buf
+    });
+    let err_reader = tokio::spawn(async move {
+        let mut buf = Vec::new();
+        let _ = tokio::io::AsyncReadExt::read_to_end(&mut err_pipe, &mut buf).await;
+        buf
+    });
+    let status = tokio::time::timeout(timeout, child.wait()).await;
+    let timed_out = status.is_err();
+    let status = match status {
+        Ok(s) => s.expect("wait for tcb-backup"),
+        Err(_) => {
+            let _ = child.start_kill();
+            child.wait().await.expect("reap tcb-backup")
+        }
+    };
+    let out = Output {
+        status,
+        stdout: out_reader.await.unwrap_or_default(),
+        stderr: err_reader.await.unwrap_or_default(),
+    };
+    if timed_out {
+        let tail = |b: &[u8]| {
+            let t = String::from_utf8_lossy(b).into_owned();
+            let start = t.len().saturating_sub(4000);
+            t.get(start..).unwrap_or("").to_string()
+        };
+        panic!(
+            "tcb-backup {args:?} still running after {timeout:?}; stderr tail:\n{}\nstdout tail:\n{}",
+            tail(&out.stderr),
+            tail(&out.stdout)
+        );
+    }
+    out
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn describe(status: &ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(c), _) => format!("exit code {c}"),
+        (None, Some(s)) => format!("signal {s}"),
+        _ => "unknown".into(),
+    }
+}
+
+/// The process died at the armed fault point (SIGABRT after the faultpoint line).
+pub fn assert_died_at(out: &Output, point: &str) {
+    use std::os::unix::process::ExitStatusExt;
+    let err = stderr(out);
+    assert_eq!(
+        out.status.signal(),
+        Some(6),
+        "expected an abort at {point}, got {}; stderr:\n{err}",
+        describe(&out.status)
+    );
+    assert!(
+        err.contains(&format!("faultpoint {point} hit")),
+        "died, but not at {point}: {err}"
+    );
+}

@@ -1,0 +1,383 @@
+//! Random-kill soak: the real binary backs up a batch of collections while ~30 % of API calls
+//! fail (a seeded mix of errcodes, 5xx, connection resets, expired and truncated downloads) and
+//! a driver SIGKILLs it at random moments, restarting it each time with `backup --resume-only`.
+//! After each kill the driver opens the state store itself and notes every export job id a
+//! collection job has committed; a later commit of a different id for the same job would be a
+//! second export of a committed job. At the end: the invariants of `crash_support`, and the
+//! figures printed.
+//!
+//! - `soak_short` (CI): 1 app, 2 envs × 20 collections (40, not 200: bounded to ~60 s on 2
+//!   cores), at least 10 kills.
+//! - `soak_long` (`cargo test --test soak_random_kill -- --ignored`): 200 collections and at
+//!   least 200 kills.
+
+// Shared with the workflow tests (their file); its style lints are theirs.
+#[allow(clippy::field_reassign_with_default)]
+mod backup_support;
+mod crash_support;
+
+use std::collections::BTreeMap;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use crash_support::Fixture;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::Value;
+use tcb_backup::emulator::{FaultAction, FaultRule};
+use tcb_state::{Engine, EngineOptions, JobFilter};
+
+/// The stale-manifest-temp bug (see `crash_matrix::before_manifest_rename`) is fixed on the
+/// workflow branch; set to true to tolerate and count such files again.
+const TOLERATE_MANIFEST_TEMP_LEAK: bool = false;
+
+struct SoakPlan {
+    prefix: &'static str,
+    envs: usize,
+    collections_per_env: u32,
+    records: u64,
+    concurrency: usize,
+    /// Random time between the first progress line of a process and its kill, in milliseconds.
+    kill_after_ms: (u64, u64),
+    min_kills: usize,
+    /// Stop killing after this long (the batch is then finished without kills).
+    kill_phase: Duration,
+    seed: u64,
+}
+
+/// The seeded fault mix: three kinds of failure per endpoint, each at p where
+/// 1 - (1 - p)^3 = 0.30, so ~30 % of the calls of every endpoint fail.
+fn add_fault_mix(fx: &Fixture) {
+    let p = 1.0 - 0.7f64.powf(1.0 / 3.0);
+    let c = fx.emu.control();
+    let api = [
+        "stable_token",
+        "databasecollectionget",
+        "databasemigrateexport",
+        "databasemigratequeryinfo",
+    ];
+    for ep in api {
+        c.add_fault(FaultRule::with_probability(
+            ep,
+            p,
+            FaultAction::Errcode {
+                errcode: -1,
+                errmsg: None,
+            },
+        ));
+        c.add_fault(FaultRule::with_probability(
+            ep,
+            p,
+            FaultAction::HttpStatus { status: 502 },
+        ));
+        c.add_fault(FaultRule::with_probability(ep, p, FaultAction::Reset));
+    }
+    c.add_fault(FaultRule::with_probability(
+        "download",
+        p,
+        FaultAction::ExpiredUrl,
+    ));
+    c.add_fault(FaultRule::with_probability(
+        "download",
+        p,
+        FaultAction::TruncateBody { keep_bytes: None },
+    ));
+    c.add_fault(FaultRule::with_probability(
+        "download",
+        p,
+        FaultAction::Reset,
+    ));
+}
+
+/// The export job id each `backup.collection` job has committed, from the store.
+fn committed_exports(state_dir: &std::path::Path) -> BTreeMap<u64, u64> {
+    let mut out = BTreeMap::new();
+    let engine = match Engine::open(state_dir, EngineOptions::default()) {
+        Ok(e) => e,
+        Err(e) => panic!("the store does not open after a kill: {e}"),
+    };
+    let jobs = engine
+        .list(&JobFilter {
+            kind: Some("backup.collection".into()),
+            ..JobFilter::default()
+        })
+        .expect("list jobs");
+    for s in jobs {
+        let view = engine.job(s.id).expect("read job").expect("job exists");
+        let export = view
+            .state
+            .pointer("/phase/export/job_id")
+            .and_then(Value::as_u64);
+        if let Some(export) = export {
+            out.insert(s.id.0, export);
+        }
+    }
+    out
+}
+
+#[derive(Default, Debug)]
+struct Figures {
+    kills: usize,
+    runs: usize,
+    exits: BTreeMap<String, usize>,
+    observations: usize,
+}
+
+async fn soak(plan: SoakPlan) {
+    let started = Instant::now();
+    let fx = Fixture::new(
+        plan.prefix,
+        plan.envs,
+        plan.collections_per_env,
+        plan.records,
+        0,
+        plan.concurrency,
+    )
+    .await;
+    add_fault_mix(&fx);
+    let mut rng = StdRng::seed_from_u64(plan.seed);
+    let mut figures = Figures::default();
+    // job id -> export job id first seen committed
+    let mut first_commit: BTreeMap<u64, u64> = BTreeMap::new();
+    let mut run_submitted = false;
+    let mut done = false;
+
+    while !done {
+        let killing = started.elapsed() < plan.kill_phase || figures.kills < plan.min_kills;
+        let mut cmd = tokio::process::Command::new(crash_support::BIN);
+        cmd.arg("--config")
+            .arg(&fx.config)
+            .arg("--json")
+            .arg("backup");
+        if run_submitted {
+            cmd.arg("--resume-only");
+        }
+        cmd.env_remove(tcb_backup::faultpoint::ENV_VAR)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().expect("spawn");
+        let stdout = child.stdout.take().expect("stdout");
+        // The kill falls a random time after the process has shown progress (so each life
+        // does some work, whatever the machine's load), never during its start-up only.
+        let (working_tx, working_rx) = tokio::sync::oneshot::channel::<()>();
+        let reader = tokio::spawn(async move {
+            use tokio::io::AsyncBufReadExt;
+            let mut lines = tokio::io::BufReader::new(stdout).lines();
+            let mut all = Vec::new();
+            let mut working = Some(working_tx);
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line.contains("\"message_type\":\"progress\"") {
+                    if let Some(tx) = working.take() {
+                        let _ = tx.send(());
+                    }
+                }
+                all.extend_from_slice(line.as_bytes());
+                all.push(b'\n');
+            }
+            all
+        });
+        figures.runs += 1;
+        let life =
+            Duration::from_millis(rng.gen_range(plan.kill_after_ms.0..=plan.kill_after_ms.1));
+        let status = if killing {
+            tokio::select! {
+                s = child.wait() => Some(s.expect("wait")),
+                _ = async {
+                    if working_rx.await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                    tokio::time::sleep(life).await;
+                } => None,
+            }
+        } else {
+            Some(
+                tokio::time::timeout(Duration::from_secs(600), child.wait())
+                    .await
+                    .expect("the final run finishes")
+                    .expect("wait"),
+            )
+        };
+        let killed = status.is_none();
+        if killed {
+            child.start_kill().expect("SIGKILL");
+            child.wait().await.expect("reap");
+            figures.kills += 1;
+        }
+        let stdout = reader.await.unwrap_or_default();
+        let text = String::from_utf8_lossy(&stdout);
+        if text.contains("\"message_type\":\"run_started\"") {
+            run_submitted = true;
+        }
+        if let Some(status) = status {
+            *figures
+                .exits
+                .entry(crash_support::describe(&status))
+                .or_default() += 1;
+            if status.success() && run_submitted {
+                done = true;
+            }
+        }
+        // What the store says now, with the process dead or finished.
+        for (job, export) in committed_exports(&fx.state_dir()) {
+            figures.observations += 1;
+            let first = *first_commit.entry(job).or_insert(export);
+            assert_eq!(
+                first, export,
+                "job {job} committed export {first}, later export {export}: a second export"
+            );
+        }
+        if !run_submitted && !killed {
+            // The run was never started (e.g. killed before submitting): check the store.
+            run_submitted = fx
+                .open_jobs()
+                .await
+                .iter()
+                .any(|j| j.get("kind").and_then(Value::as_str) == Some("backup.run"));
+        }
+    }
+
+    // Jobs that gave up under the abuse (retry budget spent across kills, or crash-looping):
+    // an operator would `tcb-backup retry` them; so does the soak, and it reports how many.
+    let mut gave_up: BTreeMap<String, usize> = BTreeMap::new();
+    for job in fx.open_jobs().await {
+        if job.get("kind").and_then(Value::as_str) != Some("backup.collection") {
+            continue;
+        }
+        let error = job
+            .get("last_error")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let reason = if error.contains("crash-looped") {
+            "crash-looped".to_string()
+        } else {
+            error.chars().take(60).collect()
+        };
+        *gave_up.entry(reason).or_default() += 1;
+        let id = job
+            .get("id")
+            .and_then(Value::as_u64)
+            .expect("id")
+            .to_string();
+        let out =
+            crash_support::run(&fx.config, &["retry", &id], &[], Duration::from_secs(180)).await;
+        assert!(
+            out.status.success(),
+            "retry {id}: {}",
+            crash_support::stderr(&out)
+        );
+    }
+    // KNOWN GAP (reported): a run whose failed children were retried successfully stays
+    // PartiallyFailed, and `retry` refuses a PartiallyFailed job. Counted, and tolerated by the
+    // open-jobs check below.
+    let stuck_runs = fx
+        .open_jobs()
+        .await
+        .iter()
+        .filter(|j| {
+            j.get("kind").and_then(Value::as_str) == Some("backup.run")
+                && j.get("status")
+                    .and_then(Value::as_str)
+                    .is_some_and(|s| s == "PartiallyFailed" || s == "partially-failed")
+        })
+        .count();
+    if stuck_runs > 0 {
+        gave_up.insert("run left PartiallyFailed (known gap)".into(), stuck_runs);
+    }
+    let counters = fx.emu.control().counters();
+    let calls: u64 = counters.endpoints.values().map(|e| e.calls).sum();
+    let injected: u64 = counters.endpoints.values().map(|e| e.faults_injected).sum();
+    let exports: u64 = fx.exports().values().map(|v| v.len() as u64).sum();
+    // Printed before the checks so a failing soak still reports what it did.
+    println!(
+        "soak {}: {} collections, {} kills survived, {} processes, exits {:?}, {} API calls, {} faults injected ({:.0} %), {} exports ({} beyond one per collection), {} store observations, jobs retried after giving up: {:?}, {:.1} s",
+        plan.prefix,
+        fx.targets().len(),
+        figures.kills,
+        figures.runs,
+        figures.exits,
+        calls,
+        injected,
+        100.0 * injected as f64 / calls.max(1) as f64,
+        exports,
+        exports.saturating_sub(fx.targets().len() as u64),
+        figures.observations,
+        gave_up,
+        started.elapsed().as_secs_f64()
+    );
+    let (found, stale_manifest_temps) = fx
+        .check_invariants_tolerating(TOLERATE_MANIFEST_TEMP_LEAK, true)
+        .await;
+    assert_eq!(found.len(), plan.envs * plan.collections_per_env as usize);
+    // The snapshot of each job is the export it first committed.
+    let catalog = fx.catalog().await;
+    for entry in &catalog {
+        let job = entry
+            .get("job")
+            .and_then(Value::as_u64)
+            .expect("catalog entry has its job");
+        let id = entry.get("id").and_then(Value::as_str).unwrap_or("");
+        let export: u64 = id
+            .rsplit('/')
+            .next()
+            .and_then(|s| s.parse().ok())
+            .expect("id ends with the export id");
+        if let Some(first) = first_commit.get(&job) {
+            assert_eq!(
+                *first, export,
+                "job {job}: snapshot of export {export}, but {first} was committed first"
+            );
+        }
+    }
+    // Orphans (exports whose id was never committed) can only come from kills.
+    // ... or from a failed export call the server had already acted on (reset, 502 after the
+    // job was created): bounded by the faults injected on that endpoint.
+    let export_faults = counters
+        .endpoints
+        .get("databasemigrateexport")
+        .map_or(0, |e| e.faults_injected) as usize;
+    fx.check_exports(&found, figures.kills * plan.concurrency + export_faults);
+    assert!(figures.kills >= plan.min_kills, "{figures:?}");
+    assert!(injected > 0);
+    println!(
+        "soak {}: invariants hold; {stale_manifest_temps} stale manifest temp files tolerated (known bug)",
+        plan.prefix
+    );
+    fx.emu.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soak_short() {
+    soak(SoakPlan {
+        prefix: "sks",
+        envs: 2,
+        collections_per_env: 20,
+        records: 1500,
+        concurrency: 4,
+        kill_after_ms: (5, 150),
+        min_kills: 10,
+        kill_phase: Duration::from_secs(20),
+        seed: 0x5eed_0001,
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "long: 200 collections, at least 200 kills (run with --ignored)"]
+async fn soak_long() {
+    soak(SoakPlan {
+        prefix: "skl",
+        envs: 2,
+        collections_per_env: 100,
+        records: 1500,
+        concurrency: 8,
+        kill_after_ms: (5, 150),
+        min_kills: 200,
+        kill_phase: Duration::from_secs(240),
+        seed: 0x5eed_0002,
+    })
+    .await;
+}

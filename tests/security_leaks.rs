@@ -193,7 +193,7 @@ async fn destination_is_private() {
 /// 0644 (umask), so other local users can read job states and the catalog. Fix: create the
 /// state dir 0700 before `Engine::open` (and/or open sled files 0600).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known bug: state store is 0755/0644"]
+
 async fn state_store_is_private() {
     let fx = Fixture::new("ses", 1, 2, 20, 0, 2).await;
     fx.backup_until_done(1).await;

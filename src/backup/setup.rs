@@ -37,6 +37,9 @@ pub enum SetupError {
 
 /// Loads and validates the config file.
 pub fn load(path: &Path) -> Result<Config, SetupError> {
+    if let Some(warning) = config::config_permission_warning(path) {
+        tracing::warn!("{warning}");
+    }
     config::load(path).map_err(|e| {
         if e.missing {
             SetupError::Missing(format!(

@@ -389,10 +389,22 @@ fn snapshots(g: &GlobalArgs, a: SnapshotsArgs, out: Output) -> Result<ExitStatus
         Err(e) => return Err(e),
     };
     let catalog = SnapshotCatalog::new(engine.kv(SnapshotCatalog::NAMESPACE));
-    let mut list = catalog
+    let list = catalog
         .list(a.env.as_deref(), a.collection.as_deref())
         .map_err(|e| CliError::error(e.to_string()))?;
-    if let Some(n) = a.limit {
+    print_snapshots(list, a.limit, "", &out);
+    Ok(ExitStatus::Ok)
+}
+
+/// Prints the `snapshots` listing (newest first, at most `limit`): one JSON document, or a
+/// table. `source` is appended to the count line (e.g. where the list came from).
+pub(crate) fn print_snapshots(
+    mut list: Vec<SnapshotRecord>,
+    limit: Option<usize>,
+    source: &str,
+    out: &Output,
+) {
+    if let Some(n) = limit {
         list.truncate(n);
     }
     out.document(&list);
@@ -419,9 +431,8 @@ fn snapshots(g: &GlobalArgs, a: SnapshotsArgs, out: Output) -> Result<ExitStatus
             ]);
         }
         out.text(&t.render());
-        out.text(&format!("{} snapshot(s)", list.len()));
+        out.text(&format!("{} snapshot(s){source}", list.len()));
     }
-    Ok(ExitStatus::Ok)
 }
 
 #[derive(Serialize)]

@@ -196,40 +196,9 @@ pub fn remote_snapshots(
     locked: CliError,
 ) -> Result<ExitStatus, CliError> {
     let client = daemon_client(g, &locked)?;
-    let mut list = block_on(client.snapshots(a.env.as_deref(), a.collection.as_deref()))
+    let list = block_on(client.snapshots(a.env.as_deref(), a.collection.as_deref()))
         .map_err(|e| remote_error(&locked, e))?;
-    if let Some(n) = a.limit {
-        list.truncate(n);
-    }
-    out.document(&list);
-    if !out.is_json() {
-        let mut t = Table::new(&[
-            ("ID", false),
-            ("TIME (UTC)", false),
-            ("ENV", false),
-            ("COLLECTION", false),
-            ("RECORDS", true),
-            ("SIZE", true),
-            ("STORED", true),
-        ]);
-        for s in &list {
-            let m = s.manifest();
-            t.row(vec![
-                s.id().to_string(),
-                s.time_text(),
-                m.env.clone(),
-                m.collection.clone(),
-                m.records.to_string(),
-                human_bytes(m.bytes_raw),
-                human_bytes(m.bytes_stored),
-            ]);
-        }
-        out.text(&t.render());
-        out.text(&format!(
-            "{} snapshot(s) (from the running daemon)",
-            list.len()
-        ));
-    }
+    super::commands::print_snapshots(list, a.limit, " (from the running daemon)", &out);
     Ok(ExitStatus::Ok)
 }
 

@@ -580,7 +580,7 @@ fn jobs(g: &GlobalArgs, a: JobsArgs, out: Output) -> Result<ExitStatus, CliError
         }
         Err(e) => return Err(e),
     };
-    let mut list = if a.all {
+    let list = if a.all {
         engine.list(&JobFilter::default()).map_err(engine_error)?
     } else {
         let mut active = engine
@@ -598,6 +598,13 @@ fn jobs(g: &GlobalArgs, a: JobsArgs, out: Output) -> Result<ExitStatus, CliError
         active.extend(failed);
         active
     };
+    print_jobs(list, "", &out);
+    Ok(ExitStatus::Ok)
+}
+
+/// Prints the `jobs` listing (newest first): one JSON document of [`JobLine`]s, or a table.
+/// `note` is printed under the table (e.g. where the list came from).
+pub(crate) fn print_jobs(mut list: Vec<tcb_state::JobSummary>, note: &str, out: &Output) {
     list.sort_by_key(|s| std::cmp::Reverse(s.id.0));
     list.dedup_by_key(|s| s.id.0);
     let lines: Vec<JobLine> = list.iter().map(JobLine::from).collect();
@@ -625,8 +632,10 @@ fn jobs(g: &GlobalArgs, a: JobsArgs, out: Output) -> Result<ExitStatus, CliError
             ]);
         }
         out.text(&t.render());
+        if !note.is_empty() {
+            out.text(note);
+        }
     }
-    Ok(ExitStatus::Ok)
 }
 
 async fn retry(g: &GlobalArgs, a: JobArg, out: Output) -> Result<ExitStatus, CliError> {

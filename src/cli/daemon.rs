@@ -11,7 +11,7 @@ use tcb_state::JobView;
 use super::args::{GlobalArgs, JobsArgs, ShowArgs, SnapshotsArgs};
 use super::exit::{CliError, ExitStatus};
 use super::output::Output;
-use super::table::{human_bytes, Table};
+use super::table::human_bytes;
 use crate::backup::catalog_store::SnapshotRecord;
 use crate::backup::setup;
 use crate::daemon::backup::{run_from_config, signals, DaemonStartError, RunOptions};
@@ -210,52 +210,8 @@ pub fn remote_jobs(
     locked: CliError,
 ) -> Result<ExitStatus, CliError> {
     let client = daemon_client(g, &locked)?;
-    let mut list = block_on(client.jobs(a.all)).map_err(|e| remote_error(&locked, e))?;
-    list.sort_by_key(|s| std::cmp::Reverse(s.id.0));
-    list.dedup_by_key(|s| s.id.0);
-    // The same JSON shape as `jobs` reading the store.
-    let lines: Vec<serde_json::Value> = list
-        .iter()
-        .map(|s| {
-            serde_json::json!({
-                "id": s.id.0,
-                "kind": s.kind,
-                "label": s.label,
-                "status": s.status.as_str(),
-                "parent": s.parent.map(|p| p.0),
-                "created_at": crate::daemon::scheduler::fmt_ms(crate::daemon::scheduler::to_ms(s.created_at)),
-                "updated_at": crate::daemon::scheduler::fmt_ms(crate::daemon::scheduler::to_ms(s.updated_at)),
-                "attempt": s.attempt,
-                "last_error": s.last_error,
-            })
-        })
-        .collect();
-    out.document(&lines);
-    if !out.is_json() {
-        let mut t = Table::new(&[
-            ("JOB", true),
-            ("KIND", false),
-            ("STATUS", false),
-            ("PARENT", true),
-            ("LABEL", false),
-            ("LAST ERROR", false),
-        ]);
-        for s in &list {
-            t.row(vec![
-                s.id.to_string(),
-                s.kind.clone(),
-                s.status.to_string(),
-                s.parent.map(|p| p.to_string()).unwrap_or_default(),
-                s.label.clone(),
-                s.last_error
-                    .as_deref()
-                    .map(|e| e.chars().take(100).collect())
-                    .unwrap_or_default(),
-            ]);
-        }
-        out.text(&t.render());
-        out.text("(from the running daemon)");
-    }
+    let list = block_on(client.jobs(a.all)).map_err(|e| remote_error(&locked, e))?;
+    super::commands::print_jobs(list, "(from the running daemon)", &out);
     Ok(ExitStatus::Ok)
 }
 

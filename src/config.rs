@@ -521,7 +521,9 @@ impl Checker {
                 apps.push(app);
             }
         }
-        for p in crate::daemon::settings::check_structure(top.daemon.as_ref(), &top.schedules) {
+        for p in
+            crate::daemon::settings::check_structure(top.daemon.as_ref(), &top.schedules, &apps)
+        {
             self.problem(&p.location, p.message);
         }
         Some(Config {

@@ -18,7 +18,7 @@ use tcb_backup::daemon::metrics::Counters;
 use tcb_backup::daemon::runner::{Daemon, StatusOnlyReporter};
 use tcb_backup::daemon::scheduler::{Fire, Launcher, Scheduler};
 use tcb_backup::daemon::settings::{
-    AlertEvent, AlertFormat, AlertSettings, OverlapPolicy, ScheduleSpec, SecretUrl,
+    AlertEvent, AlertFormat, AlertSettings, OverlapPolicy, ScheduleSpec, ScheduleTask, SecretUrl,
 };
 use tcb_backup::daemon::status::{DaemonView, StatusContext};
 use tcb_backup::schedule::Schedule;
@@ -145,6 +145,7 @@ fn nightly() -> ScheduleSpec {
     ScheduleSpec {
         name: "nightly".into(),
         schedule: Schedule::new("0 0 2 * * * *", None).unwrap(),
+        task: ScheduleTask::Backup,
         envs: vec![],
         collections: vec![],
         overlap: OverlapPolicy::Skip,

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use tcb_backup::daemon::scheduler::{
     due, jitter_offset, to_ms, Fire, FireOutcome, Launcher, Scheduler, STATE_NAMESPACE,
 };
-use tcb_backup::daemon::settings::{OverlapPolicy, ScheduleSpec};
+use tcb_backup::daemon::settings::{OverlapPolicy, ScheduleSpec, ScheduleTask};
 use tcb_backup::schedule::Schedule;
 use tcb_state::{
     Engine, EngineError, EngineOptions, JobFilter, JobId, JobStatus, KindLimits, ManualClock,
@@ -88,6 +88,7 @@ fn spec(overlap: OverlapPolicy) -> ScheduleSpec {
     ScheduleSpec {
         name: "nightly".to_string(),
         schedule: Schedule::new("0 0 2 * * * *", None).unwrap(),
+        task: ScheduleTask::Backup,
         envs: vec![],
         collections: vec![],
         overlap,

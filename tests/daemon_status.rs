@@ -7,9 +7,10 @@ use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
+use tcb_backup::client::{ApiCall, ApiObserver, CallOutcome};
 use tcb_backup::daemon::freshness::{CollectionStatus, StatusSource};
 use tcb_backup::daemon::metrics::Counters;
-use tcb_backup::daemon::settings::{OverlapPolicy, ScheduleSpec, StatusToken};
+use tcb_backup::daemon::settings::{OverlapPolicy, ScheduleSpec, ScheduleTask, StatusToken};
 use tcb_backup::daemon::status::{router, DaemonView, StatusContext};
 use tcb_backup::schedule::Schedule;
 use tcb_state::{Engine, EngineOptions, ManualClock};
@@ -36,6 +37,8 @@ impl StatusSource for FixedSource {
                 bytes: Some(10_000),
                 bytes_stored: Some(2_048),
                 records: Some(42),
+                last_verified: Some(at("2026-12-03T03:00:00+08:00")),
+                last_test_restored: Some(at("2026-12-03T03:10:00+08:00")),
                 ..CollectionStatus::default()
             },
             CollectionStatus {
@@ -73,7 +76,22 @@ async fn start(token: Option<&str>) -> Server {
     .unwrap();
     let counters = Arc::new(Counters::default());
     counters.fire("nightly", "started");
-    counters.api_call("/tcb/databasemigrateexport", Some("-501007"));
+    counters.observe(&ApiCall {
+        endpoint: "databasemigrateexport",
+        outcome: CallOutcome::Errcode(-501007),
+        duration: Duration::from_millis(300),
+    });
+    counters.observe(&ApiCall {
+        endpoint: "databasemigrateexport",
+        outcome: CallOutcome::Ok,
+        duration: Duration::from_millis(40),
+    });
+    counters.observe(&ApiCall {
+        endpoint: "databasemigratequeryinfo",
+        outcome: CallOutcome::Errcode(987_654),
+        duration: Duration::from_millis(40),
+    });
+    counters.reload("rejected");
     let ctx = StatusContext {
         engine: engine.clone(),
         clock: Arc::new(clock),
@@ -83,6 +101,7 @@ async fn start(token: Option<&str>) -> Server {
             specs: vec![ScheduleSpec {
                 name: "nightly".into(),
                 schedule: Schedule::new("0 0 2 * * * *", None).unwrap(),
+                task: ScheduleTask::Backup,
                 envs: vec![],
                 collections: vec![],
                 overlap: OverlapPolicy::Skip,
@@ -201,13 +220,24 @@ async fn prometheus_metrics() {
         r#"tcb_backup_last_duration_seconds{appid="wx123",env="prod-1",collection="orders"} 300"#,
         r#"tcb_backup_expected_interval_seconds{appid="wx123",env="prod-1",collection="orders"} 86400"#,
         r#"tcb_backup_stale{appid="wx123",env="prod-1",collection="orders"} 0"#,
+        r#"tcb_backup_last_verified_timestamp_seconds{appid="wx123",env="prod-1",collection="orders"} 1796238000"#,
+        r#"tcb_backup_last_test_restore_timestamp_seconds{appid="wx123",env="prod-1",collection="orders"} 1796238600"#,
         r#"tcb_backup_stale{appid="wx123",env="prod-1",collection="users<script>"} 1"#,
         r#"tcb_backup_last_status{appid="wx123",env="prod-1",collection="users<script>",status="failed"} 1"#,
         r#"tcb_backup_schedule_next_fire_timestamp_seconds{schedule="nightly"} 1796320800"#,
         r#"tcb_backup_schedule_fires_total{schedule="nightly",outcome="started"} 1"#,
         r#"tcb_backup_runs_finished_total{outcome="failed"} 1"#,
-        r#"tcb_backup_api_calls_total{endpoint="/tcb/databasemigrateexport"} 1"#,
-        r#"tcb_backup_api_errors_total{endpoint="/tcb/databasemigrateexport",errcode="-501007"} 1"#,
+        r#"tcb_backup_api_calls_total{endpoint="databasemigrateexport",outcome="errcode"} 1"#,
+        r#"tcb_backup_api_calls_total{endpoint="databasemigrateexport",outcome="ok"} 1"#,
+        r#"tcb_backup_api_errors_total{endpoint="databasemigrateexport",errcode="-501007"} 1"#,
+        // An errcode the client does not know is not a label value of its own.
+        r#"tcb_backup_api_errors_total{endpoint="databasemigratequeryinfo",errcode="other"} 1"#,
+        r#"tcb_backup_api_call_duration_seconds_bucket{endpoint="databasemigrateexport",le="0.05"} 1"#,
+        r#"tcb_backup_api_call_duration_seconds_bucket{endpoint="databasemigrateexport",le="0.25"} 1"#,
+        r#"tcb_backup_api_call_duration_seconds_bucket{endpoint="databasemigrateexport",le="0.5"} 2"#,
+        r#"tcb_backup_api_call_duration_seconds_bucket{endpoint="databasemigrateexport",le="+Inf"} 2"#,
+        r#"tcb_backup_api_call_duration_seconds_count{endpoint="databasemigrateexport"} 2"#,
+        r#"tcb_backup_config_reloads_total{outcome="rejected"} 1"#,
     ];
     for line in expect {
         assert!(

@@ -55,25 +55,46 @@ impl BackupService {
     ) -> Result<Self, EngineError> {
         let engine = Engine::open(state_dir, options)?;
         let catalog = SnapshotCatalog::new(engine.kv(SnapshotCatalog::NAMESPACE));
+        let mut service = BackupService {
+            engine,
+            catalog,
+            deps: WorkflowDeps::new(settings.clone(), clients.clone()),
+        };
+        service.reconfigure(settings, clients, plan, concurrency, progress);
+        Ok(service)
+    }
+
+    /// (Re-)registers both workflows with these settings, clients, plan and concurrency (the
+    /// daemon calls it on SIGHUP). Jobs keep their committed state: a step already running
+    /// finishes with what it started with, every later claim uses the new workflows.
+    pub fn reconfigure(
+        &mut self,
+        settings: WorkflowSettings,
+        clients: AppClients,
+        plan: BackupPlan,
+        concurrency: Concurrency,
+        progress: SharedProgress,
+    ) {
         let mut deps = WorkflowDeps::new(settings, clients);
         deps.progress = progress;
-        engine.register(
+        self.engine.register(
             CollectionWorkflow::new(
                 deps.clone(),
-                catalog.clone(),
-                engine.kv(super::collection::FAILED_EXPORTS_NAMESPACE),
+                self.catalog.clone(),
+                self.engine.kv(super::collection::FAILED_EXPORTS_NAMESPACE),
             ),
             KindLimits::new(concurrency.collections),
         );
-        engine.register(
+        self.engine.register(
             RunWorkflow::new(deps.clone(), Arc::new(plan)),
             KindLimits::default(),
         );
-        Ok(BackupService {
-            engine,
-            catalog,
-            deps,
-        })
+        self.deps = deps;
+    }
+
+    /// The settings the workflows currently run with.
+    pub fn settings(&self) -> &WorkflowSettings {
+        &self.deps.settings
     }
 
     pub fn clients(&self) -> &AppClients {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use clap::{Args, ValueEnum};
 use serde::Serialize;
-use tcb_state::{Engine, JobFilter, JobId, JobStatus, KindLimits, SubmitOptions, Workflow};
+use tcb_state::{Engine, JobFilter, JobId, JobStatus, SubmitOptions, Workflow};
 use time::OffsetDateTime;
 
 use crate::backup::catalog_store::SnapshotCatalog;
@@ -14,13 +14,9 @@ use crate::backup::service::{BackupService, DriveOutcome};
 use crate::backup::setup::Prepared;
 use crate::catalog::CatalogEntry;
 use crate::client::ConflictMode;
-use crate::destination::copy::CopyRecords;
 use crate::restore::workflow::probe_target;
-use crate::restore::{
-    ImportOutcome, PollPolicy, RestoreClients, RestorePlan, RestoreRequest, RestoreWorkflow,
-    IMPORT_MARKS_NAMESPACE,
-};
-use crate::retention::forget::{forget, ForgetHooks, ForgetOptions};
+use crate::restore::{ImportOutcome, RestorePlan, RestoreRequest, RestoreWorkflow};
+use crate::retention::forget::{forget, CatalogHooks, ForgetOptions};
 use crate::retention::{parse_duration, RetentionPolicy, DEFAULT_MIN_KEEP};
 use crate::verify::check::record_report;
 use crate::verify::test_restore::run_test_restore;
@@ -121,24 +117,14 @@ fn now_utc() -> OffsetDateTime {
     OffsetDateTime::now_utc()
 }
 
-/// Registers the restore kind on an opened service and returns the clients it uses.
+/// Registers the restore kind on an opened service.
 fn register_restore(service: &BackupService, prepared: &Prepared) {
-    let mut clients = RestoreClients::new();
-    for appid in service.clients().appids() {
-        if let Some(c) = service.clients().get(appid) {
-            clients.insert(c.clone());
-        }
-    }
-    let poll = PollPolicy {
-        initial: prepared.config.poll.initial_interval,
-        multiplier: prepared.config.poll.multiplier.max(1.0),
-        max: prepared.config.poll.max_interval,
-        ..PollPolicy::default()
-    };
-    let wf = RestoreWorkflow::new(clients, service.engine.kv(IMPORT_MARKS_NAMESPACE))
-        .with_poll(poll)
-        .with_retry(prepared.settings.retry.clone());
-    service.engine.register(wf, KindLimits::new(2));
+    crate::restore::setup::register_restore(
+        &service.engine,
+        service.clients(),
+        &prepared.config,
+        &prepared.settings.retry,
+    );
 }
 
 fn unfinished_restores(engine: &Engine) -> Result<Vec<JobId>, CliError> {
@@ -451,40 +437,6 @@ pub async fn check(g: &GlobalArgs, a: CheckArgs, out: Output) -> Result<ExitStat
 
 // ---------------------------------------------------------------- forget
 
-struct CatalogHooks {
-    catalog_kv: tcb_state::KvNamespace,
-    copies: CopyRecords,
-}
-
-impl ForgetHooks for CatalogHooks {
-    fn delete_remote_copies(&mut self, entry: &CatalogEntry) -> Result<(), String> {
-        // Destinations are not part of the configuration file yet, so recorded remote copies
-        // cannot be reached from here: keep the snapshot rather than orphan its copies.
-        let copies = self
-            .copies
-            .of_snapshot(&entry.id)
-            .map_err(|e| e.to_string())?;
-        if copies.is_empty() {
-            Ok(())
-        } else {
-            Err(format!(
-                "has copies at {}, which this command cannot delete; kept",
-                copies
-                    .iter()
-                    .map(|c| c.destination.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))
-        }
-    }
-    fn forget_record(&mut self, entry: &CatalogEntry) -> Result<(), String> {
-        self.catalog_kv
-            .remove(&entry.id)
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    }
-}
-
 pub async fn forget_cmd(
     g: &GlobalArgs,
     a: ForgetArgs,
@@ -516,10 +468,7 @@ pub async fn forget_cmd(
         prune: a.prune,
         dry_run: a.dry_run,
     };
-    let mut hooks = CatalogHooks {
-        catalog_kv: engine.kv(SnapshotCatalog::NAMESPACE),
-        copies: CopyRecords::new(engine.kv(CopyRecords::NAMESPACE)),
-    };
+    let mut hooks = CatalogHooks::new(&engine);
     let report =
         tokio::task::spawn_blocking(move || forget(&entries, &store, &opts, &mut hooks, now_utc()))
             .await

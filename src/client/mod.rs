@@ -6,6 +6,7 @@
 
 mod config;
 mod error;
+mod observer;
 mod redact;
 mod token;
 mod transport;
@@ -29,6 +30,7 @@ pub use error::{
     classify_errcode, classify_http_status, classify_token_errcode, errcode_meaning, ApiError,
     ApiErrorKind, ErrorClass, TOKEN_ENDPOINT_LEGACY, TOKEN_ENDPOINT_STABLE,
 };
+pub use observer::{ApiCall, ApiObserver, CallOutcome};
 pub use redact::{redact, register_sensitive, REDACTED};
 pub use transport::{check_url, is_loopback_host};
 pub use types::{
@@ -36,6 +38,7 @@ pub use types::{
     ImportRequest, MigrateJobInfo, MigrateStatus, Pager, QueryPage,
 };
 
+use observer::ObserverSlot;
 use token::{TokenCache, TokenHandle};
 use transport::{
     cos_error_fields, endpoint_url, map_reqwest, parse_envelope, read_capped, read_error_body,
@@ -72,6 +75,8 @@ struct Inner {
     appid: String,
     transport: Transport,
     tokens: TokenCache,
+    /// Set after construction ([`CloudBaseClient::set_observer`]); read once per call.
+    observer: std::sync::RwLock<ObserverSlot>,
 }
 
 impl CloudBaseClient {
@@ -106,6 +111,7 @@ impl CloudBaseClient {
                 appid,
                 transport,
                 tokens: TokenCache::new(creds, clock),
+                observer: std::sync::RwLock::new(ObserverSlot::default()),
             }),
         })
     }
@@ -118,6 +124,24 @@ impl CloudBaseClient {
     /// The configuration the client was built with.
     pub fn config(&self) -> &ClientConfig {
         &self.inner.cfg
+    }
+
+    /// Installs `observer` on this client and every clone of it: from now on it sees each HTTP
+    /// call (see [`ApiObserver`]). Replaces an earlier observer.
+    pub fn set_observer(&self, observer: Arc<dyn ApiObserver>) {
+        *self
+            .inner
+            .observer
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = ObserverSlot::new(Some(observer));
+    }
+
+    fn observer(&self) -> ObserverSlot {
+        self.inner
+            .observer
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Makes sure a valid token is cached and returns its expiry (never the token).
@@ -133,7 +157,11 @@ impl CloudBaseClient {
     async fn token(&self) -> Result<TokenHandle, ApiError> {
         self.inner
             .tokens
-            .get(&self.inner.transport, &self.inner.cfg.api_base)
+            .get(
+                &self.inner.transport,
+                &self.inner.cfg.api_base,
+                &self.observer(),
+            )
             .await
     }
 
@@ -163,6 +191,18 @@ impl CloudBaseClient {
     }
 
     async fn call_once<T: DeserializeOwned>(
+        &self,
+        endpoint: &'static str,
+        body: &serde_json::Value,
+        handle: &TokenHandle,
+    ) -> Result<T, ApiError> {
+        let started = Instant::now();
+        let result = self.call_http(endpoint, body, handle).await;
+        self.observer().record(endpoint, started, &result);
+        result
+    }
+
+    async fn call_http<T: DeserializeOwned>(
         &self,
         endpoint: &'static str,
         body: &serde_json::Value,
@@ -349,6 +389,21 @@ impl CloudBaseClient {
     ) -> Result<String, ApiError> {
         let req = json!({ "env": env, "path": path });
         let creds: UploadFileResponse = self.call("uploadfile", &req).await?;
+        let started = Instant::now();
+        let result = self.cos_post(path, creds, body, len).await;
+        self.observer()
+            .record(ENDPOINT_COS_UPLOAD, started, &result);
+        result
+    }
+
+    /// The COS multipart POST of [`Self::upload_file`].
+    async fn cos_post(
+        &self,
+        path: &str,
+        creds: UploadFileResponse,
+        body: reqwest::Body,
+        len: u64,
+    ) -> Result<String, ApiError> {
         register_sensitive(&creds.token);
         register_sensitive(&creds.authorization);
         let ep = ENDPOINT_COS_UPLOAD;
@@ -444,6 +499,13 @@ impl CloudBaseClient {
     /// Streams a file URL (export `file_url` or a `download_url`). 403 → `UrlExpired`,
     /// 404 → `NotFound`, other non-2xx → `Http`. The body is never buffered whole.
     pub async fn download(&self, url: &str) -> Result<Download, ApiError> {
+        let started = Instant::now();
+        let result = self.download_start(url).await;
+        self.observer().record(ENDPOINT_DOWNLOAD, started, &result);
+        result
+    }
+
+    async fn download_start(&self, url: &str) -> Result<Download, ApiError> {
         let ep = ENDPOINT_DOWNLOAD;
         let url = Url::parse(url).map_err(|e| {
             ApiError::new(ep, ApiErrorKind::InvalidResponse(format!("not a URL: {e}")))

@@ -19,6 +19,7 @@ use tracing::{debug, warn};
 
 use super::config::{AppCredentials, SharedClock, TokenMode};
 use super::error::{ApiError, ApiErrorKind, TOKEN_ENDPOINT_LEGACY, TOKEN_ENDPOINT_STABLE};
+use super::observer::ObserverSlot;
 use super::redact::register_sensitive;
 use super::transport::{endpoint_url, map_reqwest, parse_envelope, read_capped, Transport};
 use super::types::TokenResponse;
@@ -139,6 +140,7 @@ impl TokenCache {
         &self,
         transport: &Transport,
         api_base: &url::Url,
+        observer: &ObserverSlot,
     ) -> Result<TokenHandle, ApiError> {
         if let Some(h) = self.fresh() {
             return Ok(h);
@@ -155,7 +157,9 @@ impl TokenCache {
                 return Err(err.clone());
             }
         }
+        let started = std::time::Instant::now();
         let result = self.fetch(transport, api_base).await;
+        observer.record(self.endpoint(), started, &result);
         self.completed.fetch_add(1, Ordering::SeqCst);
         match result {
             Ok(handle) => {
@@ -194,15 +198,19 @@ impl TokenCache {
         }
     }
 
+    fn endpoint(&self) -> &'static str {
+        match self.creds.token_mode {
+            TokenMode::Stable => TOKEN_ENDPOINT_STABLE,
+            TokenMode::Legacy => TOKEN_ENDPOINT_LEGACY,
+        }
+    }
+
     async fn fetch(
         &self,
         transport: &Transport,
         api_base: &url::Url,
     ) -> Result<TokenHandle, ApiError> {
-        let endpoint = match self.creds.token_mode {
-            TokenMode::Stable => TOKEN_ENDPOINT_STABLE,
-            TokenMode::Legacy => TOKEN_ENDPOINT_LEGACY,
-        };
+        let endpoint = self.endpoint();
         let err = |kind| ApiError::new(endpoint, kind);
         let segments: &[&str] = match self.creds.token_mode {
             TokenMode::Stable => &["cgi-bin", "stable_token"],

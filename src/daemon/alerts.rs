@@ -7,7 +7,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::scheduler::{fmt_ms, to_ms};
 use super::settings::{AlertEvent, AlertFormat, AlertSettings, SecretUrl};
@@ -16,7 +16,7 @@ use super::settings::{AlertEvent, AlertFormat, AlertSettings, SecretUrl};
 const WECOM_MAX_CONTENT: usize = 4000;
 
 /// One collection mentioned in an alert.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AlertItem {
     pub env: String,
     pub collection: String,

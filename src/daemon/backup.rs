@@ -9,61 +9,84 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
-use tcb_state::{Engine, EngineError, JobFilter, JobId, JobStatus, SubmitOptions};
+use tcb_state::{Engine, EngineError, JobFilter, JobId, JobStatus, KindLimits, SubmitOptions};
 use tokio::sync::{mpsc, oneshot};
 
 use super::alerts::{AlertItem, Notifier};
 use super::freshness::{CollectionStatus, StatusSource};
+use super::maintenance::{
+    MaintenanceOutput, MaintenanceState, MaintenanceTask, MaintenanceWorkflow, MAINTENANCE_KIND,
+};
 use super::metrics::Counters;
 use super::runner::{Daemon, RunOutcome, RunReporter, RunSummary};
 use super::scheduler::{Fire, Launcher, Scheduler};
 use super::settings::{self, DaemonSettings, ProcessEnv, ScheduleSpec};
 use super::status::{DaemonView, StatusContext};
 use crate::backup::catalog_store::SnapshotCatalog;
-use crate::backup::progress::{ProgressEvent, ProgressSink};
+use crate::backup::progress::NoProgress;
 use crate::backup::report::run_report;
 use crate::backup::run::RunWorkflow;
+use crate::backup::service::BackupService;
+use crate::backup::settings::AppClients;
 use crate::backup::setup;
 use crate::backup::state::{RunSelection, RunState};
 use crate::config::{CollectionSelection, Config};
+use crate::restore::setup::register_restore;
+use crate::verify::VerificationStore;
 
 /// The engine kind of a backup run.
 pub const RUN_KIND: &str = "backup.run";
 /// The engine kind of one collection's backup.
 pub const COLLECTION_KIND: &str = "backup.collection";
 
-/// Submits a `backup.run` per fire.
-pub struct BackupLauncher;
+/// Submits what a fire asks for: a `backup.run` for a backup schedule, a
+/// `daemon.maintenance` job for a check or forget schedule.
+pub struct TaskLauncher;
 
-impl Launcher for BackupLauncher {
+impl Launcher for TaskLauncher {
     fn launch(
         &self,
         engine: &Engine,
         spec: &ScheduleSpec,
         fire: &Fire,
     ) -> Result<JobId, EngineError> {
-        engine.submit::<RunWorkflow>(
-            RunState::Start {
-                selection: RunSelection {
-                    envs: spec.envs.clone(),
-                    collections: spec.collections.clone(),
+        let options = SubmitOptions {
+            label: fire.label.clone(),
+            dedupe_key: Some(fire.dedupe_key.clone()),
+            run_at: Some(fire.start_at),
+            ..SubmitOptions::default()
+        };
+        match MaintenanceTask::of(spec) {
+            Some(task) => {
+                engine.submit::<MaintenanceWorkflow>(MaintenanceState::Start(task), options)
+            }
+            None => engine.submit::<RunWorkflow>(
+                RunState::Start {
+                    selection: RunSelection {
+                        envs: spec.envs.clone(),
+                        collections: spec.collections.clone(),
+                    },
                 },
-            },
-            SubmitOptions {
-                label: fire.label.clone(),
-                dedupe_key: Some(fire.dedupe_key.clone()),
-                run_at: Some(fire.start_at),
-                ..SubmitOptions::default()
-            },
-        )
+                options,
+            ),
+        }
     }
 }
 
-/// Judges a run from its report (per-collection rows).
-pub struct BackupReporter;
+/// Judges a finished backup run from its report (per-collection rows), and a finished check
+/// or forget from its output.
+pub struct TaskReporter;
 
-impl RunReporter for BackupReporter {
+impl RunReporter for TaskReporter {
+    fn watches(&self, kind: &str) -> bool {
+        kind == MAINTENANCE_KIND
+    }
+
     fn summarize(&self, engine: &Engine, run: JobId) -> Option<RunSummary> {
+        let view = engine.job(run).ok()??;
+        if view.summary.kind == MAINTENANCE_KIND {
+            return Some(summarize_maintenance(&view));
+        }
         let report = run_report(engine, run).ok()?;
         let outcome = if report.status == JobStatus::Cancelled {
             RunOutcome::Cancelled
@@ -104,16 +127,67 @@ impl RunReporter for BackupReporter {
     }
 }
 
-/// Status rows from the catalog, the collection jobs and the configured collections.
+/// A check or forget job, judged from its output.
+fn summarize_maintenance(view: &tcb_state::JobView) -> RunSummary {
+    let output: Option<MaintenanceOutput> = view
+        .output
+        .clone()
+        .and_then(|o| serde_json::from_value(o).ok());
+    let status = view.summary.status;
+    match output {
+        Some(out) => RunSummary {
+            outcome: if status == JobStatus::Cancelled {
+                RunOutcome::Cancelled
+            } else if out.ok && status == JobStatus::Succeeded {
+                RunOutcome::Succeeded
+            } else {
+                RunOutcome::Failed
+            },
+            summary: out.summary,
+            problems: out.problems,
+        },
+        None => RunSummary {
+            outcome: if status == JobStatus::Cancelled {
+                RunOutcome::Cancelled
+            } else {
+                RunOutcome::Failed
+            },
+            summary: format!("{}: {status}", view.summary.label),
+            problems: vec![AlertItem {
+                env: String::new(),
+                collection: String::new(),
+                status: status.to_string(),
+                detail: view.summary.last_error.clone(),
+            }],
+        },
+    }
+}
+
+/// Status rows from the catalog, the verification records, the collection jobs and the
+/// configured collections.
 pub struct BackupStatus {
     pub engine: Engine,
     pub catalog: SnapshotCatalog,
+    pub verification: VerificationStore,
     /// (appid, env, collection) named explicitly in the config: shown even before a backup.
-    pub configured: Vec<(String, String, String)>,
+    configured: RwLock<Vec<(String, String, String)>>,
 }
 
 impl BackupStatus {
     pub fn new(engine: Engine, catalog: SnapshotCatalog, config: &Config) -> Self {
+        let verification = VerificationStore::new(engine.kv(VerificationStore::NAMESPACE));
+        let status = BackupStatus {
+            engine,
+            catalog,
+            verification,
+            configured: RwLock::new(Vec::new()),
+        };
+        status.set_config(config);
+        status
+    }
+
+    /// Takes the explicitly configured collections of `config` (on start and reload).
+    pub fn set_config(&self, config: &Config) {
         let mut configured = Vec::new();
         for app in &config.apps {
             for env in &app.envs {
@@ -124,11 +198,7 @@ impl BackupStatus {
                 }
             }
         }
-        BackupStatus {
-            engine,
-            catalog,
-            configured,
-        }
+        *self.configured.write().unwrap_or_else(|p| p.into_inner()) = configured;
     }
 }
 
@@ -144,7 +214,13 @@ fn offset_to_system(t: time::OffsetDateTime) -> SystemTime {
 impl StatusSource for BackupStatus {
     fn collections(&self) -> Result<Vec<CollectionStatus>, String> {
         let mut rows: BTreeMap<(String, String), CollectionStatus> = BTreeMap::new();
-        for (appid, env, collection) in &self.configured {
+        let configured = self
+            .configured
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let verified = self.verification.all().map_err(|e| e.to_string())?;
+        for (appid, env, collection) in &configured {
             rows.entry((env.clone(), collection.clone()))
                 .or_insert_with(|| CollectionStatus {
                     appid: appid.clone(),
@@ -164,6 +240,17 @@ impl StatusSource for BackupStatus {
                     collection: m.collection.clone(),
                     ..CollectionStatus::default()
                 });
+            if let Some(v) = verified.get(&record.entry.id) {
+                // The newest passed check / test restore of any snapshot of the collection.
+                if v.last_check_ok == Some(true) {
+                    let t = v.last_checked_at.map(offset_to_system);
+                    row.last_verified = row.last_verified.max(t);
+                }
+                if v.last_test_restore_ok == Some(true) {
+                    let t = v.last_test_restored_at.map(offset_to_system);
+                    row.last_test_restored = row.last_test_restored.max(t);
+                }
+            }
             if row.last_success.is_none() {
                 row.appid = m.appid.clone();
                 row.last_success = Some(offset_to_system(m.finished_at));
@@ -222,36 +309,6 @@ impl StatusSource for BackupStatus {
     }
 }
 
-/// Counts step problems per collection (the CloudBase client has no call hook yet, so API
-/// errors are seen as the workflow's step problems).
-pub struct ProblemCounter {
-    pub counters: Arc<Counters>,
-}
-
-impl ProgressSink for ProblemCounter {
-    fn report(&self, event: ProgressEvent) {
-        if let ProgressEvent::Problem { message, .. } = &event {
-            let endpoint = message
-                .split_whitespace()
-                .find(|w| w.starts_with('/') || w.contains("/tcb/") || w.contains("/cgi-bin/"))
-                .map(|w| w.trim_matches(|c: char| c == ':' || c == ',').to_string())
-                .unwrap_or_else(|| "step".to_string());
-            let code = message
-                .split("errcode")
-                .nth(1)
-                .and_then(|rest| {
-                    rest.trim_start_matches([' ', ':', '='])
-                        .split(|c: char| !(c.is_ascii_digit() || c == '-'))
-                        .next()
-                        .filter(|s| !s.is_empty())
-                        .map(str::to_string)
-                })
-                .unwrap_or_else(|| "error".to_string());
-            self.counters.api_call(&endpoint, Some(&code));
-        }
-    }
-}
-
 /// Why `tcb-backup daemon` stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonStartError {
@@ -275,12 +332,17 @@ fn engine_start_error(e: EngineError) -> DaemonStartError {
     }
 }
 
-/// Reads the daemon settings of the configuration at `path`.
+/// Reads the daemon settings of the configuration at `path`. Loading the configuration also
+/// checks every env and collection the schedules name (see `settings::check_references`).
 pub fn load_settings(path: &Path) -> Result<(Config, DaemonSettings), String> {
     let config = setup::load(path).map_err(|e| e.to_string())?;
     let settings = settings::from_config(&config, &ProcessEnv).map_err(|e| e.to_string())?;
     Ok((config, settings))
 }
+
+/// Engine slots the daemon opens its store with (at least): `[concurrency] global` changes on
+/// SIGHUP take effect through the per-kind limit, so the engine itself must leave room.
+pub const DAEMON_ENGINE_SLOTS: usize = 32;
 
 /// Options of [`run_from_config`].
 pub struct RunOptions {
@@ -290,29 +352,146 @@ pub struct RunOptions {
     pub bound: Option<oneshot::Sender<SocketAddr>>,
 }
 
+fn setup_error(e: setup::SetupError) -> DaemonStartError {
+    match e {
+        setup::SetupError::Missing(m) | setup::SetupError::Invalid(m) => {
+            DaemonStartError::Config(m)
+        }
+        setup::SetupError::Credentials(m) => DaemonStartError::Credentials(m),
+        setup::SetupError::Other(m) => DaemonStartError::Other(m),
+    }
+}
+
+/// Registers what the daemon runs besides the backup workflows: `restore.collection` (test
+/// restores) and `daemon.maintenance` (scheduled check and forget), with `clients`.
+fn register_daemon_workflows(
+    service: &BackupService,
+    clients: &AppClients,
+    config: &Config,
+    retry: &tcb_state::RetryPolicy,
+) {
+    let engine = &service.engine;
+    register_restore(engine, clients, config, retry);
+    engine.register(
+        MaintenanceWorkflow {
+            engine: engine.downgrade(),
+            catalog: service.catalog.clone(),
+            store: VerificationStore::new(engine.kv(VerificationStore::NAMESPACE)),
+            clients: Arc::new(clients.clone()),
+        },
+        // One check or forget at a time: they read or delete the same files.
+        KindLimits::new(1),
+    );
+}
+
+/// Applies a new configuration to a running daemon (SIGHUP): everything is validated first
+/// (file, schedules against the config, secrets, clients); only then are the workflows
+/// re-registered with the new settings, clients, plan and concurrency. Jobs are never
+/// cancelled: a step already running finishes with the old settings, later steps and new
+/// runs use the new ones (jobs resume from their committed state).
+pub struct Reconfigurer {
+    path: PathBuf,
+    service: BackupService,
+    status: Arc<BackupStatus>,
+    counters: Arc<Counters>,
+    current: Config,
+    settings: DaemonSettings,
+    engine_slots: usize,
+}
+
+impl Reconfigurer {
+    /// Reads and applies the configuration file; on any problem nothing changes and the
+    /// error says what was wrong.
+    pub fn reload(&mut self) -> Result<DaemonSettings, String> {
+        let (config, settings) = load_settings(&self.path)?;
+        if config.state_dir != self.current.state_dir {
+            return Err(format!(
+                "state_dir changed from {} to {}: a running daemon cannot move its state store; restart it instead",
+                self.current.state_dir.display(),
+                config.state_dir.display()
+            ));
+        }
+        let prepared = setup::prepare(&config).map_err(|e| e.to_string())?;
+        let mut clients = prepared.clients.clone().unwrap_or_default();
+        for appid in clients.appids() {
+            if let Some(c) = clients.get(appid) {
+                c.set_observer(self.counters.clone());
+            }
+        }
+        // Apps removed from the file keep their client until the daemon restarts, so that
+        // their running jobs can finish; new runs no longer select them.
+        for app in &self.current.apps {
+            if clients.get(&app.appid).is_none() {
+                if let Some(old) = self.service.clients().get(&app.appid) {
+                    tracing::info!(appid = %app.appid, "app removed from the configuration; its running jobs finish, no new runs");
+                    clients.insert(&app.appid, old.clone(), Some(app.concurrency.max(1)));
+                }
+            }
+        }
+        if prepared.concurrency.collections + 2 > self.engine_slots {
+            tracing::warn!(
+                requested = prepared.concurrency.collections,
+                slots = self.engine_slots,
+                "[concurrency] global is above the engine slots fixed at start; restart the daemon to use more"
+            );
+        }
+        if settings.listen != self.settings.listen {
+            tracing::warn!("[daemon] listen changed: the status listener moves only on restart");
+        }
+        if settings.status_token != self.settings.status_token {
+            tracing::warn!("[daemon] status token changed: it takes effect only on restart");
+        }
+        if settings.shutdown_grace != self.settings.shutdown_grace {
+            tracing::warn!("[daemon] shutdown_grace changed: it takes effect only on restart");
+        }
+        self.service.reconfigure(
+            prepared.settings.clone(),
+            clients.clone(),
+            prepared.plan.clone(),
+            prepared.concurrency,
+            Arc::new(NoProgress),
+        );
+        register_daemon_workflows(&self.service, &clients, &config, &prepared.settings.retry);
+        self.status.set_config(&config);
+        tracing::info!(
+            apps = config.apps.len(),
+            envs = config.apps.iter().map(|a| a.envs.len()).sum::<usize>(),
+            concurrency = prepared.concurrency.collections,
+            "workflows reconfigured"
+        );
+        self.current = config;
+        self.settings = settings.clone();
+        Ok(settings)
+    }
+}
+
 /// `tcb-backup daemon`: opens the store (holding its lock), then runs schedules, the engine and
-/// the status listener until `shutdown`; a message on `reload` re-reads the configuration's
-/// schedules and alert settings (collections and credentials need a restart).
+/// the status listener until `shutdown`; a message on `reload` re-reads the whole
+/// configuration ([`Reconfigurer::reload`]) and keeps the old one if the new one is invalid.
 pub async fn run_from_config(
     opts: RunOptions,
     shutdown: impl std::future::Future<Output = ()>,
     reload: mpsc::Receiver<()>,
 ) -> Result<(), DaemonStartError> {
     let (config, settings) = load_settings(&opts.config_path).map_err(DaemonStartError::Config)?;
-    let mut prepared = setup::prepare(&config).map_err(|e| match e {
-        setup::SetupError::Missing(m) | setup::SetupError::Invalid(m) => {
-            DaemonStartError::Config(m)
-        }
-        setup::SetupError::Credentials(m) => DaemonStartError::Credentials(m),
-        setup::SetupError::Other(m) => DaemonStartError::Other(m),
-    })?;
+    let mut prepared = setup::prepare(&config).map_err(setup_error)?;
     prepared.engine_options.shutdown_grace = settings.shutdown_grace;
+    let engine_slots = prepared
+        .engine_options
+        .global_concurrency
+        .max(DAEMON_ENGINE_SLOTS);
+    prepared.engine_options.global_concurrency = engine_slots;
     let counters = Arc::new(Counters::default());
+    let clients = prepared.clients.clone().unwrap_or_default();
+    for appid in clients.appids() {
+        if let Some(c) = clients.get(appid) {
+            c.set_observer(counters.clone());
+        }
+    }
     let service = prepared
-        .open(Arc::new(ProblemCounter {
-            counters: counters.clone(),
-        }))
+        .open(Arc::new(NoProgress))
         .map_err(engine_start_error)?;
+    register_daemon_workflows(&service, &clients, &config, &prepared.settings.retry);
     let engine = service.engine.clone();
     let started_at = engine.clock().now();
     let view = Arc::new(RwLock::new(DaemonView {
@@ -321,30 +500,39 @@ pub async fn run_from_config(
         started_at,
         recent_fires: VecDeque::new(),
     }));
+    let source = Arc::new(BackupStatus::new(
+        engine.clone(),
+        service.catalog.clone(),
+        &config,
+    ));
     let status = StatusContext {
         engine: engine.clone(),
         clock: engine.clock(),
-        source: Arc::new(BackupStatus::new(
-            engine.clone(),
-            service.catalog.clone(),
-            &config,
-        )),
-        counters,
+        source: source.clone(),
+        counters: counters.clone(),
         view,
         token: settings.status_token.clone(),
         run_kind: RUN_KIND.to_string(),
     };
     let notifier = Notifier::new(settings.alerts.clone())
         .map_err(|e| DaemonStartError::Other(e.to_string()))?;
-    let path = opts.config_path.clone();
+    let mut reconfigurer = Reconfigurer {
+        path: opts.config_path.clone(),
+        service: service.clone(),
+        status: source,
+        counters,
+        current: config,
+        settings: settings.clone(),
+        engine_slots,
+    };
     let daemon = Daemon {
-        scheduler: Scheduler::new(engine.clone(), settings.schedules.clone(), BackupLauncher),
+        scheduler: Scheduler::new(engine.clone(), settings.schedules.clone(), TaskLauncher),
         status,
         notifier: Some(notifier),
-        reporter: Arc::new(BackupReporter),
+        reporter: Arc::new(TaskReporter),
         listen: Some(opts.listen.unwrap_or(settings.listen)),
         bound: opts.bound,
-        reloader: Some(Box::new(move || load_settings(&path).map(|(_, s)| s))),
+        reloader: Some(Box::new(move || reconfigurer.reload())),
         stale_check_every: Duration::from_secs(300),
     };
     for s in &settings.schedules {
@@ -353,6 +541,7 @@ pub async fn run_from_config(
             .and_then(|t| s.schedule.next_after(t));
         tracing::info!(
             schedule = %s.name,
+            task = s.task.name(),
             cron = %s.schedule.cron(),
             time_zone = %s.schedule.time_zone_name(),
             next = %next.map(|z| z.to_string()).unwrap_or_else(|| "never".to_string()),

@@ -29,6 +29,12 @@ pub struct CollectionStatus {
     pub bytes_stored: Option<u64>,
     pub records: Option<u64>,
     pub last_error: Option<String>,
+    /// The newest passed check of any of its snapshots (`check`, scheduled or not).
+    #[serde(serialize_with = "ser_time_opt")]
+    pub last_verified: Option<SystemTime>,
+    /// The newest passed test restore of any of its snapshots.
+    #[serde(serialize_with = "ser_time_opt")]
+    pub last_test_restored: Option<SystemTime>,
 }
 
 /// Where the status listener and the metrics get their facts.

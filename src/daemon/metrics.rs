@@ -7,6 +7,8 @@ use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::time::SystemTime;
 
+use crate::client::{errcode_meaning, ApiCall, ApiObserver, CallOutcome};
+
 use super::freshness::Freshness;
 use super::scheduler::to_ms;
 
@@ -22,12 +24,16 @@ struct CounterValues {
     fires: BTreeMap<(String, String), u64>,
     /// run outcome → finished runs.
     runs: BTreeMap<String, u64>,
-    /// endpoint → calls.
-    api_calls: BTreeMap<String, u64>,
+    /// (endpoint, outcome kind) → calls.
+    api_calls: BTreeMap<(String, String), u64>,
     /// (endpoint, errcode or error kind) → errors.
     api_errors: BTreeMap<(String, String), u64>,
+    /// endpoint → call durations.
+    api_durations: BTreeMap<String, Histogram>,
     /// (kind, outcome) → alerts sent.
     alerts: BTreeMap<(String, String), u64>,
+    /// outcome (`applied`, `rejected`) → configuration reloads.
+    reloads: BTreeMap<String, u64>,
 }
 
 impl Counters {
@@ -50,17 +56,53 @@ impl Counters {
         self.with(|c| *c.runs.entry(outcome.to_string()).or_default() += 1);
     }
 
-    /// One API call; `error`: the errcode (or error kind such as `http_502`, `timeout`) if it
-    /// failed.
-    pub fn api_call(&self, endpoint: &str, error: Option<&str>) {
+    /// One finished API call, as the client's observer reports it.
+    pub fn api_call(&self, call: &ApiCall<'_>) {
+        let error = error_label(call.outcome);
         self.with(|c| {
-            *c.api_calls.entry(endpoint.to_string()).or_default() += 1;
+            *c.api_calls
+                .entry((call.endpoint.to_string(), call.outcome.kind().to_string()))
+                .or_default() += 1;
             if let Some(e) = error {
                 *c.api_errors
-                    .entry((endpoint.to_string(), e.to_string()))
+                    .entry((call.endpoint.to_string(), e))
                     .or_default() += 1;
             }
+            c.api_durations
+                .entry(call.endpoint.to_string())
+                .or_default()
+                .observe(call.duration.as_secs_f64());
         });
+    }
+
+    /// Calls of `endpoint` that ended with errcode `code` (tests compare it with the server).
+    pub fn api_errcode_count(&self, endpoint: &str, code: i64) -> u64 {
+        self.with(|c| {
+            c.api_errors
+                .get(&(endpoint.to_string(), code.to_string()))
+                .copied()
+                .unwrap_or(0)
+        })
+    }
+
+    /// Calls of `endpoint` with outcome kind `kind` (`ok`, `errcode`, ...).
+    pub fn api_call_count(&self, endpoint: &str, kind: &str) -> u64 {
+        self.with(|c| {
+            c.api_calls
+                .get(&(endpoint.to_string(), kind.to_string()))
+                .copied()
+                .unwrap_or(0)
+        })
+    }
+
+    /// A configuration reload (SIGHUP) was `applied` or `rejected`.
+    pub fn reload(&self, outcome: &str) {
+        self.with(|c| *c.reloads.entry(outcome.to_string()).or_default() += 1);
+    }
+
+    /// Reloads with `outcome` so far.
+    pub fn reload_count(&self, outcome: &str) -> u64 {
+        self.with(|c| c.reloads.get(outcome).copied().unwrap_or(0))
     }
 
     pub fn alert(&self, kind: &str, outcome: &str) {
@@ -73,6 +115,49 @@ impl Counters {
 
     fn snapshot(&self) -> CounterValues {
         self.with(|c| c.clone())
+    }
+}
+
+impl ApiObserver for Counters {
+    fn observe(&self, call: &ApiCall<'_>) {
+        self.api_call(call);
+    }
+}
+
+/// The `errcode` label of a failed call: the errcode itself when the client knows its meaning
+/// (a server inventing codes must not grow the label set without bound), `other` for unknown
+/// codes, `http_<status>` for HTTP statuses, else the outcome kind. `None` for a success.
+pub fn error_label(outcome: CallOutcome) -> Option<String> {
+    match outcome {
+        CallOutcome::Ok => None,
+        CallOutcome::Errcode(code) if errcode_meaning(code).is_some() => Some(code.to_string()),
+        CallOutcome::Errcode(_) => Some("other".to_string()),
+        CallOutcome::HttpStatus(status) => Some(format!("http_{status}")),
+        other => Some(other.kind().to_string()),
+    }
+}
+
+/// Upper bounds (seconds) of the API call duration histogram.
+pub const DURATION_BUCKETS: [f64; 10] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+
+/// A cumulative Prometheus histogram with [`DURATION_BUCKETS`].
+#[derive(Debug, Clone, Default)]
+struct Histogram {
+    /// Observations `<=` each bucket bound (not yet cumulative).
+    buckets: [u64; DURATION_BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+impl Histogram {
+    fn observe(&mut self, v: f64) {
+        if let Some(i) = DURATION_BUCKETS.iter().position(|b| v <= *b) {
+            if let Some(slot) = self.buckets.get_mut(i) {
+                *slot += 1;
+            }
+        }
+        self.count += 1;
+        self.sum += v;
     }
 }
 
@@ -161,7 +246,7 @@ pub fn render(scrape: &Scrape<'_>) -> String {
     );
 
     type Pick = fn(&Freshness) -> Option<f64>;
-    let per_collection: [(&str, &str, Pick); 7] = [
+    let per_collection: [(&str, &str, Pick); 9] = [
         (
             "tcb_backup_last_success_timestamp_seconds",
             "Unix time the newest verified snapshot finished.",
@@ -191,6 +276,16 @@ pub fn render(scrape: &Scrape<'_>) -> String {
             "tcb_backup_expected_interval_seconds",
             "Time between scheduled backups of this collection.",
             |f| f.expected_interval.map(|d| d.as_secs_f64()),
+        ),
+        (
+            "tcb_backup_last_verified_timestamp_seconds",
+            "Unix time of the newest passed check of any snapshot of the collection.",
+            |f| f.status.last_verified.map(secs),
+        ),
+        (
+            "tcb_backup_last_test_restore_timestamp_seconds",
+            "Unix time of the newest passed test restore of any snapshot of the collection.",
+            |f| f.status.last_test_restored.map(secs),
         ),
         (
             "tcb_backup_stale",
@@ -288,7 +383,7 @@ pub fn render(scrape: &Scrape<'_>) -> String {
     w.header(
         "tcb_backup_runs_finished_total",
         "counter",
-        "Backup runs finished since start, by outcome.",
+        "Backup runs and scheduled checks/forgets finished since start, by outcome.",
     );
     for (outcome, n) in &c.runs {
         w.sample(
@@ -300,13 +395,44 @@ pub fn render(scrape: &Scrape<'_>) -> String {
     w.header(
         "tcb_backup_api_calls_total",
         "counter",
-        "CloudBase API calls since start, by endpoint.",
+        "CloudBase HTTP calls since start, by endpoint and outcome (ok, errcode, http_status, transport, timeout, invalid_response, refused).",
     );
-    for (endpoint, n) in &c.api_calls {
+    for ((endpoint, outcome), n) in &c.api_calls {
         w.sample(
             "tcb_backup_api_calls_total",
-            &[("endpoint", endpoint)],
+            &[("endpoint", endpoint), ("outcome", outcome)],
             *n as f64,
+        );
+    }
+    w.header(
+        "tcb_backup_api_call_duration_seconds",
+        "histogram",
+        "Duration of CloudBase HTTP calls (downloads: until the response headers), by endpoint.",
+    );
+    for (endpoint, h) in &c.api_durations {
+        let mut cumulative = 0;
+        for (bound, n) in DURATION_BUCKETS.iter().zip(h.buckets) {
+            cumulative += n;
+            w.sample(
+                "tcb_backup_api_call_duration_seconds_bucket",
+                &[("endpoint", endpoint), ("le", &bound.to_string())],
+                cumulative as f64,
+            );
+        }
+        w.sample(
+            "tcb_backup_api_call_duration_seconds_bucket",
+            &[("endpoint", endpoint), ("le", "+Inf")],
+            h.count as f64,
+        );
+        w.sample(
+            "tcb_backup_api_call_duration_seconds_sum",
+            &[("endpoint", endpoint)],
+            h.sum,
+        );
+        w.sample(
+            "tcb_backup_api_call_duration_seconds_count",
+            &[("endpoint", endpoint)],
+            h.count as f64,
         );
     }
     w.header(
@@ -318,6 +444,18 @@ pub fn render(scrape: &Scrape<'_>) -> String {
         w.sample(
             "tcb_backup_api_errors_total",
             &[("endpoint", endpoint), ("errcode", errcode)],
+            *n as f64,
+        );
+    }
+    w.header(
+        "tcb_backup_config_reloads_total",
+        "counter",
+        "Configuration reloads (SIGHUP) since start, by outcome (applied, rejected).",
+    );
+    for (outcome, n) in &c.reloads {
+        w.sample(
+            "tcb_backup_config_reloads_total",
+            &[("outcome", outcome)],
             *n as f64,
         );
     }

@@ -4,6 +4,7 @@
 //! - [`settings`]: the `[daemon]`, `[daemon.alerts]` and `[[schedules]]` config sections
 //! - [`scheduler`]: durable fire bookkeeping (catch-up, overlap, jitter, exactly-once start)
 //! - [`runner`]: the loop (ticks, engine, listener, alerts on finished runs, staleness, reload)
+//! - [`maintenance`]: scheduled `check` and `forget` (the `daemon.maintenance` workflow)
 //! - [`backup`]: the loop wired to the backup workflow and a config file; signal handling
 //! - [`status`], [`page`]: the HTTP listener (JSON, `/metrics`, freshness page)
 //! - [`metrics`], [`freshness`], [`alerts`]: what the listener and the alerts report
@@ -12,6 +13,7 @@ pub mod alerts;
 pub mod backup;
 pub mod client;
 pub mod freshness;
+pub mod maintenance;
 pub mod metrics;
 pub mod page;
 pub mod runner;

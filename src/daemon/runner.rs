@@ -54,6 +54,12 @@ pub struct RunSummary {
 /// Judges a finished run.
 pub trait RunReporter: Send + Sync + 'static {
     fn summarize(&self, engine: &Engine, run: JobId) -> Option<RunSummary>;
+
+    /// Job kinds besides the status context's `run_kind` whose end is judged and alerted on
+    /// (the daemon's scheduled checks and forgets).
+    fn watches(&self, _kind: &str) -> bool {
+        false
+    }
 }
 
 /// Judges a run by its engine status alone (tests, and a fallback).
@@ -175,7 +181,8 @@ impl<L: Launcher> Daemon<L> {
                 }
                 Some(()) = reload.recv() => self.reload(),
                 event = events.recv() => match event {
-                    Ok(ev) if ev.kind == run_kind && ev.status.is_terminal() => {
+                    Ok(ev) if (ev.kind == run_kind || self.reporter.watches(&ev.kind))
+                        && ev.status.is_terminal() => {
                         self.run_finished(&engine, ev.id).await;
                     }
                     Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
@@ -216,6 +223,7 @@ impl<L: Launcher> Daemon<L> {
         };
         match reloader() {
             Ok(settings) => {
+                self.status.counters.reload("applied");
                 tracing::info!(
                     schedules = settings.schedules.len(),
                     "configuration reloaded; running jobs continue"
@@ -232,7 +240,8 @@ impl<L: Launcher> Daemon<L> {
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, "reload failed; keeping the previous configuration")
+                self.status.counters.reload("rejected");
+                tracing::error!(error = %e, "reload rejected; keeping the previous configuration")
             }
         }
     }

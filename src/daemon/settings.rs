@@ -38,6 +38,7 @@ use serde::Serialize;
 
 use crate::config::parse_duration;
 use crate::schedule::{Schedule, DEFAULT_CRON};
+use crate::verify::DataRead;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9817";
 pub const DEFAULT_CATCH_UP_WINDOW: Duration = Duration::from_secs(12 * 3600);
@@ -57,11 +58,59 @@ pub enum OverlapPolicy {
     Queue,
 }
 
+/// What a schedule's fire does.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+#[serde(tag = "task", rename_all = "snake_case")]
+pub enum ScheduleTask {
+    /// Back up the selection (`backup.run`).
+    #[default]
+    Backup,
+    /// Verify the selection's snapshots (`tcb-backup check`).
+    Check(CheckTask),
+    /// Apply a retention policy to the selection's snapshots (`tcb-backup forget`).
+    Forget(ForgetTask),
+}
+
+impl ScheduleTask {
+    pub fn name(&self) -> &'static str {
+        match self {
+            ScheduleTask::Backup => "backup",
+            ScheduleTask::Check(_) => "check",
+            ScheduleTask::Forget(_) => "forget",
+        }
+    }
+}
+
+/// `[schedules.check]`: what a scheduled check does.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct CheckTask {
+    /// Percent of the snapshots whose data is read (least recently read first); 100 = all,
+    /// `None` = files and sha256 only.
+    pub read_data_percent: Option<f64>,
+    /// Restore the newest snapshot of each collection into a scratch collection and compare.
+    pub test_restore: bool,
+    /// Documents compared per test restore.
+    pub sample: usize,
+}
+
+/// Documents compared per scheduled test restore unless `sample` says otherwise.
+pub const DEFAULT_TEST_RESTORE_SAMPLE: usize = 20;
+
+/// `[schedules.forget]`: a retention policy applied on a schedule.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct ForgetTask {
+    pub policy: crate::retention::RetentionPolicy,
+    /// Delete what the policy forgets (otherwise the plan is only logged and recorded).
+    pub prune: bool,
+}
+
 /// One validated `[[schedules]]` entry.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScheduleSpec {
     pub name: String,
     pub schedule: Schedule,
+    /// What a fire does (default: a backup).
+    pub task: ScheduleTask,
     /// Only these envs (empty: all).
     pub envs: Vec<String>,
     /// Only these collections (empty: all).
@@ -77,6 +126,7 @@ impl ScheduleSpec {
         Ok(ScheduleSpec {
             name: DEFAULT_SCHEDULE_NAME.to_string(),
             schedule: Schedule::new(DEFAULT_CRON, None)?,
+            task: ScheduleTask::Backup,
             envs: Vec::new(),
             collections: Vec::new(),
             overlap: OverlapPolicy::Skip,
@@ -85,8 +135,14 @@ impl ScheduleSpec {
         })
     }
 
-    /// Whether this schedule backs up `env`/`collection`.
+    /// Whether this schedule backs up `env`/`collection` (check and forget schedules back up
+    /// nothing, so they never set a collection's expected interval).
     pub fn covers(&self, env: &str, collection: &str) -> bool {
+        self.task == ScheduleTask::Backup && self.selects(env, collection)
+    }
+
+    /// Whether `env`/`collection` is in this schedule's selection (whatever its task).
+    pub fn selects(&self, env: &str, collection: &str) -> bool {
         (self.envs.is_empty() || self.envs.iter().any(|e| e == env))
             && (self.collections.is_empty() || self.collections.iter().any(|c| c == collection))
     }
@@ -299,6 +355,157 @@ impl Checker<'_> {
         }
     }
 
+    fn uint(&mut self, table: &toml::Table, location: &str, key: &str) -> Option<u32> {
+        match table.get(key) {
+            None => None,
+            Some(v) => match v.as_integer().and_then(|i| u32::try_from(i).ok()) {
+                Some(n) => Some(n),
+                None => {
+                    self.problem(
+                        format!("{location}.{key}"),
+                        "must be a whole number of at least 0",
+                    );
+                    None
+                }
+            },
+        }
+    }
+
+    fn boolean(&mut self, table: &toml::Table, location: &str, key: &str) -> Option<bool> {
+        match table.get(key) {
+            None => None,
+            Some(toml::Value::Boolean(b)) => Some(*b),
+            Some(_) => {
+                self.problem(format!("{location}.{key}"), "must be true or false");
+                None
+            }
+        }
+    }
+
+    /// `task` and its `[schedules.check]` / `[schedules.forget]` table.
+    fn task(&mut self, t: &toml::Table, location: &str) -> ScheduleTask {
+        let name = self
+            .string(t, location, "task")
+            .unwrap_or_else(|| "backup".to_string());
+        for (key, wanted) in [("check", "check"), ("forget", "forget")] {
+            if t.contains_key(key) && name != wanted {
+                self.problem(
+                    format!("{location}.{key}"),
+                    format!("only allowed with task = \"{wanted}\" (this schedule's task is \"{name}\")"),
+                );
+            }
+        }
+        let empty = toml::Table::new();
+        match name.as_str() {
+            "backup" => ScheduleTask::Backup,
+            "check" => {
+                let loc = format!("{location}.check");
+                let c = match t.get("check") {
+                    Some(v) => self
+                        .table(
+                            v,
+                            &loc,
+                            &["read_data", "read_data_subset", "test_restore", "sample"],
+                        )
+                        .unwrap_or(&empty),
+                    None => &empty,
+                };
+                let read_all = self.boolean(c, &loc, "read_data").unwrap_or(false);
+                let subset = self.string(c, &loc, "read_data_subset");
+                let read_data_percent = match (read_all, subset) {
+                    (true, Some(_)) => {
+                        self.problem(
+                            format!("{loc}.read_data"),
+                            "give either `read_data` or `read_data_subset`, not both",
+                        );
+                        None
+                    }
+                    (true, None) => Some(100.0),
+                    (false, Some(text)) => match DataRead::parse_subset(&text) {
+                        Ok(DataRead::Subset(p)) => Some(p),
+                        Ok(_) => None,
+                        Err(e) => {
+                            self.problem(format!("{loc}.read_data_subset"), e);
+                            None
+                        }
+                    },
+                    (false, None) => None,
+                };
+                let test_restore = self.boolean(c, &loc, "test_restore").unwrap_or(false);
+                let sample = match self.uint(c, &loc, "sample") {
+                    Some(n) => n as usize,
+                    None => DEFAULT_TEST_RESTORE_SAMPLE,
+                };
+                ScheduleTask::Check(CheckTask {
+                    read_data_percent,
+                    test_restore,
+                    sample,
+                })
+            }
+            "forget" => {
+                let loc = format!("{location}.forget");
+                let Some(v) = t.get("forget") else {
+                    self.problem(
+                        &loc,
+                        "missing: a forget schedule needs a retention policy ([schedules.forget] with keep_last, keep_daily, ...)",
+                    );
+                    return ScheduleTask::Backup;
+                };
+                let f = self
+                    .table(
+                        v,
+                        &loc,
+                        &[
+                            "keep_last",
+                            "keep_hourly",
+                            "keep_daily",
+                            "keep_weekly",
+                            "keep_monthly",
+                            "keep_yearly",
+                            "keep_within",
+                            "keep_min",
+                            "prune",
+                        ],
+                    )
+                    .unwrap_or(&empty);
+                let keep_within = match self.string(f, &loc, "keep_within") {
+                    None => None,
+                    Some(text) => match crate::retention::parse_duration(&text) {
+                        Ok(d) => Some(d),
+                        Err(e) => {
+                            self.problem(format!("{loc}.keep_within"), e.to_string());
+                            None
+                        }
+                    },
+                };
+                let policy = crate::retention::RetentionPolicy {
+                    keep_last: self.uint(f, &loc, "keep_last").unwrap_or(0),
+                    keep_hourly: self.uint(f, &loc, "keep_hourly").unwrap_or(0),
+                    keep_daily: self.uint(f, &loc, "keep_daily").unwrap_or(0),
+                    keep_weekly: self.uint(f, &loc, "keep_weekly").unwrap_or(0),
+                    keep_monthly: self.uint(f, &loc, "keep_monthly").unwrap_or(0),
+                    keep_yearly: self.uint(f, &loc, "keep_yearly").unwrap_or(0),
+                    keep_within,
+                    min_keep: self
+                        .uint(f, &loc, "keep_min")
+                        .unwrap_or(crate::retention::DEFAULT_MIN_KEEP),
+                };
+                if let Err(e) = policy.validate() {
+                    self.problem(&loc, e.to_string());
+                }
+                let prune = self.boolean(f, &loc, "prune").unwrap_or(false);
+                ScheduleTask::Forget(ForgetTask { policy, prune })
+            }
+            other => {
+                self.problem(
+                    format!("{location}.task"),
+                    format!("`{other}` is not a schedule task (use \"backup\", \"check\" or \"forget\")"),
+                );
+                ScheduleTask::Backup
+            }
+        }
+    }
+
     /// `key` (plain value) or `key_env` (the name of an environment variable holding it).
     fn secret_string(&mut self, table: &toml::Table, location: &str, key: &str) -> Option<String> {
         let plain = self.string(table, location, key);
@@ -472,6 +679,9 @@ pub fn from_toml(
                 "overlap",
                 "jitter",
                 "catch_up_window",
+                "task",
+                "check",
+                "forget",
             ],
         ) else {
             continue;
@@ -514,6 +724,7 @@ pub fn from_toml(
                 continue;
             }
         };
+        let task = cx.task(t, &location);
         let envs = cx.strings(t, &location, "envs");
         let collections = cx.strings(t, &location, "collections");
         let overlap = cx.overlap(t, &location).unwrap_or(overlap_default);
@@ -526,6 +737,7 @@ pub fn from_toml(
         specs.push(ScheduleSpec {
             name,
             schedule,
+            task,
             envs,
             collections,
             overlap,
@@ -578,15 +790,67 @@ impl EnvLookup for AssumeSet {
     }
 }
 
-/// Structural problems of the daemon sections (called by `crate::config` while loading).
+/// Problems of the daemon sections (called by `crate::config` while loading): their
+/// structure, and every env and collection a schedule names checked against `apps`.
 pub fn check_structure(
     daemon: Option<&toml::Value>,
     schedules: &[toml::Value],
+    apps: &[crate::config::AppConfig],
 ) -> Vec<SettingsProblem> {
     match from_toml(daemon, schedules, &AssumeSet) {
-        Ok(_) => Vec::new(),
+        Ok(settings) => check_references(&settings.schedules, apps),
         Err(e) => e.problems,
     }
+}
+
+/// Schedules naming an env or collection the configuration does not have. Only what can be
+/// known without asking the server is checked: an env must be configured; a collection must
+/// be listed by, or match the `discover` globs of, at least one of the schedule's envs (whether
+/// a discovered collection exists is only known when a run lists the env's collections).
+/// `specs[i]` must come from `[[schedules]]` entry `i` (as [`from_toml`] returns them).
+pub fn check_references(
+    specs: &[ScheduleSpec],
+    apps: &[crate::config::AppConfig],
+) -> Vec<SettingsProblem> {
+    let envs: Vec<&crate::config::EnvConfig> = apps.iter().flat_map(|a| &a.envs).collect();
+    let known: Vec<&str> = envs.iter().map(|e| e.id.as_str()).collect();
+    let mut problems = Vec::new();
+    for (i, spec) in specs.iter().enumerate() {
+        for (j, env) in spec.envs.iter().enumerate() {
+            if !known.contains(&env.as_str()) {
+                problems.push(SettingsProblem {
+                    location: format!("schedules[{i}].envs[{j}]"),
+                    message: format!(
+                        "env `{env}` is not configured in any [[apps]] (configured: {})",
+                        known.join(", ")
+                    ),
+                });
+            }
+        }
+        let selected: Vec<&&crate::config::EnvConfig> = envs
+            .iter()
+            .filter(|e| spec.envs.is_empty() || spec.envs.contains(&e.id))
+            .collect();
+        if selected.is_empty() {
+            continue;
+        }
+        for (j, collection) in spec.collections.iter().enumerate() {
+            if !selected.iter().any(|e| e.collections.selects(collection)) {
+                problems.push(SettingsProblem {
+                    location: format!("schedules[{i}].collections[{j}]"),
+                    message: format!(
+                        "collection `{collection}` is neither listed in nor matched by the discover globs of {}",
+                        if spec.envs.is_empty() {
+                            "any configured env".to_string()
+                        } else {
+                            format!("env(s) {}", spec.envs.join(", "))
+                        }
+                    ),
+                });
+            }
+        }
+    }
+    problems
 }
 
 /// The daemon settings of a loaded configuration, resolving `*_env` secrets from `env`.

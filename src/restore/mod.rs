@@ -10,9 +10,11 @@
 //!
 //! - [`plan`]: what a restore will do (`--dry-run` prints it), and the default target name
 //! - [`workflow`]: the workflow kind and its persisted state
+//! - [`setup`]: registering the workflow from the configuration
 //! - [`upload`]: the streaming decompress-and-hash body for the upload
 
 pub mod plan;
+pub mod setup;
 pub mod upload;
 pub mod workflow;
 

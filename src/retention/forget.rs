@@ -129,3 +129,49 @@ pub fn forget(
     }
     Ok(report)
 }
+
+/// The hooks of a forget run against the state store: catalog records are dropped from the
+/// engine's kv; recorded remote copies cannot be reached from here (destinations are not part
+/// of the configuration yet), so a snapshot that has any is kept rather than orphaning them.
+pub struct CatalogHooks {
+    catalog_kv: tcb_state::KvNamespace,
+    copies: crate::destination::copy::CopyRecords,
+}
+
+impl CatalogHooks {
+    pub fn new(engine: &tcb_state::Engine) -> Self {
+        use crate::backup::catalog_store::SnapshotCatalog;
+        use crate::destination::copy::CopyRecords;
+        CatalogHooks {
+            catalog_kv: engine.kv(SnapshotCatalog::NAMESPACE),
+            copies: CopyRecords::new(engine.kv(CopyRecords::NAMESPACE)),
+        }
+    }
+}
+
+impl ForgetHooks for CatalogHooks {
+    fn delete_remote_copies(&mut self, entry: &CatalogEntry) -> Result<(), String> {
+        let copies = self
+            .copies
+            .of_snapshot(&entry.id)
+            .map_err(|e| e.to_string())?;
+        if copies.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "has copies at {}, which this command cannot delete; kept",
+                copies
+                    .iter()
+                    .map(|c| c.destination.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        }
+    }
+    fn forget_record(&mut self, entry: &CatalogEntry) -> Result<(), String> {
+        self.catalog_kv
+            .remove(&entry.id)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}

@@ -5,14 +5,14 @@
 
 use serde::Serialize;
 use serde_json::Value;
-use tcb_state::{Engine, JobStatus, SubmitOptions};
+use tcb_state::{Engine, JobId, JobStatus, SubmitOptions};
 use time::OffsetDateTime;
 
 use crate::archive::SnapshotLines;
 use crate::catalog::CatalogEntry;
 use crate::client::CloudBaseClient;
 use crate::naming;
-use crate::restore::{ImportOutcome, RestorePlan, RestoreRequest, RestoreWorkflow};
+use crate::restore::{ImportOutcome, RestorePlan, RestoreRequest, RestoreState, RestoreWorkflow};
 
 use super::records::VerificationStore;
 
@@ -127,13 +127,52 @@ pub async fn compare_restored(
     (count, problems)
 }
 
-/// Runs one test restore to the end on `engine` (which must have [`RestoreWorkflow`]
-/// registered and no other runner active), records the result and drops the scratch collection.
-pub async fn run_test_restore(
-    engine: &Engine,
+/// A test restore ready to submit: the restore job's initial state and where it restores to.
+#[derive(Debug, Clone)]
+pub struct PlannedTestRestore {
+    pub env: String,
+    pub scratch_collection: String,
+    pub state: RestoreState,
+}
+
+/// Plans the test restore of `entry` into a new scratch collection of its own env.
+pub fn plan_test_restore(
+    entry: &CatalogEntry,
+    now: OffsetDateTime,
+) -> Result<PlannedTestRestore, TestRestoreError> {
+    let scratch = scratch_collection_name(&entry.manifest.collection, now);
+    let req = RestoreRequest {
+        to_collection: Some(scratch.clone()),
+        ..RestoreRequest::default()
+    };
+    let plan = RestorePlan::new(entry, &req, now).map_err(|e| TestRestoreError::Failed {
+        id: entry.id.clone(),
+        message: e.to_string(),
+    })?;
+    Ok(PlannedTestRestore {
+        env: plan.env.clone(),
+        scratch_collection: scratch,
+        state: plan.into_state(entry),
+    })
+}
+
+/// How the restore job of a test restore ended.
+#[derive(Debug, Clone)]
+pub struct RestoreJobEnd {
+    pub job: JobId,
+    pub status: JobStatus,
+    pub output: Option<Value>,
+    pub error: Option<String>,
+}
+
+/// After the restore job ended: compares `target` (env, scratch collection) the scratch collection with the snapshot, drops the
+/// scratch collection whatever the outcome, and records the result in `store`.
+pub async fn finish_test_restore(
     client: &CloudBaseClient,
     store: &VerificationStore,
     entry: &CatalogEntry,
+    target: (&str, &str),
+    end: &RestoreJobEnd,
     sample_size: usize,
     now: OffsetDateTime,
 ) -> Result<TestRestoreResult, TestRestoreError> {
@@ -141,35 +180,12 @@ pub async fn run_test_restore(
         id: entry.id.clone(),
         message,
     };
-    let scratch = scratch_collection_name(&entry.manifest.collection, now);
-    let req = RestoreRequest {
-        to_collection: Some(scratch.clone()),
-        ..RestoreRequest::default()
-    };
-    let plan = RestorePlan::new(entry, &req, now).map_err(|e| fail(e.to_string()))?;
-    let env = plan.env.clone();
-    let job = engine
-        .submit::<RestoreWorkflow>(
-            plan.into_state(entry),
-            SubmitOptions::label(format!("test-restore {}", entry.id)),
-        )
-        .map_err(|e| fail(e.to_string()))?;
-    engine
-        .run_until_idle()
-        .await
-        .map_err(|e| fail(e.to_string()))?;
-    let view = engine
-        .job(job)
-        .map_err(|e| fail(e.to_string()))?
-        .ok_or_else(|| fail(format!("restore job {job} vanished")))?;
-
+    let (env, scratch) = target;
     let mut problems = Vec::new();
     let mut restored_count = 0;
     let mut sampled = 0;
-    if view.summary.status == JobStatus::Succeeded
-        || view.summary.status == JobStatus::PartiallyFailed
-    {
-        if let Some(outcome) = view
+    if end.status == JobStatus::Succeeded || end.status == JobStatus::PartiallyFailed {
+        if let Some(outcome) = end
             .output
             .clone()
             .and_then(|o| serde_json::from_value::<ImportOutcome>(o).ok())
@@ -187,7 +203,7 @@ pub async fn run_test_restore(
             Ok(sample) => {
                 sampled = sample.len();
                 let (count, found) =
-                    compare_restored(client, &env, &scratch, entry.manifest.records, &sample).await;
+                    compare_restored(client, env, scratch, entry.manifest.records, &sample).await;
                 restored_count = count;
                 problems.extend(found);
             }
@@ -195,19 +211,20 @@ pub async fn run_test_restore(
         }
     } else {
         problems.push(format!(
-            "restore job {job} ended {}: {}",
-            view.summary.status.as_str(),
-            view.summary.last_error.clone().unwrap_or_default()
+            "restore job {} ended {}: {}",
+            end.job,
+            end.status.as_str(),
+            end.error.clone().unwrap_or_default()
         ));
     }
     let drop_error = client
-        .delete_collection(&env, &scratch)
+        .delete_collection(env, scratch)
         .await
         .err()
         .map(|e| format!("dropping {env}/{scratch}: {e}"));
     let result = TestRestoreResult {
         snapshot_id: entry.id.clone(),
-        scratch_collection: scratch,
+        scratch_collection: scratch.to_string(),
         expected_records: entry.manifest.records,
         restored_count,
         sampled,
@@ -222,4 +239,43 @@ pub async fn run_test_restore(
         })
         .map_err(|e| fail(e.to_string()))?;
     Ok(result)
+}
+
+/// Runs one test restore to the end on `engine` (which must have [`RestoreWorkflow`]
+/// registered and no other runner active), records the result and drops the scratch collection.
+pub async fn run_test_restore(
+    engine: &Engine,
+    client: &CloudBaseClient,
+    store: &VerificationStore,
+    entry: &CatalogEntry,
+    sample_size: usize,
+    now: OffsetDateTime,
+) -> Result<TestRestoreResult, TestRestoreError> {
+    let fail = |message: String| TestRestoreError::Failed {
+        id: entry.id.clone(),
+        message,
+    };
+    let planned = plan_test_restore(entry, now)?;
+    let job = engine
+        .submit::<RestoreWorkflow>(
+            planned.state.clone(),
+            SubmitOptions::label(format!("test-restore {}", entry.id)),
+        )
+        .map_err(|e| fail(e.to_string()))?;
+    engine
+        .run_until_idle()
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    let view = engine
+        .job(job)
+        .map_err(|e| fail(e.to_string()))?
+        .ok_or_else(|| fail(format!("restore job {job} vanished")))?;
+    let end = RestoreJobEnd {
+        job,
+        status: view.summary.status,
+        output: view.output.clone(),
+        error: view.summary.last_error.clone(),
+    };
+    let target = (planned.env.as_str(), planned.scratch_collection.as_str());
+    finish_test_restore(client, store, entry, target, &end, sample_size, now).await
 }

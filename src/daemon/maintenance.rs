@@ -1,0 +1,423 @@
+//! Scheduled `check` and `forget`: the `daemon.maintenance` workflow kind a check or forget
+//! schedule's fire submits (a backup schedule submits `backup.run` instead).
+//!
+//! It only wires the library functions to the engine: [`crate::verify::check_entries`] and
+//! [`crate::verify::check::record_report`] for a check, `restore.collection` children planned by
+//! [`crate::verify::test_restore::plan_test_restore`] and judged by
+//! [`crate::verify::test_restore::finish_test_restore`] for test restores, and
+//! [`crate::retention::forget::forget`] for a forget. Results go to the
+//! [`VerificationStore`] like the CLI's; the job's output ([`MaintenanceOutput`]) says whether
+//! anything failed, which the daemon turns into an alert.
+//!
+//! A check with problems (or a forget whose deletions failed) ends `PartiallyFailed`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use tcb_state::{ChildSpec, JobStatus, StepContext, StepError, Transition, WeakEngine, Workflow};
+use time::OffsetDateTime;
+
+use super::alerts::AlertItem;
+use super::settings::{CheckTask, ForgetTask, ScheduleSpec, ScheduleTask};
+use crate::backup::catalog_store::SnapshotCatalog;
+use crate::backup::settings::AppClients;
+use crate::catalog::CatalogEntry;
+use crate::restore::RestoreWorkflow;
+use crate::retention::forget::{forget, CatalogHooks, ForgetOptions};
+use crate::verify::check::record_report;
+use crate::verify::test_restore::{finish_test_restore, plan_test_restore, RestoreJobEnd};
+use crate::verify::{check_entries, CheckOptions, DataRead, VerificationStore};
+
+/// The engine kind of a scheduled check or forget.
+pub const MAINTENANCE_KIND: &str = "daemon.maintenance";
+
+/// What one fire asks for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MaintenanceTask {
+    pub schedule: String,
+    /// The selection (empty: all).
+    pub envs: Vec<String>,
+    pub collections: Vec<String>,
+    pub work: MaintenanceWork,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MaintenanceWork {
+    Check(CheckTask),
+    Forget(ForgetTask),
+}
+
+impl MaintenanceTask {
+    /// The task of a check or forget schedule; `None` for a backup schedule.
+    pub fn of(spec: &ScheduleSpec) -> Option<MaintenanceTask> {
+        let work = match &spec.task {
+            ScheduleTask::Backup => return None,
+            ScheduleTask::Check(c) => MaintenanceWork::Check(c.clone()),
+            ScheduleTask::Forget(f) => MaintenanceWork::Forget(f.clone()),
+        };
+        Some(MaintenanceTask {
+            schedule: spec.name.clone(),
+            envs: spec.envs.clone(),
+            collections: spec.collections.clone(),
+            work,
+        })
+    }
+
+    fn selects(&self, e: &CatalogEntry) -> bool {
+        (self.envs.is_empty() || self.envs.contains(&e.manifest.env))
+            && (self.collections.is_empty() || self.collections.contains(&e.manifest.collection))
+    }
+}
+
+/// The persisted state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum MaintenanceState {
+    Start(MaintenanceTask),
+    /// The check is recorded; the test restores run as children.
+    TestRestoring {
+        task: MaintenanceTask,
+        checked: MaintenanceOutput,
+        restores: Vec<PendingTestRestore>,
+    },
+}
+
+/// One test restore running as a child job.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PendingTestRestore {
+    pub snapshot_id: String,
+    pub env: String,
+    pub scratch_collection: String,
+    pub sample: usize,
+}
+
+/// The job's output.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MaintenanceOutput {
+    /// `check` or `forget`.
+    pub task: String,
+    pub ok: bool,
+    pub summary: String,
+    /// What failed, per snapshot or collection.
+    pub problems: Vec<AlertItem>,
+}
+
+/// What the workflow uses; replaced on reload.
+#[derive(Clone)]
+pub struct MaintenanceWorkflow {
+    pub engine: WeakEngine,
+    pub catalog: SnapshotCatalog,
+    pub store: VerificationStore,
+    /// For test restores (the comparison queries and dropping the scratch collection).
+    pub clients: Arc<AppClients>,
+}
+
+fn offset(t: SystemTime) -> OffsetDateTime {
+    OffsetDateTime::from(t)
+}
+
+fn internal(e: impl std::fmt::Display) -> StepError {
+    StepError::retryable(e.to_string())
+}
+
+fn item(e: &CatalogEntry, status: &str, detail: Option<String>) -> AlertItem {
+    AlertItem {
+        env: e.manifest.env.clone(),
+        collection: e.manifest.collection.clone(),
+        status: status.to_string(),
+        detail: Some(match detail {
+            Some(d) => format!("{}: {d}", e.id),
+            None => e.id.clone(),
+        }),
+    }
+}
+
+fn finish(out: MaintenanceOutput, state: MaintenanceState) -> Transition<MaintenanceState> {
+    let output = serde_json::to_value(&out).unwrap_or_default();
+    if out.ok {
+        Transition::Complete { state, output }
+    } else {
+        Transition::CompletePartial { state, output }
+    }
+}
+
+impl MaintenanceWorkflow {
+    fn entries(&self, task: &MaintenanceTask) -> Result<Vec<CatalogEntry>, StepError> {
+        Ok(self
+            .catalog
+            .list(None, None)
+            .map_err(internal)?
+            .into_iter()
+            .map(|r| r.entry)
+            .filter(|e| task.selects(e))
+            .collect())
+    }
+
+    async fn check(
+        &self,
+        task: MaintenanceTask,
+        c: CheckTask,
+        now: OffsetDateTime,
+    ) -> Result<Transition<MaintenanceState>, StepError> {
+        let entries = self.entries(&task)?;
+        let records = self.store.all().map_err(internal)?;
+        let read = match c.read_data_percent {
+            None => DataRead::None,
+            Some(p) if p >= 100.0 => DataRead::All,
+            Some(p) => DataRead::Subset(p),
+        };
+        let to_check = entries.clone();
+        let report = tokio::task::spawn_blocking(move || {
+            check_entries(&to_check, &records, CheckOptions { read })
+        })
+        .await
+        .map_err(internal)?;
+        record_report(&self.store, &report, now).map_err(internal)?;
+        let by_id: BTreeMap<&str, &CatalogEntry> =
+            entries.iter().map(|e| (e.id.as_str(), e)).collect();
+        let mut problems = Vec::new();
+        for f in report.failures() {
+            if let Some(e) = by_id.get(f.id.as_str()) {
+                problems.push(item(e, "check failed", f.error.clone()));
+            }
+        }
+        let read_count = report.entries.iter().filter(|e| e.read_data).count();
+        let mut checked = MaintenanceOutput {
+            task: "check".to_string(),
+            ok: problems.is_empty(),
+            summary: format!(
+                "check `{}`: {} snapshot(s) checked ({} with their data read), {} failed",
+                task.schedule,
+                report.entries.len(),
+                read_count,
+                problems.len()
+            ),
+            problems,
+        };
+        if !c.test_restore {
+            return Ok(finish(checked.clone(), MaintenanceState::Start(task)));
+        }
+        // The newest snapshot of each env/collection, like `check --test-restore`.
+        let mut newest: BTreeMap<(String, String), &CatalogEntry> = BTreeMap::new();
+        for e in &entries {
+            let key = (e.manifest.env.clone(), e.manifest.collection.clone());
+            if newest
+                .get(&key)
+                .is_none_or(|cur| cur.manifest.finished_at < e.manifest.finished_at)
+            {
+                newest.insert(key, e);
+            }
+        }
+        let mut restores = Vec::new();
+        let mut children = Vec::new();
+        for e in newest.values() {
+            if self.clients.get(&e.manifest.appid).is_none() {
+                checked.problems.push(item(
+                    e,
+                    "test restore failed",
+                    Some(format!("app {} is not configured", e.manifest.appid)),
+                ));
+                continue;
+            }
+            match plan_test_restore(e, now) {
+                Ok(p) => {
+                    let child = ChildSpec::of::<RestoreWorkflow>(
+                        &p.state,
+                        format!("test-restore {}", e.id),
+                    )
+                    .map_err(internal)?;
+                    children.push(child);
+                    restores.push(PendingTestRestore {
+                        snapshot_id: e.id.clone(),
+                        env: p.env,
+                        scratch_collection: p.scratch_collection,
+                        sample: c.sample,
+                    });
+                }
+                Err(err) => {
+                    checked
+                        .problems
+                        .push(item(e, "test restore failed", Some(err.to_string())))
+                }
+            }
+        }
+        checked.ok = checked.problems.is_empty();
+        if children.is_empty() {
+            return Ok(finish(checked, MaintenanceState::Start(task)));
+        }
+        Ok(Transition::SpawnChildren {
+            state: MaintenanceState::TestRestoring {
+                task,
+                checked,
+                restores,
+            },
+            children,
+        })
+    }
+
+    async fn judge_restores(
+        &self,
+        ctx: &StepContext,
+        task: MaintenanceTask,
+        mut out: MaintenanceOutput,
+        restores: Vec<PendingTestRestore>,
+        now: OffsetDateTime,
+    ) -> Result<Transition<MaintenanceState>, StepError> {
+        let mut passed = 0;
+        for (pending, child) in restores.iter().zip(&ctx.children) {
+            let entry = match self.catalog.find(&pending.snapshot_id) {
+                Ok(r) => r.entry,
+                Err(e) => {
+                    out.problems.push(AlertItem {
+                        env: pending.env.clone(),
+                        collection: String::new(),
+                        status: "test restore failed".to_string(),
+                        detail: Some(format!("{}: {e}", pending.snapshot_id)),
+                    });
+                    continue;
+                }
+            };
+            let Some(client) = self.clients.get(&entry.manifest.appid) else {
+                out.problems.push(item(
+                    &entry,
+                    "test restore failed",
+                    Some(format!("app {} is not configured", entry.manifest.appid)),
+                ));
+                continue;
+            };
+            let end = RestoreJobEnd {
+                job: child.id,
+                status: child.status,
+                output: child.output.clone(),
+                error: child.error.clone(),
+            };
+            match finish_test_restore(
+                client,
+                &self.store,
+                &entry,
+                (pending.env.as_str(), pending.scratch_collection.as_str()),
+                &end,
+                pending.sample,
+                now,
+            )
+            .await
+            {
+                Ok(r) if r.ok() => passed += 1,
+                Ok(r) => out.problems.push(item(
+                    &entry,
+                    "test restore failed",
+                    Some(r.problems.join("; ")),
+                )),
+                Err(e) => {
+                    out.problems
+                        .push(item(&entry, "test restore failed", Some(e.to_string())))
+                }
+            }
+            if child.status != JobStatus::Succeeded {
+                tracing::warn!(snapshot = %entry.id, status = %child.status, "test restore job did not succeed");
+            }
+        }
+        out.ok = out.problems.is_empty();
+        out.summary = format!(
+            "{}; {passed} of {} test restore(s) passed",
+            out.summary,
+            restores.len()
+        );
+        Ok(finish(out, MaintenanceState::Start(task)))
+    }
+
+    async fn forget(
+        &self,
+        task: MaintenanceTask,
+        f: ForgetTask,
+        now: OffsetDateTime,
+    ) -> Result<Transition<MaintenanceState>, StepError> {
+        let engine = self
+            .engine
+            .upgrade()
+            .ok_or_else(|| StepError::permanent("the state store is closed"))?;
+        let entries = self.entries(&task)?;
+        let store = self.store.clone();
+        let opts = ForgetOptions {
+            policy: f.policy.clone(),
+            prune: f.prune,
+            dry_run: false,
+        };
+        let mut hooks = CatalogHooks::new(&engine);
+        let by_id: BTreeMap<String, CatalogEntry> =
+            entries.iter().map(|e| (e.id.clone(), e.clone())).collect();
+        let report =
+            tokio::task::spawn_blocking(move || forget(&entries, &store, &opts, &mut hooks, now))
+                .await
+                .map_err(internal)?
+                .map_err(StepError::permanent)?;
+        let forgettable = report.plan.forget_ids().count();
+        let kept: usize = report.plan.groups.iter().map(|g| g.keep.len()).sum();
+        let mut problems: Vec<AlertItem> = report
+            .errors
+            .iter()
+            .map(|e| AlertItem {
+                env: String::new(),
+                collection: String::new(),
+                status: "forget failed".to_string(),
+                detail: Some(e.clone()),
+            })
+            .collect();
+        for c in report.verified_now.failures() {
+            if let Some(e) = by_id.get(&c.id) {
+                problems.push(item(e, "check failed", c.error.clone()));
+            }
+        }
+        let out = MaintenanceOutput {
+            task: "forget".to_string(),
+            ok: problems.is_empty(),
+            summary: format!(
+                "forget `{}`: {kept} kept, {forgettable} {}, {} error(s)",
+                task.schedule,
+                if report.deleted {
+                    "deleted"
+                } else {
+                    "to forget (prune is off)"
+                },
+                report.errors.len()
+            ),
+            problems,
+        };
+        Ok(finish(out, MaintenanceState::Start(task)))
+    }
+}
+
+impl Workflow for MaintenanceWorkflow {
+    type State = MaintenanceState;
+    const KIND: &'static str = MAINTENANCE_KIND;
+    const SCHEMA_VERSION: u32 = 1;
+
+    fn step_timeout(&self) -> Duration {
+        // A check with --read-data decompresses every snapshot in one step.
+        Duration::from_secs(6 * 3600)
+    }
+
+    async fn step(
+        &self,
+        ctx: StepContext,
+        state: MaintenanceState,
+    ) -> Result<Transition<MaintenanceState>, StepError> {
+        let now = offset(ctx.now);
+        match state {
+            MaintenanceState::Start(task) => match task.work.clone() {
+                MaintenanceWork::Check(c) => self.check(task, c, now).await,
+                MaintenanceWork::Forget(f) => self.forget(task, f, now).await,
+            },
+            MaintenanceState::TestRestoring {
+                task,
+                checked,
+                restores,
+            } => {
+                self.judge_restores(&ctx, task, checked, restores, now)
+                    .await
+            }
+        }
+    }
+}

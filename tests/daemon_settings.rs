@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use tcb_backup::daemon::settings::{
-    from_config_text, AlertEvent, AlertFormat, EnvLookup, OverlapPolicy,
+    from_config_text, AlertEvent, AlertFormat, EnvLookup, OverlapPolicy, ScheduleTask,
 };
 
 struct Env(HashMap<&'static str, &'static str>);
@@ -143,5 +143,179 @@ cron = "@daily"
     assert_eq!(
         err.problems[0].to_string(),
         "schedules[0].cron: field 6 (day of week) `8`: out of range 0–6"
+    );
+}
+
+#[test]
+fn check_and_forget_tasks() {
+    let text = r#"
+[[schedules]]
+name = "weekly-check"
+cron = "@weekly"
+task = "check"
+envs = ["prod-1"]
+[schedules.check]
+read_data_subset = "10%"
+test_restore = true
+sample = 5
+
+[[schedules]]
+name = "full-read"
+task = "check"
+check = { read_data = true }
+
+[[schedules]]
+name = "retention"
+cron = "0 0 5 * * * *"
+task = "forget"
+[schedules.forget]
+keep_last = 3
+keep_daily = 14
+keep_within = "30d"
+keep_min = 2
+prune = true
+"#;
+    let s = from_config_text(text, &env()).unwrap();
+    let ScheduleTask::Check(c) = &s.schedules[0].task else {
+        panic!("{:?}", s.schedules[0].task)
+    };
+    assert_eq!(
+        (c.read_data_percent, c.test_restore, c.sample),
+        (Some(10.0), true, 5)
+    );
+    // A check schedule never sets a collection's expected backup interval.
+    assert!(!s.schedules[0].covers("prod-1", "orders"));
+    assert!(s.schedules[0].selects("prod-1", "orders"));
+    let ScheduleTask::Check(c) = &s.schedules[1].task else {
+        panic!()
+    };
+    assert_eq!(
+        (c.read_data_percent, c.test_restore, c.sample),
+        (Some(100.0), false, 20)
+    );
+    let ScheduleTask::Forget(f) = &s.schedules[2].task else {
+        panic!()
+    };
+    assert!(f.prune);
+    assert_eq!(
+        (f.policy.keep_last, f.policy.keep_daily, f.policy.min_keep),
+        (3, 14, 2)
+    );
+    assert_eq!(f.policy.keep_within, Some(Duration::from_secs(30 * 86_400)));
+
+    let bad = r#"
+[[schedules]]
+name = "a"
+task = "vacuum"
+
+[[schedules]]
+name = "b"
+task = "forget"
+
+[[schedules]]
+name = "c"
+task = "forget"
+forget = { prune = true, keep_min = 0, keep_weekly = -1 }
+
+[[schedules]]
+name = "d"
+check = { read_data = true }
+
+[[schedules]]
+name = "e"
+task = "check"
+check = { read_data = true, read_data_subset = "5%", colour = 1 }
+
+[[schedules]]
+name = "f"
+task = "check"
+check = { read_data_subset = "250%" }
+"#;
+    let err = from_config_text(bad, &env()).unwrap_err();
+    let problems: Vec<String> = err.problems.iter().map(|p| p.to_string()).collect();
+    let has = |needle: &str| {
+        assert!(
+            problems.iter().any(|p| p.contains(needle)),
+            "no problem containing {needle:?} in {problems:#?}"
+        )
+    };
+    has("schedules[0].task: `vacuum` is not a schedule task");
+    has("schedules[1].forget: missing: a forget schedule needs a retention policy");
+    has("schedules[2].forget.keep_weekly: must be a whole number");
+    has("schedules[2].forget: --keep-min must be at least 1");
+    has("schedules[3].check: only allowed with task = \"check\"");
+    has("schedules[4].check.read_data: give either");
+    has("schedules[4].check.colour: unknown key");
+    has("schedules[5].check.read_data_subset:");
+}
+
+/// Schedules are checked against the apps and envs of the whole file: `config check` and the
+/// daemon's start (and reload) refuse a schedule naming what is not configured.
+#[test]
+fn schedules_naming_unknown_envs_or_collections_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = r#"
+[[apps]]
+appid = "wx1234567890abcdef"
+secret_env = "SOME_SECRET"
+
+[[apps.envs]]
+id = "prod-1"
+collections = ["orders", "users"]
+
+[[apps.envs]]
+id = "logs-1"
+discover = { include = ["log_*"], exclude = ["log_tmp*"] }
+"#;
+    let load = |schedules: &str| {
+        let text = format!("{base}{schedules}");
+        tcb_backup::config::load_str(&text, &dir.path().join("t.toml"), dir.path())
+    };
+    load(
+        r#"
+[[schedules]]
+name = "ok"
+envs = ["prod-1", "logs-1"]
+collections = ["orders", "log_2026"]
+"#,
+    )
+    .expect("listed and glob-matched collections are fine");
+    let err = load(
+        r#"
+[[schedules]]
+name = "typos"
+envs = ["prod-1", "prod-2"]
+collections = ["orders", "oders"]
+
+[[schedules]]
+name = "glob"
+envs = ["logs-1"]
+collections = ["log_tmp1", "log_ok"]
+
+[[schedules]]
+name = "all-envs"
+collections = ["nowhere"]
+"#,
+    )
+    .unwrap_err();
+    let text = err.to_string();
+    for needle in [
+        "schedules[0].envs[1]",
+        "env `prod-2` is not configured",
+        "schedules[0].collections[1]",
+        "collection `oders` is neither listed in nor matched by the discover globs of env(s) prod-1, prod-2",
+        "schedules[1].collections[0]",
+        "schedules[2].collections[0]",
+        "any configured env",
+    ] {
+        assert!(text.contains(needle), "{needle:?} not in {text}");
+    }
+    assert!(!text.contains("schedules[1].collections[1]"), "{text}");
+    assert_eq!(err.problems.len(), 4, "{text}");
+    // The location comes with its line.
+    assert!(
+        err.problems.iter().all(|p| p.line.is_some()),
+        "{:#?}",
+        err.problems
     );
 }

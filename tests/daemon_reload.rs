@@ -198,6 +198,14 @@ async fn reload_applies_new_collections_rejects_bad_configs_and_metrics_match_th
     assert!(schedules[0]["envs"].as_array().unwrap().is_empty());
 
     // A valid change: the second collection joins the schedule and the next fire backs it up.
+    // It is applied while a run is in flight (the schedule fires every second).
+    eventually("a run in flight", Duration::from_secs(20), || async {
+        get_json(&http, addr, "/api/jobs")
+            .await
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+    })
+    .await;
     write(
         &path,
         &config_with_schedule(&base, &every_second(&[&first, &second])),
@@ -239,6 +247,13 @@ async fn reload_applies_new_collections_rejects_bad_configs_and_metrics_match_th
             .is_some_and(|a| a.is_empty())
     })
     .await;
+
+    // Reloads happened while runs were in flight (the schedule fires every second): no job
+    // was cancelled or lost, every one ended successfully.
+    let jobs = get_json(&http, addr, "/api/jobs?all=true").await;
+    let jobs = jobs.as_array().unwrap();
+    assert!(jobs.len() >= 4, "{jobs:#?}");
+    assert!(jobs.iter().all(|j| j["status"] == "Succeeded"), "{jobs:#?}");
 
     let metrics = samples(&get(&http, addr, "/metrics").await);
     let server = emu.control().counters();

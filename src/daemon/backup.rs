@@ -123,6 +123,7 @@ impl RunReporter for TaskReporter {
                 report.run, report.succeeded, report.failed, report.unfinished
             ),
             problems,
+            heartbeat: true,
         })
     }
 }
@@ -145,6 +146,7 @@ fn summarize_maintenance(view: &tcb_state::JobView) -> RunSummary {
             },
             summary: out.summary,
             problems: out.problems,
+            heartbeat: false,
         },
         None => RunSummary {
             outcome: if status == JobStatus::Cancelled {
@@ -159,6 +161,7 @@ fn summarize_maintenance(view: &tcb_state::JobView) -> RunSummary {
                 status: status.to_string(),
                 detail: view.summary.last_error.clone(),
             }],
+            heartbeat: false,
         },
     }
 }

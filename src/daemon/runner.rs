@@ -49,6 +49,9 @@ pub struct RunSummary {
     pub summary: String,
     /// The collections that did not succeed.
     pub problems: Vec<AlertItem>,
+    /// Whether a success calls the heartbeat URL: only backups do (a passing scheduled check
+    /// must not keep the dead-man's switch quiet while backups fail).
+    pub heartbeat: bool,
 }
 
 /// Judges a finished run.
@@ -78,6 +81,7 @@ impl RunReporter for StatusOnlyReporter {
             outcome,
             summary: format!("run {run}: {}", outcome.as_str()),
             problems: Vec::new(),
+            heartbeat: true,
         })
     }
 }
@@ -261,6 +265,7 @@ impl<L: Launcher> Daemon<L> {
             return;
         };
         let event = match summary.outcome {
+            RunOutcome::Succeeded if !summary.heartbeat => return,
             RunOutcome::Succeeded => {
                 match notifier.heartbeat().await {
                     Ok(true) => self.status.counters.alert("heartbeat", "sent"),

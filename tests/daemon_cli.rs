@@ -314,3 +314,37 @@ time_zone = "UTC"
     assert_eq!(status.code(), Some(0), "exit status {status:?}");
     emu.shutdown().await;
 }
+
+/// A schedule naming an env or collection that is not configured: `config check` reports it at
+/// its location (and line), and the daemon refuses to start (exit 10, invalid configuration).
+#[tokio::test]
+async fn config_check_and_daemon_refuse_schedules_naming_unknown_envs() {
+    let dir = tempfile::tempdir().unwrap();
+    let apps = support::test_apps("scr", 1, 1);
+    let config = support::write_config(dir.path(), "http://127.0.0.1:9", &apps, 2);
+    append(
+        &config,
+        r#"
+[[schedules]]
+name = "nightly"
+envs = ["scr-env00", "scr-typo"]
+"#,
+    );
+    for args in [&["config", "check"][..], &["daemon"][..]] {
+        let out = tokio::process::Command::new(BIN)
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(out.status.code(), Some(10), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("schedules[0].envs[1]")
+                && err.contains("env `scr-typo` is not configured")
+                && err.contains("line "),
+            "{args:?}: {err}"
+        );
+    }
+}

@@ -24,7 +24,22 @@
 //! envs = []                           # empty: every configured env
 //! collections = []                    # empty: every configured/discovered collection
 //! # overlap, jitter, catch_up_window may be overridden per schedule
+//!
+//! [[schedules]]
+//! name = "weekly-check"
+//! task = "check"                      # "backup" (default), "check" or "forget"
+//! [schedules.check]                   # read_data / read_data_subset, test_restore, sample
+//! test_restore = true
+//!
+//! [[schedules]]
+//! name = "retention"
+//! task = "forget"
+//! [schedules.forget]                  # keep_last/hourly/daily/weekly/monthly/yearly,
+//! keep_daily = 14                     # keep_within, keep_min, prune
+//! prune = true
 //! ```
+//!
+//! [`check_references`] checks the envs and collections schedules name against the apps.
 //!
 //! Without any `[[schedules]]` the daemon runs one schedule, `default`: 02:00 daily in
 //! Asia/Shanghai over everything configured.

@@ -1902,7 +1902,7 @@ collections = [".hidden"]
             }
             blocks += 1;
         }
-        assert_eq!(blocks, 3);
+        assert_eq!(blocks, 4);
     }
 
     #[test]

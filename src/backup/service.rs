@@ -66,7 +66,8 @@ impl BackupService {
 
     /// (Re-)registers both workflows with these settings, clients, plan and concurrency (the
     /// daemon calls it on SIGHUP). Jobs keep their committed state: a step already running
-    /// finishes with what it started with, every later claim uses the new workflows.
+    /// finishes with what it started with (as do the steps the engine chains right after it
+    /// without releasing the job), every later claim uses the new workflows.
     pub fn reconfigure(
         &mut self,
         settings: WorkflowSettings,

@@ -124,3 +124,86 @@ impl fmt::Debug for ObserverSlot {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    #[test]
+    fn outcomes_of_every_error_kind() {
+        let of = |kind| CallOutcome::of_error(&ApiError::new("x", kind));
+        assert_eq!(
+            of(ApiErrorKind::Api {
+                errcode: -501001,
+                errmsg: "busy".into()
+            }),
+            CallOutcome::Errcode(-501001)
+        );
+        assert_eq!(
+            of(ApiErrorKind::Http { status: 502 }),
+            CallOutcome::HttpStatus(502)
+        );
+        assert_eq!(
+            of(ApiErrorKind::Cos {
+                status: 403,
+                code: "AccessDenied".into(),
+                message: String::new()
+            }),
+            CallOutcome::HttpStatus(403)
+        );
+        assert_eq!(of(ApiErrorKind::UrlExpired), CallOutcome::HttpStatus(403));
+        assert_eq!(of(ApiErrorKind::NotFound), CallOutcome::HttpStatus(404));
+        assert_eq!(
+            of(ApiErrorKind::Transport("reset".into())),
+            CallOutcome::Transport
+        );
+        assert_eq!(of(ApiErrorKind::Timeout), CallOutcome::Timeout);
+        assert_eq!(of(ApiErrorKind::TooLarge), CallOutcome::InvalidResponse);
+        assert_eq!(
+            of(ApiErrorKind::InvalidResponse("x".into())),
+            CallOutcome::InvalidResponse
+        );
+        assert_eq!(
+            of(ApiErrorKind::InsecureUrl("http://x".into())),
+            CallOutcome::Refused
+        );
+        assert_eq!(CallOutcome::of(&Ok::<(), ApiError>(())), CallOutcome::Ok);
+        assert_eq!(CallOutcome::Errcode(1).kind(), "errcode");
+    }
+
+    #[derive(Default)]
+    struct Seen(Mutex<Vec<(String, CallOutcome)>>);
+    impl ApiObserver for Seen {
+        fn observe(&self, call: &ApiCall<'_>) {
+            self.0
+                .lock()
+                .unwrap()
+                .push((call.endpoint.to_string(), call.outcome));
+        }
+    }
+
+    #[test]
+    fn slot_reports_once_per_call_and_is_silent_when_empty() {
+        let seen = Arc::new(Seen::default());
+        let slot = ObserverSlot::new(Some(seen.clone()));
+        slot.record(
+            "databasecount",
+            std::time::Instant::now(),
+            &Ok::<u8, ApiError>(1),
+        );
+        slot.record(
+            "download",
+            std::time::Instant::now(),
+            &Err::<u8, ApiError>(ApiError::new("download", ApiErrorKind::UrlExpired)),
+        );
+        ObserverSlot::default().record("x", std::time::Instant::now(), &Ok::<u8, ApiError>(1));
+        assert_eq!(
+            *seen.0.lock().unwrap(),
+            vec![
+                ("databasecount".to_string(), CallOutcome::Ok),
+                ("download".to_string(), CallOutcome::HttpStatus(403)),
+            ]
+        );
+    }
+}

@@ -63,6 +63,7 @@ async fn receiver() -> (String, Shared) {
 fn alert(event: AlertEvent) -> Alert {
     Alert {
         event,
+        task: "backup".into(),
         summary: "run 7: 1 succeeded, 1 failed, 0 unfinished".into(),
         schedule: Some("nightly".into()),
         run: Some(7),

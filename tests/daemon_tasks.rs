@@ -340,6 +340,8 @@ async fn scheduled_check_and_forget() {
     .await
     .expect("an alert for the failed check");
     assert_eq!(alert["event"], "failure");
+    assert_eq!(alert["task"], "check");
+    assert_eq!(alert["title"], "scheduled check failed");
     assert_eq!(alert["schedule"], "schedule checks @ 2026-12-03T19:00:00Z");
     let items = alert["items"].as_array().unwrap();
     assert!(

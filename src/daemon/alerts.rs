@@ -29,6 +29,8 @@ pub struct AlertItem {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Alert {
     pub event: AlertEvent,
+    /// What failed: `backup`, `check` or `forget` (the schedule's task).
+    pub task: String,
     pub summary: String,
     pub schedule: Option<String>,
     pub run: Option<u64>,
@@ -39,10 +41,12 @@ pub struct Alert {
 
 impl Alert {
     pub fn title(&self) -> &'static str {
-        match self.event {
-            AlertEvent::Failure => "backup failed",
-            AlertEvent::Partial => "backup partially failed",
-            AlertEvent::Stale => "backups are stale",
+        match (self.event, self.task.as_str()) {
+            (AlertEvent::Failure | AlertEvent::Partial, "check") => "scheduled check failed",
+            (AlertEvent::Failure | AlertEvent::Partial, "forget") => "scheduled forget failed",
+            (AlertEvent::Failure, _) => "backup failed",
+            (AlertEvent::Partial, _) => "backup partially failed",
+            (AlertEvent::Stale, _) => "backups are stale",
         }
     }
 
@@ -51,6 +55,7 @@ impl Alert {
         serde_json::json!({
             "source": "tcb-backup",
             "event": self.event,
+            "task": self.task,
             "title": self.title(),
             "summary": self.summary,
             "schedule": self.schedule,

@@ -15,7 +15,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::alerts::{AlertItem, Notifier};
 use super::freshness::{CollectionStatus, StatusSource};
 use super::maintenance::{
-    MaintenanceOutput, MaintenanceState, MaintenanceTask, MaintenanceWorkflow, MAINTENANCE_KIND,
+    MaintenanceOutput, MaintenanceState, MaintenanceTask, MaintenanceWork, MaintenanceWorkflow,
+    MAINTENANCE_KIND,
 };
 use super::metrics::Counters;
 use super::runner::{Daemon, RunOutcome, RunReporter, RunSummary};
@@ -123,7 +124,7 @@ impl RunReporter for TaskReporter {
                 report.run, report.succeeded, report.failed, report.unfinished
             ),
             problems,
-            heartbeat: true,
+            task: "backup",
         })
     }
 }
@@ -135,6 +136,14 @@ fn summarize_maintenance(view: &tcb_state::JobView) -> RunSummary {
         .clone()
         .and_then(|o| serde_json::from_value(o).ok());
     let status = view.summary.status;
+    let is_forget = matches!(
+        serde_json::from_value::<MaintenanceState>(view.state.clone()),
+        Ok(MaintenanceState::Start(MaintenanceTask {
+            work: MaintenanceWork::Forget(_),
+            ..
+        }))
+    );
+    let task = if is_forget { "forget" } else { "check" };
     match output {
         Some(out) => RunSummary {
             outcome: if status == JobStatus::Cancelled {
@@ -146,7 +155,7 @@ fn summarize_maintenance(view: &tcb_state::JobView) -> RunSummary {
             },
             summary: out.summary,
             problems: out.problems,
-            heartbeat: false,
+            task,
         },
         None => RunSummary {
             outcome: if status == JobStatus::Cancelled {
@@ -161,7 +170,7 @@ fn summarize_maintenance(view: &tcb_state::JobView) -> RunSummary {
                 status: status.to_string(),
                 detail: view.summary.last_error.clone(),
             }],
-            heartbeat: false,
+            task,
         },
     }
 }

@@ -49,9 +49,9 @@ pub struct RunSummary {
     pub summary: String,
     /// The collections that did not succeed.
     pub problems: Vec<AlertItem>,
-    /// Whether a success calls the heartbeat URL: only backups do (a passing scheduled check
-    /// must not keep the dead-man's switch quiet while backups fail).
-    pub heartbeat: bool,
+    /// `backup`, `check` or `forget`. Only a successful backup calls the heartbeat URL (a
+    /// passing scheduled check must not keep the dead-man's switch quiet while backups fail).
+    pub task: &'static str,
 }
 
 /// Judges a finished run.
@@ -81,7 +81,7 @@ impl RunReporter for StatusOnlyReporter {
             outcome,
             summary: format!("run {run}: {}", outcome.as_str()),
             problems: Vec::new(),
-            heartbeat: true,
+            task: "backup",
         })
     }
 }
@@ -265,7 +265,7 @@ impl<L: Launcher> Daemon<L> {
             return;
         };
         let event = match summary.outcome {
-            RunOutcome::Succeeded if !summary.heartbeat => return,
+            RunOutcome::Succeeded if summary.task != "backup" => return,
             RunOutcome::Succeeded => {
                 match notifier.heartbeat().await {
                     Ok(true) => self.status.counters.alert("heartbeat", "sent"),
@@ -289,6 +289,7 @@ impl<L: Launcher> Daemon<L> {
             .filter(|l| l.starts_with("schedule "));
         let alert = Alert {
             event,
+            task: summary.task.to_string(),
             summary: summary.summary,
             schedule,
             run: Some(run.0),
@@ -350,6 +351,7 @@ impl<L: Launcher> Daemon<L> {
         if let Some(notifier) = &self.notifier {
             let alert = Alert {
                 event: AlertEvent::Stale,
+                task: "backup".to_string(),
                 summary: format!("{} collection(s) have no recent backup", newly.len()),
                 schedule: None,
                 run: None,

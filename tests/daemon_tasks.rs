@@ -20,7 +20,10 @@ use tcb_backup::backup::catalog_store::SnapshotCatalog;
 use tcb_backup::backup::settings::AppClients;
 use tcb_backup::daemon::alerts::Notifier;
 use tcb_backup::daemon::backup::{BackupStatus, TaskLauncher, TaskReporter};
-use tcb_backup::daemon::maintenance::{MaintenanceWorkflow, MAINTENANCE_KIND};
+use tcb_backup::daemon::maintenance::{
+    MaintenanceOutput, MaintenanceState, MaintenanceTask, MaintenanceWorkflow, PendingTestRestore,
+    MAINTENANCE_KIND,
+};
 use tcb_backup::daemon::metrics::Counters;
 use tcb_backup::daemon::runner::Daemon;
 use tcb_backup::daemon::scheduler::{ScheduleState, Scheduler, STATE_NAMESPACE};
@@ -32,7 +35,10 @@ use tcb_backup::daemon::status::{router, DaemonView, StatusContext};
 use tcb_backup::retention::RetentionPolicy;
 use tcb_backup::schedule::Schedule;
 use tcb_backup::verify::VerificationStore;
-use tcb_state::{Clock, Engine, EngineOptions, JobFilter, JobStatus, KindLimits, ManualClock};
+use tcb_state::{
+    ChildOutcome, Clock, Engine, EngineOptions, JobFilter, JobId, JobStatus, KindLimits,
+    ManualClock, StepContext, Transition, Workflow,
+};
 use tokio::sync::mpsc;
 
 #[derive(Default)]
@@ -147,15 +153,13 @@ async fn scheduled_check_and_forget() {
     engine.register(restore_workflow(&engine, &client), KindLimits::new(2));
     let mut apps = AppClients::new();
     apps.insert(APPID, client.clone(), None);
-    engine.register(
-        MaintenanceWorkflow {
-            engine: engine.downgrade(),
-            catalog: catalog.clone(),
-            store: store.clone(),
-            clients: Arc::new(apps),
-        },
-        KindLimits::new(1),
-    );
+    let maintenance = MaintenanceWorkflow {
+        engine: engine.downgrade(),
+        catalog: catalog.clone(),
+        store: store.clone(),
+        clients: Arc::new(apps),
+    };
+    engine.register(maintenance.clone(), KindLimits::new(1));
 
     let specs = vec![
         spec(
@@ -277,6 +281,59 @@ async fn scheduled_check_and_forget() {
         .filter(|c| c.contains("_verify_"))
         .collect();
     assert!(left.is_empty(), "scratch collections left: {left:?}");
+    // The judging step repeated (as after a crash once the scratch collections are dropped)
+    // takes the recorded results instead of reporting the missing scratch collection.
+    let check_task = MaintenanceTask::of(&spec(
+        "checks",
+        "0 0 3 * * * *",
+        ScheduleTask::Check(CheckTask {
+            read_data_percent: None,
+            test_restore: true,
+            sample: 5,
+        }),
+    ))
+    .unwrap();
+    let again = maintenance
+        .step(
+            StepContext {
+                job_id: JobId(999),
+                attempt: 1,
+                parent: None,
+                label: "repeat".into(),
+                now: clock.now(),
+                children: vec![ChildOutcome {
+                    id: JobId(998),
+                    kind: "restore.collection".into(),
+                    label: String::new(),
+                    status: JobStatus::Succeeded,
+                    output: None,
+                    error: None,
+                }],
+            },
+            MaintenanceState::TestRestoring {
+                task: check_task,
+                checked: MaintenanceOutput {
+                    task: "check".into(),
+                    ok: true,
+                    summary: "check".into(),
+                    problems: vec![],
+                },
+                restores: vec![PendingTestRestore {
+                    snapshot_id: orders_new.id.clone(),
+                    env: ENV.into(),
+                    scratch_collection: "orders_verify_gone".into(),
+                    sample: 5,
+                    planned_at: three,
+                }],
+            },
+        )
+        .await
+        .unwrap();
+    let Transition::Complete { output, .. } = again else {
+        panic!("{again:?}")
+    };
+    assert_eq!(output["ok"], true, "{output:#}");
+
     // A passing check neither alerts nor calls the backup heartbeat.
     assert!(hooks.alerts.lock().unwrap().is_empty());
     assert_eq!(hooks.heartbeats.load(Ordering::SeqCst), 0);

@@ -91,6 +91,10 @@ pub struct PendingTestRestore {
     pub env: String,
     pub scratch_collection: String,
     pub sample: usize,
+    /// When it was planned: a verification record at or after this time means the result was
+    /// already judged and recorded (the judging step is being repeated after a crash).
+    #[serde(with = "time::serde::rfc3339")]
+    pub planned_at: OffsetDateTime,
 }
 
 /// The job's output.
@@ -234,6 +238,7 @@ impl MaintenanceWorkflow {
                         env: p.env,
                         scratch_collection: p.scratch_collection,
                         sample: c.sample,
+                        planned_at: now,
                     });
                 }
                 Err(err) => {
@@ -279,6 +284,23 @@ impl MaintenanceWorkflow {
                     continue;
                 }
             };
+            // Judged before a crash: the scratch collection is already gone, so comparing again
+            // would report a false failure. Take the recorded result instead.
+            let recorded = self.store.get(&entry.id).map_err(internal)?;
+            if let Some(r) = recorded.filter(|r| {
+                r.last_test_restored_at
+                    .is_some_and(|t| t >= pending.planned_at)
+            }) {
+                match r.last_test_restore_ok {
+                    Some(true) => passed += 1,
+                    _ => out.problems.push(item(
+                        &entry,
+                        "test restore failed",
+                        r.last_test_restore_error.clone(),
+                    )),
+                }
+                continue;
+            }
             let Some(client) = self.clients.get(&entry.manifest.appid) else {
                 out.problems.push(item(
                     &entry,

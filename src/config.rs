@@ -17,6 +17,7 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde::Deserialize;
 use url::Url;
 
+use crate::archive::encrypt::{self, Recipients};
 use crate::archive::{DEFAULT_ZSTD_LEVEL, ZSTD_LEVELS};
 use crate::manifest::ExportFileType;
 use crate::naming;
@@ -44,6 +45,20 @@ pub struct Config {
     pub daemon: Option<toml::Value>,
     /// The `[[schedules]]` entries, as written (see `crate::daemon::settings`).
     pub schedules: Vec<toml::Value>,
+    /// `[encryption]`: encrypt new snapshots at rest with age (absent: stored unencrypted).
+    pub encryption: Option<EncryptionConfig>,
+}
+
+/// The `[encryption]` section: who new snapshots are encrypted to, and where the key that
+/// decrypts them lives. The identity file is only named here, never read at load time (a
+/// backup machine need not hold it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncryptionConfig {
+    /// `recipients` plus the lines of `recipients_file`, duplicates removed; never empty.
+    pub recipients: Recipients,
+    pub recipients_file: Option<PathBuf>,
+    /// The age identity file for `check --read-data`, `--test-restore` and `restore`.
+    pub identity_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -333,6 +348,7 @@ struct RawTop {
     daemon: Option<toml::Value>,
     #[serde(default)]
     schedules: Vec<toml::Value>,
+    encryption: Option<toml::Value>,
 }
 
 #[derive(Deserialize, Default)]
@@ -340,6 +356,17 @@ struct RawTop {
 struct RawDestination {
     root: Option<String>,
     zstd_level: Option<i64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawEncryption {
+    #[serde(default)]
+    recipients: Vec<String>,
+    recipients_file: Option<String>,
+    identity_file: Option<String>,
+    /// Only here to explain why it is refused.
+    identity: Option<toml::Value>,
 }
 
 #[derive(Deserialize, Default)]
@@ -484,6 +511,9 @@ impl Checker {
         let concurrency = self.concurrency(top.concurrency);
         let retry = self.retry(top.retry);
         let poll = self.poll(top.poll);
+        let encryption = top
+            .encryption
+            .and_then(|value| self.encryption(value, base));
 
         if top.apps.is_empty() {
             self.problem(
@@ -534,6 +564,60 @@ impl Checker {
             apps,
             daemon: top.daemon,
             schedules: top.schedules,
+            encryption,
+        })
+    }
+
+    fn encryption(&mut self, value: toml::Value, base: &Path) -> Option<EncryptionConfig> {
+        let raw: RawEncryption = self.section("encryption", value)?;
+        let before = self.problems.len();
+        if raw.identity.is_some() {
+            self.problem(
+                "encryption.identity",
+                "secret keys are never written in the config file: put the AGE-SECRET-KEY-1… line in a file (mode 0600) and set identity_file = \"path/to/file\" instead, and remove this key",
+            );
+        }
+        let mut keys = Vec::new();
+        for (i, text) in raw.recipients.iter().enumerate() {
+            match encrypt::parse_recipient(text) {
+                Ok(k) => keys.push(k),
+                Err(message) => self.problem(&format!("encryption.recipients[{i}]"), message),
+            }
+        }
+        let recipients_file = match raw.recipients_file.as_deref() {
+            None => None,
+            Some("") => {
+                self.problem("encryption.recipients_file", "must not be empty");
+                None
+            }
+            Some(file) => {
+                let path = resolve_path(base, file);
+                match encrypt::read_recipients_file(&path) {
+                    Ok(more) => keys.extend(more),
+                    Err(message) => self.problem("encryption.recipients_file", message),
+                }
+                Some(path)
+            }
+        };
+        let identity_file = match raw.identity_file.as_deref() {
+            None => None,
+            Some("") => {
+                self.problem("encryption.identity_file", "must not be empty");
+                None
+            }
+            Some(file) => Some(resolve_path(base, file)),
+        };
+        let recipients = Recipients::new(keys);
+        if recipients.is_none() && self.problems.len() == before {
+            self.problem(
+                "encryption.recipients",
+                "no recipients: list the age public keys (age1…, from `age-keygen -y KEYFILE`) snapshots are encrypted to, or set recipients_file; remove [encryption] to store snapshots unencrypted",
+            );
+        }
+        Some(EncryptionConfig {
+            recipients: recipients?,
+            recipients_file,
+            identity_file,
         })
     }
 

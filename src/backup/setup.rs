@@ -86,6 +86,10 @@ pub fn prepare_offline(config: &Config) -> Result<Prepared, SetupError> {
             max_attempts: config.retry.max_attempts,
             max_elapsed: config.retry.max_elapsed,
         },
+        encryption: config
+            .encryption
+            .as_ref()
+            .map(|e| Arc::new(e.recipients.clone())),
         ..WorkflowSettings::new(config.destination.root.clone())
     };
     let plan = BackupPlan {

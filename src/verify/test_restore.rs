@@ -3,11 +3,14 @@
 //! the document count and a sample of documents are compared with the snapshot, and the scratch
 //! collection is dropped whatever the outcome.
 
+use std::path::Path;
+
 use serde::Serialize;
 use serde_json::Value;
 use tcb_state::{Engine, JobStatus, SubmitOptions};
 use time::OffsetDateTime;
 
+use crate::archive::encrypt::Identities;
 use crate::archive::SnapshotLines;
 use crate::catalog::CatalogEntry;
 use crate::client::CloudBaseClient;
@@ -53,8 +56,13 @@ pub enum TestRestoreError {
     Failed { id: String, message: String },
 }
 
-/// A deterministic sample (reservoir, seeded by the snapshot id) of up to `k` documents.
-pub fn sample_documents(entry: &CatalogEntry, k: usize) -> Result<Vec<Value>, String> {
+/// A deterministic sample (reservoir, seeded by the snapshot id) of up to `k` documents;
+/// `identities` decrypt an encrypted snapshot.
+pub fn sample_documents(
+    entry: &CatalogEntry,
+    k: usize,
+    identities: Option<&Identities>,
+) -> Result<Vec<Value>, String> {
     use rand::{Rng, SeedableRng};
     let seed = entry
         .manifest
@@ -63,7 +71,8 @@ pub fn sample_documents(entry: &CatalogEntry, k: usize) -> Result<Vec<Value>, St
         .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut sample: Vec<Value> = Vec::with_capacity(k);
-    let lines = SnapshotLines::open(&entry.data_path).map_err(|e| e.to_string())?;
+    let lines = SnapshotLines::open_snapshot(&entry.data_path, &entry.manifest, identities)
+        .map_err(|e| e.to_string())?;
     for (i, line) in lines.enumerate() {
         let line = line.map_err(|e| e.to_string())?;
         let doc: Value = serde_json::from_slice(&line)
@@ -129,6 +138,7 @@ pub async fn compare_restored(
 
 /// Runs one test restore to the end on `engine` (which must have [`RestoreWorkflow`]
 /// registered and no other runner active), records the result and drops the scratch collection.
+/// An encrypted snapshot needs [`run_test_restore_with_identity`].
 pub async fn run_test_restore(
     engine: &Engine,
     client: &CloudBaseClient,
@@ -137,6 +147,20 @@ pub async fn run_test_restore(
     sample_size: usize,
     now: OffsetDateTime,
 ) -> Result<TestRestoreResult, TestRestoreError> {
+    run_test_restore_with_identity(engine, client, store, entry, sample_size, now, None).await
+}
+
+/// [`run_test_restore`], decrypting an encrypted snapshot with the identity file (both for the
+/// restore and for the sample it compares).
+pub async fn run_test_restore_with_identity(
+    engine: &Engine,
+    client: &CloudBaseClient,
+    store: &VerificationStore,
+    entry: &CatalogEntry,
+    sample_size: usize,
+    now: OffsetDateTime,
+    identity_file: Option<&Path>,
+) -> Result<TestRestoreResult, TestRestoreError> {
     let fail = |message: String| TestRestoreError::Failed {
         id: entry.id.clone(),
         message,
@@ -144,6 +168,7 @@ pub async fn run_test_restore(
     let scratch = scratch_collection_name(&entry.manifest.collection, now);
     let req = RestoreRequest {
         to_collection: Some(scratch.clone()),
+        identity_file: identity_file.map(Path::to_path_buf),
         ..RestoreRequest::default()
     };
     let plan = RestorePlan::new(entry, &req, now).map_err(|e| fail(e.to_string()))?;
@@ -179,10 +204,15 @@ pub async fn run_test_restore(
             }
         }
         let path_entry = entry.clone();
-        let sample =
-            tokio::task::spawn_blocking(move || sample_documents(&path_entry, sample_size))
-                .await
-                .map_err(|e| fail(e.to_string()))?;
+        let keys = match (&entry.manifest.encryption, identity_file) {
+            (Some(_), Some(path)) => Some(Identities::load(path).map_err(|e| fail(e.to_string()))?),
+            _ => None,
+        };
+        let sample = tokio::task::spawn_blocking(move || {
+            sample_documents(&path_entry, sample_size, keys.as_ref())
+        })
+        .await
+        .map_err(|e| fail(e.to_string()))?;
         match sample {
             Ok(sample) => {
                 sampled = sample.len();

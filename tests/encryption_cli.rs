@@ -144,7 +144,27 @@ async fn encrypted_backup_check_and_restore_through_the_cli() {
     let out = run(&config, &["check", "--read-data"]).await;
     assert_ne!(out.status.code(), Some(0), "{}", describe(&out));
     assert!(describe(&out).contains("--identity"), "{}", describe(&out));
-    let out = run(&config, &["check", "--read-data", "--identity", wrong.to_str().unwrap()]).await;
+    // The wrong key, in a file others can read: refused, with a warning about the mode.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&wrong, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let wrong_arg = wrong.to_str().unwrap();
+    let out = run(&config, &["check", "--read-data", "--identity", wrong_arg]).await;
+    assert_ne!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(
+        describe(&out).contains("holds none of the keys"),
+        "{}",
+        describe(&out)
+    );
+    #[cfg(unix)]
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("accessible by other users"),
+        "{}",
+        describe(&out)
+    );
+    let out = run(&config, &["restore", &id, "--identity", wrong_arg]).await;
     assert_ne!(out.status.code(), Some(0), "{}", describe(&out));
     assert!(
         describe(&out).contains("holds none of the keys"),

@@ -472,9 +472,7 @@ fn inspect_stored(
                 Err(e) => return Err(corrupt(e.to_string())),
             };
             let chunk = buf.get(..n).unwrap_or_default();
-            checker
-                .feed(chunk)
-                .map_err(|e| corrupt(e.to_string()))?;
+            checker.feed(chunk).map_err(|e| corrupt(e.to_string()))?;
             raw_hasher.update(chunk);
             bytes_raw += n as u64;
         }

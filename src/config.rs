@@ -2032,7 +2032,9 @@ collections = [".hidden"]
         assert!(p.line.is_some());
         assert!(!p.message.contains(&secret[16..]), "{p}");
         // An inline identity.
-        let text = with_encryption(&format!("recipients = [\"{public}\"]\nidentity = \"{secret}\""));
+        let text = with_encryption(&format!(
+            "recipients = [\"{public}\"]\nidentity = \"{secret}\""
+        ));
         let p = expect_problem(&text, "encryption.identity", "never written in the config");
         assert!(!p.to_string().contains(&secret[16..]), "{p}");
     }
@@ -2054,12 +2056,16 @@ collections = [".hidden"]
             "SSH keys",
         );
         expect_problem(
-            &with_encryption(&format!("recipients = [\"{public}\"]\nrecipients_file = \"/nonexistent/r.txt\"")),
+            &with_encryption(&format!(
+                "recipients = [\"{public}\"]\nrecipients_file = \"/nonexistent/r.txt\""
+            )),
             "encryption.recipients_file",
             "/nonexistent/r.txt",
         );
         expect_problem(
-            &with_encryption(&format!("recipients = [\"{public}\"]\nidentity_file = \"\"")),
+            &with_encryption(&format!(
+                "recipients = [\"{public}\"]\nidentity_file = \"\""
+            )),
             "encryption.identity_file",
             "must not be empty",
         );
@@ -2071,7 +2077,11 @@ collections = [".hidden"]
         assert_eq!(p.line, Some(MINIMAL.lines().count() + 4));
         // A bad line of the recipients file is named with its line.
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("r.txt"), format!("{public}\n# c\nage1bad\n")).unwrap();
+        std::fs::write(
+            dir.path().join("r.txt"),
+            format!("{public}\n# c\nage1bad\n"),
+        )
+        .unwrap();
         let err = load_str(
             &with_encryption("recipients_file = \"r.txt\""),
             &dir.path().join("c.toml"),

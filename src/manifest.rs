@@ -431,12 +431,16 @@ pub(crate) mod tests {
         let text = fs::read_to_string(&path).unwrap();
         let recipient = &m.encryption.as_ref().unwrap().recipients[0];
         assert!(
-            text.contains("\"encryption\"") && text.contains("\"format\": \"age\"") && text.contains(recipient.as_str()),
+            text.contains("\"encryption\"")
+                && text.contains("\"format\": \"age\"")
+                && text.contains(recipient.as_str()),
             "{text}"
         );
         assert_eq!(read_manifest(&path).unwrap(), m);
         // An unencrypted manifest has no `encryption` key at all (older readers accept it).
-        assert!(!String::from_utf8(sample().to_json()).unwrap().contains("encryption"));
+        assert!(!String::from_utf8(sample().to_json())
+            .unwrap()
+            .contains("encryption"));
 
         let p = Path::new("/d/x.manifest.json");
         let check = |m: Manifest, needle: &str| {
@@ -467,7 +471,10 @@ pub(crate) mod tests {
         };
         check(with(&|e| e.format = "gpg".into()), "format \"gpg\"");
         check(with(&|e| e.recipients.clear()), "no recipients");
-        check(with(&|e| e.recipients = vec!["age1nope".into()]), "recipient");
+        check(
+            with(&|e| e.recipients = vec!["age1nope".into()]),
+            "recipient",
+        );
         // Unknown fields inside `encryption` are refused like everywhere else.
         let mut v = serde_json::to_value(encrypted_sample()).unwrap();
         v["encryption"]["cipher"] = "x".into();

@@ -448,7 +448,10 @@ mod tests {
             Path::new("/backups/prod-1/orders/20261203T020000Z-100000012.jsonl.zst.age")
         );
         assert!(e.is_encrypted() && !p.is_encrypted());
-        assert_eq!(e.data_file_name(), "20261203T020000Z-100000012.jsonl.zst.age");
+        assert_eq!(
+            e.data_file_name(),
+            "20261203T020000Z-100000012.jsonl.zst.age"
+        );
         assert_eq!(e.manifest, p.manifest);
         assert_eq!(e.clone().with_encryption(false), p);
         assert_eq!(

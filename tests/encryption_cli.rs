@@ -93,7 +93,10 @@ async fn encrypted_backup_check_and_restore_through_the_cli() {
         let data = m.data_path(path);
         assert!(m.data_file.ends_with(".jsonl.zst.age"), "{}", m.data_file);
         let enc = m.encryption.as_ref().expect("manifest records encryption");
-        assert_eq!((enc.format.as_str(), enc.recipients.clone()), ("age", vec![public.clone()]));
+        assert_eq!(
+            (enc.format.as_str(), enc.recipients.clone()),
+            ("age", vec![public.clone()])
+        );
         let stored = std::fs::read(&data).unwrap();
         assert!(stored.starts_with(AGE_MAGIC));
         assert_eq!(m.sha256_stored, hex::encode(Sha256::digest(&stored)));
@@ -172,14 +175,26 @@ async fn encrypted_backup_check_and_restore_through_the_cli() {
         describe(&out)
     );
     let identity_arg = identity.to_str().unwrap();
-    let out = run(&config, &["check", "--read-data", "--identity", identity_arg]).await;
+    let out = run(
+        &config,
+        &["check", "--read-data", "--identity", identity_arg],
+    )
+    .await;
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
 
     // Restore: refused without a key, before anything is submitted.
     let out = run(&config, &["restore", &id]).await;
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
-    assert!(describe(&out).contains("is encrypted"), "{}", describe(&out));
-    let out = run(&config, &["restore", &id, "--identity", identity_arg, "--dry-run"]).await;
+    assert!(
+        describe(&out).contains("is encrypted"),
+        "{}",
+        describe(&out)
+    );
+    let out = run(
+        &config,
+        &["restore", &id, "--identity", identity_arg, "--dry-run"],
+    )
+    .await;
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("decrypt: age"),
@@ -189,7 +204,11 @@ async fn encrypted_backup_check_and_restore_through_the_cli() {
     // The restore machine's config names the identity file.
     text.push_str(&format!("identity_file = \"{}\"\n", identity.display()));
     std::fs::write(&config, &text).unwrap();
-    let out = run(&config, &["restore", &id, "--to-collection", "restored_plain"]).await;
+    let out = run(
+        &config,
+        &["restore", &id, "--to-collection", "restored_plain"],
+    )
+    .await;
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     assert_eq!(
         sorted(emu.control().documents(&env, "restored_plain").unwrap()),
@@ -198,11 +217,20 @@ async fn encrypted_backup_check_and_restore_through_the_cli() {
     // No plaintext was left anywhere under the working directory by the restore.
     for f in walk(dir.path()) {
         let name = f.file_name().unwrap().to_string_lossy().into_owned();
-        assert!(!name.ends_with(".jsonl") && !name.ends_with(".json.tmp"), "{name}");
+        assert!(
+            !name.ends_with(".jsonl") && !name.ends_with(".json.tmp"),
+            "{name}"
+        );
     }
-    emu.control().drop_collection(&env, "restored_plain").unwrap();
+    emu.control()
+        .drop_collection(&env, "restored_plain")
+        .unwrap();
 
-    let out = run(&config, &["check", "--read-data", "--test-restore", "--sample", "5"]).await;
+    let out = run(
+        &config,
+        &["check", "--read-data", "--test-restore", "--sample", "5"],
+    )
+    .await;
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("test restore of"));
 

@@ -34,12 +34,8 @@ pub fn parse_recipient(text: &str) -> Result<x25519::Recipient, String> {
         return Err("this is a secret key (AGE-SECRET-KEY-…), not a recipient: put the public key (age1…, printed by `age-keygen -y`) here and the secret key in identity_file".into());
     }
     if text.starts_with("age1") && text.len() > 4 && !text.starts_with("age1pq") {
-        return x25519::Recipient::from_str(text).map_err(|e| {
-            format!(
-                "{:?} is not a valid age X25519 recipient: {e}",
-                short(text)
-            )
-        });
+        return x25519::Recipient::from_str(text)
+            .map_err(|e| format!("{:?} is not a valid age X25519 recipient: {e}", short(text)));
     }
     if text.starts_with("ssh-") {
         return Err("SSH keys are not supported as recipients: use an age X25519 key (age1…, from `age-keygen`)".into());
@@ -92,8 +88,7 @@ fn read_key_file(path: &Path) -> io::Result<String> {
 /// Reads and parses a recipients file (see [`parse_recipients_file`]).
 pub fn read_recipients_file(path: &Path) -> Result<Vec<x25519::Recipient>, String> {
     let text = read_key_file(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    parse_recipients_file(&text)
-        .map_err(|(line, e)| format!("{} line {line}: {e}", path.display()))
+    parse_recipients_file(&text).map_err(|(line, e)| format!("{} line {line}: {e}", path.display()))
 }
 
 /// The public keys every new snapshot is encrypted to.
@@ -212,7 +207,10 @@ impl Identities {
 
     /// The public keys of these identities.
     pub fn recipients(&self) -> Vec<String> {
-        self.keys.iter().map(|k| k.to_public().to_string()).collect()
+        self.keys
+            .iter()
+            .map(|k| k.to_public().to_string())
+            .collect()
     }
 }
 
@@ -288,13 +286,11 @@ pub(crate) fn decrypting_reader<R: Read>(
         age::DecryptError::Io(io) if io.kind() == io::ErrorKind::UnexpectedEof => {
             corrupt("age header: the file ends inside the header (truncated)".into())
         }
-        age::DecryptError::Io(io) if io.kind() != io::ErrorKind::InvalidData => {
-            ArchiveError::Io {
-                path: path.to_path_buf(),
-                action: "read",
-                source: io,
-            }
-        }
+        age::DecryptError::Io(io) if io.kind() != io::ErrorKind::InvalidData => ArchiveError::Io {
+            path: path.to_path_buf(),
+            action: "read",
+            source: io,
+        },
         other => corrupt(format!("age header: {other}")),
     })?;
     if decryptor.is_scrypt() {
@@ -336,20 +332,25 @@ pub(crate) mod tests {
         assert!(err.contains("secret key"), "{err}");
         // The secret never appears in the message.
         assert!(!err.contains(&secret[20..]), "{err}");
-        assert!(parse_recipient("ssh-ed25519 AAAA").unwrap_err().contains("SSH"));
-        assert!(parse_recipient("age1xyz").unwrap_err().contains("not a valid"));
+        assert!(parse_recipient("ssh-ed25519 AAAA")
+            .unwrap_err()
+            .contains("SSH"));
+        assert!(parse_recipient("age1xyz")
+            .unwrap_err()
+            .contains("not a valid"));
         assert!(parse_recipient("hello").unwrap_err().contains("age1"));
         let text = format!("# team key\n\n{public}\nage1bad\n");
         assert_eq!(parse_recipients_file(&text).unwrap_err().0, 4);
         assert_eq!(
-            parse_recipients_file(&format!("{public}\n"))
-                .unwrap()
-                .len(),
+            parse_recipients_file(&format!("{public}\n")).unwrap().len(),
             1
         );
         // Duplicates collapse; an empty set is refused.
         let k = parse_recipient(&public).unwrap();
-        assert_eq!(Recipients::new(vec![k.clone(), k]).unwrap().to_strings(), [public]);
+        assert_eq!(
+            Recipients::new(vec![k.clone(), k]).unwrap().to_strings(),
+            [public]
+        );
         assert!(Recipients::new(vec![]).is_none());
     }
 
@@ -362,10 +363,13 @@ pub(crate) mod tests {
             p,
         )
         .unwrap();
-        assert_eq!(ids.recipients(), [public.clone()]);
+        assert_eq!(ids.recipients(), std::slice::from_ref(&public));
         assert!(!format!("{ids:?}").contains(&secret));
         let err = Identities::parse(&format!("{public}\n"), p).unwrap_err();
-        assert!(matches!(err, IdentityError::Invalid { line: 1, .. }), "{err}");
+        assert!(
+            matches!(err, IdentityError::Invalid { line: 1, .. }),
+            "{err}"
+        );
         let bad = format!("{}x", &secret[..secret.len() - 1]);
         let err = Identities::parse(&bad, p).unwrap_err().to_string();
         assert!(err.contains("line 1") && !err.contains(&bad), "{err}");

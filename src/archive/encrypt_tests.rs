@@ -52,8 +52,10 @@ fn export(records: usize) -> Vec<u8> {
             })
             .collect();
         out.extend_from_slice(
-            format!("{{\"_id\":\"id{i:06}\",\"secret\":\"PLAINTEXT-MARKER\",\"f\":\"{filler}\"}}\n")
-                .as_bytes(),
+            format!(
+                "{{\"_id\":\"id{i:06}\",\"secret\":\"PLAINTEXT-MARKER\",\"f\":\"{filler}\"}}\n"
+            )
+            .as_bytes(),
         );
     }
     out
@@ -136,7 +138,10 @@ async fn no_plaintext_ever_reaches_the_disk() {
             &bytes[..bytes.len().min(24)]
         );
         assert!(!contains(bytes, b"PLAINTEXT-MARKER"));
-        assert!(!contains(bytes, &[0x28, 0xb5, 0x2f, 0xfd]), "a zstd frame header");
+        assert!(
+            !contains(bytes, &[0x28, 0xb5, 0x2f, 0xfd]),
+            "a zstd frame header"
+        );
     }
     let stored = std::fs::read(&paths.data).unwrap();
     assert!(stored.starts_with(AGE_MAGIC));
@@ -174,8 +179,8 @@ async fn encrypted_snapshot_reads_back_with_the_identity_only() {
     assert!(matches!(err, ArchiveError::NeedsIdentity { .. }), "{err}");
     assert!(err.to_string().contains("--identity"), "{err}");
     // The wrong key names the identity file and the recipients.
-    let err = verify_snapshot_with(&paths.data, &m, true, Some(&identities(&other_key)))
-        .unwrap_err();
+    let err =
+        verify_snapshot_with(&paths.data, &m, true, Some(&identities(&other_key))).unwrap_err();
     assert!(matches!(err, ArchiveError::WrongIdentity { .. }), "{err}");
     let text = err.to_string();
     assert!(
@@ -251,7 +256,13 @@ async fn truncated_or_altered_ciphertext_is_a_clear_error() {
         ("mid chunk".into(), good[..body + chunk + 1000].to_vec()),
         ("last byte".into(), good[..good.len() - 1].to_vec()),
     ];
-    for pos in [10, header_len - 5, body + 100, body + chunk + 7, good.len() - 3] {
+    for pos in [
+        10,
+        header_len - 5,
+        body + 100,
+        body + chunk + 7,
+        good.len() - 3,
+    ] {
         let mut bad = good.clone();
         bad[pos] ^= 0x01;
         cases.push((format!("bit flipped at {pos}"), bad));
@@ -280,9 +291,13 @@ async fn a_plain_file_labelled_encrypted_is_refused() {
     let plain_paths = encrypted_paths(dir.path()).with_encryption(false);
     let data = export(10);
     let chunks = vec![Ok::<_, std::io::Error>(Bytes::from(data))];
-    let summary = write_snapshot(stream::iter(chunks), &plain_paths, ArchiveOptions::default())
-        .await
-        .unwrap();
+    let summary = write_snapshot(
+        stream::iter(chunks),
+        &plain_paths,
+        ArchiveOptions::default(),
+    )
+    .await
+    .unwrap();
     let m = manifest_for(&summary, &plain_paths, &recipients);
     let err = verify_snapshot_with(&plain_paths.data, &m, true, Some(&identities(&key)))
         .unwrap_err()

@@ -2,14 +2,15 @@
 //! library code in [`crate::restore`], [`crate::verify`] and [`crate::retention`].
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 use tcb_state::{Engine, JobFilter, JobId, JobStatus, KindLimits, SubmitOptions, Workflow};
 use time::OffsetDateTime;
 
+use crate::archive::encrypt::Identities;
 use crate::backup::catalog_store::SnapshotCatalog;
 use crate::backup::service::{BackupService, DriveOutcome};
 use crate::backup::setup::Prepared;
@@ -24,7 +25,6 @@ use crate::restore::{
 use crate::retention::forget::{forget, ForgetHooks, ForgetOptions};
 use crate::retention::{parse_duration, RetentionPolicy, DEFAULT_MIN_KEEP};
 use crate::verify::check::record_report;
-use crate::archive::encrypt::Identities;
 use crate::verify::test_restore::run_test_restore_with_identity;
 use crate::verify::{check_entries_with, CheckOptions, DataRead, VerificationStore};
 
@@ -395,7 +395,12 @@ pub async fn check(g: &GlobalArgs, a: CheckArgs, out: Output) -> Result<ExitStat
     };
     let to_check = entries.clone();
     let report = tokio::task::spawn_blocking(move || {
-        check_entries_with(&to_check, &records, CheckOptions { read }, identities.as_ref())
+        check_entries_with(
+            &to_check,
+            &records,
+            CheckOptions { read },
+            identities.as_ref(),
+        )
     })
     .await
     .map_err(|e| CliError::error(format!("check task failed: {e}")))?;

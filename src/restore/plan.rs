@@ -160,10 +160,7 @@ impl RestorePlan {
             target: TargetProbe::Unknown,
             storage_path,
             encrypted: m.encryption.is_some(),
-            identity_file: m
-                .encryption
-                .as_ref()
-                .and(req.identity_file.clone()),
+            identity_file: m.encryption.as_ref().and(req.identity_file.clone()),
         })
     }
 

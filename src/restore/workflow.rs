@@ -295,8 +295,8 @@ impl Workflow for RestoreWorkflow {
                 let keys = identities(&s)?;
                 let body = DecompressedBody::open(&s.data_path, &s.manifest, keys.as_ref())
                     .map_err(|e| {
-                    StepError::retryable(format!("restore of {}: {e}", s.snapshot_id))
-                })?;
+                        StepError::retryable(format!("restore of {}: {e}", s.snapshot_id))
+                    })?;
                 let (body, finish) = body.into_parts();
                 let uploaded = client
                     .upload_file(&s.env, &s.storage_path, body, s.manifest.bytes_raw)

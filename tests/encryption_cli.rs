@@ -82,6 +82,13 @@ async fn encrypted_backup_check_and_restore_through_the_cli() {
     text.push_str(&format!("\n[encryption]\nrecipients = [\"{public}\"]\n"));
     std::fs::write(&config, &text).unwrap();
     let root = dir.path().join("snapshots");
+    let out = run(&config, &["config", "check"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!("encryption:  age, to {public}")),
+        "{}",
+        describe(&out)
+    );
 
     let out = run(&config, &["backup"]).await;
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));

@@ -9,9 +9,15 @@
 //! complete. The CPU and file work runs on a blocking thread fed through a bounded channel, so
 //! memory stays flat whatever the size of the export.
 //!
-//! [`verify_snapshot`] re-checks a stored file against its manifest, and [`SnapshotLines`]
-//! streams the records of a stored snapshot back (for restore and checks).
+//! With [`ArchiveOptions::encryption`] set, the zstd stream is encrypted with age before it
+//! reaches the temp file (see [`encrypt`]): no plaintext byte is ever written to disk, and the
+//! stored sha256 is the ciphertext's.
+//!
+//! [`verify_snapshot`] re-checks a stored file against its manifest, and [`SnapshotLines`] /
+//! [`SnapshotReader`] stream the content of a stored snapshot back (for restore and checks),
+//! decrypting it with an identity when the manifest says it is encrypted.
 
+pub mod encrypt;
 pub mod fsutil;
 mod lines;
 
@@ -26,8 +32,9 @@ use futures_util::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
-use crate::manifest::{ExportFileType, Manifest};
+use crate::manifest::{ExportFileType, Manifest, ManifestEncryption};
 use crate::naming::SnapshotPaths;
+use encrypt::{Identities, Recipients, StoredWriter};
 use lines::LineChecker;
 
 /// Default longest accepted line (one record) of an export.
@@ -63,6 +70,9 @@ pub struct ArchiveOptions {
     pub max_line_bytes: usize,
     pub file_type: ExportFileType,
     pub progress: Option<ProgressCallback>,
+    /// Encrypt the stored bytes to these age recipients (`paths.data` should then carry the
+    /// encrypted suffix, see [`SnapshotPaths::with_encryption`]).
+    pub encryption: Option<Arc<Recipients>>,
 }
 
 impl Default for ArchiveOptions {
@@ -73,6 +83,7 @@ impl Default for ArchiveOptions {
             max_line_bytes: DEFAULT_MAX_LINE_BYTES,
             file_type: ExportFileType::Json,
             progress: None,
+            encryption: None,
         }
     }
 }
@@ -85,6 +96,7 @@ impl fmt::Debug for ArchiveOptions {
             .field("max_line_bytes", &self.max_line_bytes)
             .field("file_type", &self.file_type)
             .field("progress", &self.progress.is_some())
+            .field("encryption", &self.encryption)
             .finish()
     }
 }
@@ -142,6 +154,18 @@ pub enum ArchiveError {
     },
     #[error("snapshot writer thread failed: {0}")]
     Worker(String),
+    #[error(
+        "{path} is encrypted (age): reading its data needs the identity file; set encryption.identity_file in the config or pass --identity FILE"
+    )]
+    NeedsIdentity { path: PathBuf },
+    #[error(
+        "{path}: the identity file {identity_file} holds none of the keys this snapshot was encrypted to ({recipients})"
+    )]
+    WrongIdentity {
+        path: PathBuf,
+        identity_file: PathBuf,
+        recipients: String,
+    },
 }
 
 impl ArchiveError {
@@ -267,11 +291,14 @@ fn write_blocking(
         source,
     };
 
-    let sink = HashingWriter {
+    let file_sink = HashingWriter {
         inner: BufWriter::with_capacity(IO_BUFFER, temp.file()),
         hasher: Sha256::new(),
         bytes: 0,
     };
+    // Hashing sits below encryption: the stored sha256 is that of the bytes on disk.
+    let sink = StoredWriter::new(file_sink, opts.encryption.as_deref())
+        .map_err(io_err(&temp_path, "start age encryption"))?;
     let mut encoder = zstd::stream::write::Encoder::new(sink, opts.zstd_level)
         .map_err(io_err(&temp_path, "start zstd"))?;
     encoder
@@ -316,7 +343,10 @@ fn write_blocking(
         }
     }
     let (hasher, bytes_stored) = {
-        let mut sink = encoder.finish().map_err(&write_err)?;
+        let mut sink = encoder
+            .finish()
+            .and_then(StoredWriter::finish)
+            .map_err(&write_err)?;
         sink.flush().map_err(&write_err)?;
         (sink.hasher, sink.bytes)
     };
@@ -389,12 +419,24 @@ pub struct DataCheck {
     pub records: u64,
 }
 
-/// Hashes a stored snapshot and, with `read_data`, decompresses it, checks every line
-/// and counts the records — in one pass, with flat memory.
+/// Hashes a stored (unencrypted) snapshot and, with `read_data`, decompresses it, checks
+/// every line and counts the records — in one pass, with flat memory.
 pub fn inspect_snapshot(
     path: &Path,
     read_data: bool,
     file_type: ExportFileType,
+) -> Result<SnapshotCheck, ArchiveError> {
+    inspect_stored(path, read_data, file_type, None, None)
+}
+
+/// [`inspect_snapshot`] for a file that may be encrypted (`encryption` from its manifest);
+/// reading the data of an encrypted file needs `identities`, hashing it does not.
+fn inspect_stored(
+    path: &Path,
+    read_data: bool,
+    file_type: ExportFileType,
+    encryption: Option<&ManifestEncryption>,
+    identities: Option<&Identities>,
 ) -> Result<SnapshotCheck, ArchiveError> {
     let file = File::open(path).map_err(|source| ArchiveError::Io {
         path: path.to_path_buf(),
@@ -412,36 +454,30 @@ pub fn inspect_snapshot(
         source,
     };
     let data = if read_data {
-        let mut decoder = zstd::stream::read::Decoder::new(&mut reader).map_err(read_err)?;
+        let corrupt = |message: String| ArchiveError::Corrupt {
+            path: path.to_path_buf(),
+            message,
+        };
+        let mut content =
+            SnapshotReader::from_reader(Box::new(&mut reader), path, encryption, identities)?;
         let mut checker = LineChecker::new(file_type, DEFAULT_MAX_LINE_BYTES);
         let mut raw_hasher = Sha256::new();
         let mut bytes_raw = 0u64;
         let mut buf = vec![0u8; IO_BUFFER];
         loop {
-            let n = match decoder.read(&mut buf) {
+            let n = match content.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    return Err(ArchiveError::Corrupt {
-                        path: path.to_path_buf(),
-                        message: format!("zstd: {e}"),
-                    })
-                }
+                Err(e) => return Err(corrupt(e.to_string())),
             };
             let chunk = buf.get(..n).unwrap_or_default();
-            checker.feed(chunk).map_err(|e| ArchiveError::Corrupt {
-                path: path.to_path_buf(),
-                message: e.to_string(),
-            })?;
+            checker.feed(chunk).map_err(|e| corrupt(e.to_string()))?;
             raw_hasher.update(chunk);
             bytes_raw += n as u64;
         }
-        checker.finish().map_err(|e| ArchiveError::Corrupt {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
-        drop(decoder);
+        checker.finish().map_err(|e| corrupt(e.to_string()))?;
+        drop(content);
         Some(DataCheck {
             bytes_raw,
             sha256_raw: hex::encode(raw_hasher.finalize()),
@@ -482,13 +518,31 @@ pub fn summarize_existing(
 }
 
 /// Checks the snapshot file at `path` against `manifest`: size and sha256 of the stored file,
-/// and with `read_data` also the raw size, raw sha256 and record count.
+/// and with `read_data` also the raw size, raw sha256 and record count. An encrypted snapshot's
+/// data cannot be read this way: use [`verify_snapshot_with`] and an identity.
 pub fn verify_snapshot(
     path: &Path,
     manifest: &Manifest,
     read_data: bool,
 ) -> Result<SnapshotCheck, ArchiveError> {
-    let check = inspect_snapshot(path, read_data, manifest.file_type)?;
+    verify_snapshot_with(path, manifest, read_data, None)
+}
+
+/// [`verify_snapshot`], decrypting with `identities` when the manifest says the file is
+/// encrypted and `read_data` is set. Without `read_data` no identity is needed.
+pub fn verify_snapshot_with(
+    path: &Path,
+    manifest: &Manifest,
+    read_data: bool,
+    identities: Option<&Identities>,
+) -> Result<SnapshotCheck, ArchiveError> {
+    let check = inspect_stored(
+        path,
+        read_data,
+        manifest.file_type,
+        manifest.encryption.as_ref(),
+        identities,
+    )?;
     let mismatch = |what, expected: String, actual: String| {
         if expected == actual {
             Ok(())
@@ -531,34 +585,137 @@ pub fn verify_snapshot(
     Ok(check)
 }
 
+/// The decompressed (and, for an encrypted snapshot, decrypted) content of a stored snapshot
+/// file, as a plain reader with flat memory. At the end of the zstd stream it reads the rest of
+/// the stored stream too, so an encrypted file's final chunk is authenticated (a file cut at a
+/// chunk boundary fails instead of ending early). Errors say whether decryption or
+/// decompression failed.
+pub struct SnapshotReader<'a> {
+    decoder: zstd::stream::read::Decoder<'static, io::BufReader<Box<dyn Read + Send + 'a>>>,
+    encrypted: bool,
+    drained: bool,
+}
+
+impl<'a> SnapshotReader<'a> {
+    /// Opens the data file at `path` as described by `manifest`.
+    pub fn open(
+        path: &Path,
+        manifest: &Manifest,
+        identities: Option<&Identities>,
+    ) -> Result<SnapshotReader<'static>, ArchiveError> {
+        let file = File::open(path).map_err(|source| ArchiveError::Io {
+            path: path.to_path_buf(),
+            action: "open",
+            source,
+        })?;
+        let file = io::BufReader::with_capacity(IO_BUFFER, file);
+        SnapshotReader::from_reader(
+            Box::new(file),
+            path,
+            manifest.encryption.as_ref(),
+            identities,
+        )
+    }
+
+    fn from_reader(
+        stored: Box<dyn Read + Send + 'a>,
+        path: &Path,
+        encryption: Option<&ManifestEncryption>,
+        identities: Option<&Identities>,
+    ) -> Result<SnapshotReader<'a>, ArchiveError> {
+        let compressed: Box<dyn Read + Send + 'a> = match encryption {
+            None => stored,
+            Some(e) => Box::new(encrypt::decrypting_reader(
+                stored,
+                path,
+                identities,
+                &e.recipients,
+            )?),
+        };
+        let decoder =
+            zstd::stream::read::Decoder::new(compressed).map_err(|source| ArchiveError::Io {
+                path: path.to_path_buf(),
+                action: "start zstd",
+                source,
+            })?;
+        Ok(SnapshotReader {
+            decoder,
+            encrypted: encryption.is_some(),
+            drained: false,
+        })
+    }
+
+    fn describe(&self, e: io::Error) -> io::Error {
+        // age reports a failed authentication as InvalidData and a cut as UnexpectedEof; under
+        // it, the zstd stream cannot be damaged without age noticing first.
+        let age_failure = self.encrypted
+            && matches!(
+                e.kind(),
+                io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof
+            );
+        if age_failure {
+            io::Error::new(
+                e.kind(),
+                format!("age: decryption failed ({e}): the file was altered or truncated"),
+            )
+        } else {
+            io::Error::new(e.kind(), format!("zstd: {e}"))
+        }
+    }
+}
+
+impl Read for SnapshotReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.decoder.read(buf).map_err(|e| self.describe(e))?;
+        if n == 0 && !buf.is_empty() && !self.drained {
+            self.drained = true;
+            // Authenticates the end of an age stream; for a plain file it only reads what
+            // follows the frame (the stored sha256 covers that).
+            io::copy(self.decoder.get_mut(), &mut io::sink()).map_err(|e| self.describe(e))?;
+        }
+        Ok(n)
+    }
+}
+
 /// Streams the non-empty lines of a stored snapshot (each without its line break), for
 /// restore and content checks. Lines longer than [`DEFAULT_MAX_LINE_BYTES`] are an error.
 pub struct SnapshotLines {
     path: PathBuf,
-    reader: io::BufReader<zstd::stream::read::Decoder<'static, io::BufReader<File>>>,
+    reader: io::BufReader<SnapshotReader<'static>>,
     line_no: u64,
     done: bool,
 }
 
 impl SnapshotLines {
+    /// Opens an unencrypted snapshot file.
     pub fn open(path: &Path) -> Result<SnapshotLines, ArchiveError> {
         let file = File::open(path).map_err(|source| ArchiveError::Io {
             path: path.to_path_buf(),
             action: "open",
             source,
         })?;
-        let decoder =
-            zstd::stream::read::Decoder::new(file).map_err(|source| ArchiveError::Io {
-                path: path.to_path_buf(),
-                action: "start zstd",
-                source,
-            })?;
-        Ok(SnapshotLines {
+        let reader = SnapshotReader::from_reader(Box::new(file), path, None, None)?;
+        Ok(SnapshotLines::new(path, reader))
+    }
+
+    /// Opens the snapshot at `path` as its manifest describes it (decrypting with
+    /// `identities` if it is encrypted).
+    pub fn open_snapshot(
+        path: &Path,
+        manifest: &Manifest,
+        identities: Option<&Identities>,
+    ) -> Result<SnapshotLines, ArchiveError> {
+        let reader = SnapshotReader::open(path, manifest, identities)?;
+        Ok(SnapshotLines::new(path, reader))
+    }
+
+    fn new(path: &Path, reader: SnapshotReader<'static>) -> SnapshotLines {
+        SnapshotLines {
             path: path.to_path_buf(),
-            reader: io::BufReader::with_capacity(IO_BUFFER, decoder),
+            reader: io::BufReader::with_capacity(IO_BUFFER, reader),
             line_no: 0,
             done: false,
-        })
+        }
     }
 
     fn next_line(&mut self) -> Result<Option<Vec<u8>>, ArchiveError> {
@@ -571,7 +728,7 @@ impl SnapshotLines {
                 .read_until(b'\n', &mut line)
                 .map_err(|e| ArchiveError::Corrupt {
                     path: self.path.clone(),
-                    message: format!("zstd: {e}"),
+                    message: e.to_string(),
                 })?;
             if n == 0 {
                 return Ok(None);
@@ -617,5 +774,7 @@ impl Iterator for SnapshotLines {
     }
 }
 
+#[cfg(test)]
+mod encrypt_tests;
 #[cfg(test)]
 mod tests;

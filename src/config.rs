@@ -17,6 +17,7 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde::Deserialize;
 use url::Url;
 
+use crate::archive::encrypt::{self, Recipients};
 use crate::archive::{DEFAULT_ZSTD_LEVEL, ZSTD_LEVELS};
 use crate::manifest::ExportFileType;
 use crate::naming;
@@ -44,6 +45,20 @@ pub struct Config {
     pub daemon: Option<toml::Value>,
     /// The `[[schedules]]` entries, as written (see `crate::daemon::settings`).
     pub schedules: Vec<toml::Value>,
+    /// `[encryption]`: encrypt new snapshots at rest with age (absent: stored unencrypted).
+    pub encryption: Option<EncryptionConfig>,
+}
+
+/// The `[encryption]` section: who new snapshots are encrypted to, and where the key that
+/// decrypts them lives. The identity file is only named here, never read at load time (a
+/// backup machine need not hold it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncryptionConfig {
+    /// `recipients` plus the lines of `recipients_file`, duplicates removed; never empty.
+    pub recipients: Recipients,
+    pub recipients_file: Option<PathBuf>,
+    /// The age identity file for `check --read-data`, `--test-restore` and `restore`.
+    pub identity_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -333,6 +348,7 @@ struct RawTop {
     daemon: Option<toml::Value>,
     #[serde(default)]
     schedules: Vec<toml::Value>,
+    encryption: Option<toml::Value>,
 }
 
 #[derive(Deserialize, Default)]
@@ -340,6 +356,17 @@ struct RawTop {
 struct RawDestination {
     root: Option<String>,
     zstd_level: Option<i64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawEncryption {
+    #[serde(default)]
+    recipients: Vec<String>,
+    recipients_file: Option<String>,
+    identity_file: Option<String>,
+    /// Only here to explain why it is refused.
+    identity: Option<toml::Value>,
 }
 
 #[derive(Deserialize, Default)]
@@ -484,6 +511,9 @@ impl Checker {
         let concurrency = self.concurrency(top.concurrency);
         let retry = self.retry(top.retry);
         let poll = self.poll(top.poll);
+        let encryption = top
+            .encryption
+            .and_then(|value| self.encryption(value, base));
 
         if top.apps.is_empty() {
             self.problem(
@@ -536,6 +566,60 @@ impl Checker {
             apps,
             daemon: top.daemon,
             schedules: top.schedules,
+            encryption,
+        })
+    }
+
+    fn encryption(&mut self, value: toml::Value, base: &Path) -> Option<EncryptionConfig> {
+        let raw: RawEncryption = self.section("encryption", value)?;
+        let before = self.problems.len();
+        if raw.identity.is_some() {
+            self.problem(
+                "encryption.identity",
+                "secret keys are never written in the config file: put the AGE-SECRET-KEY-1… line in a file (mode 0600) and set identity_file = \"path/to/file\" instead, and remove this key",
+            );
+        }
+        let mut keys = Vec::new();
+        for (i, text) in raw.recipients.iter().enumerate() {
+            match encrypt::parse_recipient(text) {
+                Ok(k) => keys.push(k),
+                Err(message) => self.problem(&format!("encryption.recipients[{i}]"), message),
+            }
+        }
+        let recipients_file = match raw.recipients_file.as_deref() {
+            None => None,
+            Some("") => {
+                self.problem("encryption.recipients_file", "must not be empty");
+                None
+            }
+            Some(file) => {
+                let path = resolve_path(base, file);
+                match encrypt::read_recipients_file(&path) {
+                    Ok(more) => keys.extend(more),
+                    Err(message) => self.problem("encryption.recipients_file", message),
+                }
+                Some(path)
+            }
+        };
+        let identity_file = match raw.identity_file.as_deref() {
+            None => None,
+            Some("") => {
+                self.problem("encryption.identity_file", "must not be empty");
+                None
+            }
+            Some(file) => Some(resolve_path(base, file)),
+        };
+        let recipients = Recipients::new(keys);
+        if recipients.is_none() && self.problems.len() == before {
+            self.problem(
+                "encryption.recipients",
+                "no recipients: list the age public keys (age1…, from `age-keygen -y KEYFILE`) snapshots are encrypted to, or set recipients_file; remove [encryption] to store snapshots unencrypted",
+            );
+        }
+        Some(EncryptionConfig {
+            recipients: recipients?,
+            recipients_file,
+            identity_file,
         })
     }
 
@@ -1429,6 +1513,17 @@ multiplier = 1.5
 max_interval = "30s"
 stall_timeout = "30m"
 
+# Optional: encrypt snapshots at rest with age (https://age-encryption.org).
+# Each export is compressed, then encrypted to every recipient, and stored as
+# <UTC time>-<job id>.jsonl.zst.age; no plaintext file is ever written. Backing
+# up needs only the public keys; `check --read-data`, `check --test-restore` and
+# `restore` need the identity (secret key), which is never written here.
+# Create a key pair with `age-keygen -o backup-identity.txt`.
+# [encryption]
+# recipients = ["age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"]
+# recipients_file = "backup-recipients.txt"     # more age1… keys, one per line
+# identity_file = "secrets/backup-identity.txt" # AGE-SECRET-KEY-1…, keep it mode 0600
+
 # One [[apps]] table per mini program.
 [[apps]]
 appid = "wx0123456789abcdef"
@@ -1903,6 +1998,101 @@ collections = [".hidden"]
             blocks += 1;
         }
         assert_eq!(blocks, 4);
+    }
+
+    fn with_encryption(section: &str) -> String {
+        format!("{MINIMAL}\n[encryption]\n{section}\n")
+    }
+
+    #[test]
+    fn encryption_section_is_parsed_and_resolved() {
+        let (secret, public) = crate::archive::encrypt::tests::test_identity();
+        let (_, public2) = crate::archive::encrypt::tests::test_identity();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("recipients.txt"),
+            format!("# ops team\n{public2}\n\n{public}\n"),
+        )
+        .unwrap();
+        let text = with_encryption(&format!(
+            "recipients = [\"{public}\"]\nrecipients_file = \"recipients.txt\"\nidentity_file = \"keys/backup.txt\""
+        ));
+        let config = load_str(&text, &dir.path().join("c.toml"), dir.path()).unwrap();
+        let enc = config.encryption.expect("encryption");
+        // Duplicates collapse, the file's keys follow the inline ones.
+        assert_eq!(enc.recipients.to_strings(), [public.clone(), public2]);
+        assert_eq!(
+            enc.identity_file,
+            Some(dir.path().join("keys/backup.txt")),
+            "resolved against the config's directory, and not read at load time"
+        );
+        assert!(load_text(MINIMAL).unwrap().encryption.is_none());
+
+        // A secret key where a recipient belongs: refused, located, never echoed.
+        let text = with_encryption(&format!("recipients = [\"{public}\", \"{secret}\"]"));
+        let p = expect_problem(&text, "encryption.recipients[1]", "secret key");
+        assert!(p.line.is_some());
+        assert!(!p.message.contains(&secret[16..]), "{p}");
+        // An inline identity.
+        let text = with_encryption(&format!(
+            "recipients = [\"{public}\"]\nidentity = \"{secret}\""
+        ));
+        let p = expect_problem(&text, "encryption.identity", "never written in the config");
+        assert!(!p.to_string().contains(&secret[16..]), "{p}");
+    }
+
+    #[test]
+    fn encryption_problems_have_their_key_path_and_line() {
+        let (_, public) = crate::archive::encrypt::tests::test_identity();
+        let text = with_encryption("identity_file = \"k.txt\"");
+        let p = expect_problem(&text, "encryption.recipients", "no recipients");
+        assert_eq!(p.line, Some(MINIMAL.lines().count() + 2));
+        expect_problem(
+            &with_encryption("recipients = [\"age1notakey\"]"),
+            "encryption.recipients[0]",
+            "not a valid age X25519 recipient",
+        );
+        expect_problem(
+            &with_encryption("recipients = [\"ssh-ed25519 AAAAC3\"]"),
+            "encryption.recipients[0]",
+            "SSH keys",
+        );
+        expect_problem(
+            &with_encryption(&format!(
+                "recipients = [\"{public}\"]\nrecipients_file = \"/nonexistent/r.txt\""
+            )),
+            "encryption.recipients_file",
+            "/nonexistent/r.txt",
+        );
+        expect_problem(
+            &with_encryption(&format!(
+                "recipients = [\"{public}\"]\nidentity_file = \"\""
+            )),
+            "encryption.identity_file",
+            "must not be empty",
+        );
+        let p = expect_problem(
+            &with_encryption(&format!("recipients = [\"{public}\"]\nrecipient = \"x\"")),
+            "encryption",
+            "unknown field `recipient`",
+        );
+        assert_eq!(p.line, Some(MINIMAL.lines().count() + 4));
+        // A bad line of the recipients file is named with its line.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("r.txt"),
+            format!("{public}\n# c\nage1bad\n"),
+        )
+        .unwrap();
+        let err = load_str(
+            &with_encryption("recipients_file = \"r.txt\""),
+            &dir.path().join("c.toml"),
+            dir.path(),
+        )
+        .unwrap_err();
+        let p = &err.problems[0];
+        assert_eq!(p.location, "encryption.recipients_file");
+        assert!(p.message.contains("r.txt line 3"), "{p}");
     }
 
     #[test]

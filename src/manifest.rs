@@ -79,6 +79,33 @@ pub struct Manifest {
     pub export_ready_at: Option<OffsetDateTime>,
     /// File name (no directory) of the data file in the manifest's directory.
     pub data_file: String,
+    /// Present when the data file is encrypted (then `bytes_stored` and `sha256_stored` are
+    /// those of the ciphertext, and `data_file` ends in `.jsonl.zst.age`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<ManifestEncryption>,
+}
+
+/// How a snapshot's data file is encrypted. Only public information: the format and the
+/// recipients (public keys) it was encrypted to, so an operator can tell which identity
+/// decrypts it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManifestEncryption {
+    /// `"age"`: the age v1 format (age-encryption.org/v1), X25519 recipients, applied to the
+    /// zstd stream.
+    pub format: String,
+    /// The `age1…` recipients the file was encrypted to.
+    pub recipients: Vec<String>,
+}
+
+impl ManifestEncryption {
+    /// The encryption of a file written for `recipients`.
+    pub fn age(recipients: &crate::archive::encrypt::Recipients) -> ManifestEncryption {
+        ManifestEncryption {
+            format: crate::archive::encrypt::AGE_FORMAT.to_string(),
+            recipients: recipients.to_strings(),
+        }
+    }
 }
 
 /// Why a manifest could not be read or written.
@@ -152,6 +179,7 @@ impl Manifest {
             finished_at,
             export_ready_at: info.export_ready_at,
             data_file: paths.data_file_name(),
+            encryption: None,
         }
     }
 
@@ -193,11 +221,54 @@ impl Manifest {
             return Err(invalid(
                 "data_file",
                 format!(
-                    "{:?} is not a snapshot data file name (<UTC time>-<job id>{})",
+                    "{:?} is not a snapshot data file name (<UTC time>-<job id>{} or {})",
                     self.data_file,
-                    naming::DATA_SUFFIX
+                    naming::DATA_SUFFIX,
+                    naming::ENCRYPTED_DATA_SUFFIX
                 ),
             ));
+        }
+        let encrypted_name = naming::is_encrypted_data_file(&self.data_file);
+        match &self.encryption {
+            None if encrypted_name => {
+                return Err(invalid(
+                    "encryption",
+                    format!(
+                        "is missing but the data file {:?} is encrypted",
+                        self.data_file
+                    ),
+                ))
+            }
+            None => {}
+            Some(_) if !encrypted_name => {
+                return Err(invalid(
+                    "data_file",
+                    format!(
+                        "{:?} does not end in {} although the manifest says it is encrypted",
+                        self.data_file,
+                        naming::ENCRYPTED_DATA_SUFFIX
+                    ),
+                ))
+            }
+            Some(e) => {
+                if e.format != crate::archive::encrypt::AGE_FORMAT {
+                    return Err(invalid(
+                        "encryption",
+                        format!(
+                            "format {:?} is not supported (this tcb-backup reads \"{}\")",
+                            e.format,
+                            crate::archive::encrypt::AGE_FORMAT
+                        ),
+                    ));
+                }
+                if e.recipients.is_empty() {
+                    return Err(invalid("encryption", "lists no recipients".into()));
+                }
+                for r in &e.recipients {
+                    crate::archive::encrypt::parse_recipient(r)
+                        .map_err(|m| invalid("encryption", format!("recipient: {m}")))?;
+                }
+            }
         }
         if self.finished_at < self.started_at {
             return Err(invalid(
@@ -335,7 +406,80 @@ pub(crate) mod tests {
             finished_at: datetime!(2026-12-03 02:00:09.5 UTC),
             export_ready_at: Some(datetime!(2026-12-03 02:00:07 UTC)),
             data_file: "20261203T020000Z-100000012.jsonl.zst".into(),
+            encryption: None,
         }
+    }
+
+    fn encrypted_sample() -> Manifest {
+        let (_, public) = crate::archive::encrypt::tests::test_identity();
+        Manifest {
+            data_file: "20261203T020000Z-100000012.jsonl.zst.age".into(),
+            encryption: Some(ManifestEncryption {
+                format: "age".into(),
+                recipients: vec![public],
+            }),
+            ..sample()
+        }
+    }
+
+    #[test]
+    fn encryption_is_recorded_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("20261203T020000Z-100000012.manifest.json");
+        let m = encrypted_sample();
+        write_manifest(&path, &m).unwrap();
+        let text = fs::read_to_string(&path).unwrap();
+        let recipient = &m.encryption.as_ref().unwrap().recipients[0];
+        assert!(
+            text.contains("\"encryption\"")
+                && text.contains("\"format\": \"age\"")
+                && text.contains(recipient.as_str()),
+            "{text}"
+        );
+        assert_eq!(read_manifest(&path).unwrap(), m);
+        // An unencrypted manifest has no `encryption` key at all (older readers accept it).
+        assert!(!String::from_utf8(sample().to_json())
+            .unwrap()
+            .contains("encryption"));
+
+        let p = Path::new("/d/x.manifest.json");
+        let check = |m: Manifest, needle: &str| {
+            let err = m.validate(p).unwrap_err().to_string();
+            assert!(err.contains(needle), "expected {needle:?} in {err}");
+        };
+        // Name and flag must agree, both ways.
+        check(
+            Manifest {
+                encryption: None,
+                ..encrypted_sample()
+            },
+            "encryption: is missing",
+        );
+        check(
+            Manifest {
+                data_file: sample().data_file,
+                ..encrypted_sample()
+            },
+            "does not end in .jsonl.zst.age",
+        );
+        let with = |f: &dyn Fn(&mut ManifestEncryption)| {
+            let mut m = encrypted_sample();
+            if let Some(e) = m.encryption.as_mut() {
+                f(e);
+            }
+            m
+        };
+        check(with(&|e| e.format = "gpg".into()), "format \"gpg\"");
+        check(with(&|e| e.recipients.clear()), "no recipients");
+        check(
+            with(&|e| e.recipients = vec!["age1nope".into()]),
+            "recipient",
+        );
+        // Unknown fields inside `encryption` are refused like everywhere else.
+        let mut v = serde_json::to_value(encrypted_sample()).unwrap();
+        v["encryption"]["cipher"] = "x".into();
+        let err = Manifest::from_json(v.to_string().as_bytes(), p).unwrap_err();
+        assert!(err.to_string().contains("unknown field"), "{err}");
     }
 
     #[test]

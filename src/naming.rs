@@ -7,8 +7,9 @@
 //! or confuse a terminal. CloudBase does not document its own naming rules, so letters of any
 //! script, digits and the usual punctuation (`_`, `-`, `.`, `$`, ...) are accepted.
 //!
-//! Layout: `<root>/<env>/<collection>/<UTC time>-<job_id>.jsonl.zst` plus
-//! `<UTC time>-<job_id>.manifest.json` beside it, the time formatted as `20261203T020000Z`.
+//! Layout: `<root>/<env>/<collection>/<UTC time>-<job_id>.jsonl.zst` (`.jsonl.zst.age` when
+//! encrypted) plus `<UTC time>-<job_id>.manifest.json` beside it, the time formatted as
+//! `20261203T020000Z`.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -21,6 +22,8 @@ pub const MAX_NAME_BYTES: usize = 128;
 
 /// Suffix of a snapshot's data file (zstd-compressed JSON Lines, the export stored unmodified).
 pub const DATA_SUFFIX: &str = ".jsonl.zst";
+/// Suffix of an encrypted data file: the zstd stream encrypted with age.
+pub const ENCRYPTED_DATA_SUFFIX: &str = ".jsonl.zst.age";
 /// Suffix of the manifest written beside each data file.
 pub const MANIFEST_SUFFIX: &str = ".manifest.json";
 /// Prefix of temporary files; the leading dot keeps them out of every listing of snapshots.
@@ -199,7 +202,7 @@ pub fn parse_snapshot_time(text: &str) -> Option<OffsetDateTime> {
 pub struct SnapshotPaths {
     /// `<root>/<env>/<collection>`
     pub dir: PathBuf,
-    /// `<dir>/<stem>.jsonl.zst`
+    /// `<dir>/<stem>.jsonl.zst`, or `<dir>/<stem>.jsonl.zst.age` when encrypted
     pub data: PathBuf,
     /// `<dir>/<stem>.manifest.json`
     pub manifest: PathBuf,
@@ -210,7 +213,43 @@ pub struct SnapshotPaths {
 impl SnapshotPaths {
     /// File name of the data file (what the manifest records as `data_file`).
     pub fn data_file_name(&self) -> String {
-        format!("{}{DATA_SUFFIX}", self.stem)
+        format!("{}{}", self.stem, self.data_suffix())
+    }
+
+    /// Whether the data file is the encrypted variant.
+    pub fn is_encrypted(&self) -> bool {
+        self.data
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(is_encrypted_data_file)
+    }
+
+    fn data_suffix(&self) -> &'static str {
+        if self.is_encrypted() {
+            ENCRYPTED_DATA_SUFFIX
+        } else {
+            DATA_SUFFIX
+        }
+    }
+
+    /// The same snapshot with its data file named for encrypted (`.jsonl.zst.age`) or plain
+    /// (`.jsonl.zst`) content.
+    pub fn with_encryption(mut self, encrypted: bool) -> SnapshotPaths {
+        let suffix = if encrypted {
+            ENCRYPTED_DATA_SUFFIX
+        } else {
+            DATA_SUFFIX
+        };
+        self.data = self.dir.join(format!("{}{suffix}", self.stem));
+        self
+    }
+
+    /// Both possible data file names of this snapshot (plain, encrypted).
+    pub fn data_file_names(&self) -> [String; 2] {
+        [
+            format!("{}{DATA_SUFFIX}", self.stem),
+            format!("{}{ENCRYPTED_DATA_SUFFIX}", self.stem),
+        ]
     }
 }
 
@@ -244,10 +283,18 @@ pub fn parse_stem(stem: &str) -> Option<(OffsetDateTime, u64)> {
     Some((parse_snapshot_time(time)?, job.parse().ok()?))
 }
 
-/// Recognises a data file name (`<stem>.jsonl.zst`) and returns its stem.
+/// Recognises a data file name (`<stem>.jsonl.zst` or `<stem>.jsonl.zst.age`) and returns
+/// its stem.
 pub fn data_file_stem(file_name: &str) -> Option<&str> {
-    let stem = file_name.strip_suffix(DATA_SUFFIX)?;
+    let stem = file_name
+        .strip_suffix(DATA_SUFFIX)
+        .or_else(|| file_name.strip_suffix(ENCRYPTED_DATA_SUFFIX))?;
     parse_stem(stem).map(|_| stem)
+}
+
+/// Whether a data file name is the encrypted variant (`.jsonl.zst.age`).
+pub fn is_encrypted_data_file(file_name: &str) -> bool {
+    file_name.ends_with(ENCRYPTED_DATA_SUFFIX)
 }
 
 /// Recognises a manifest file name (`<stem>.manifest.json`) and returns its stem.
@@ -394,6 +441,26 @@ mod tests {
             Some((t, 100000012))
         );
         assert_eq!(data_file_stem("notes.jsonl.zst"), None);
+        // The encrypted variant.
+        let e = p.clone().with_encryption(true);
+        assert_eq!(
+            e.data,
+            Path::new("/backups/prod-1/orders/20261203T020000Z-100000012.jsonl.zst.age")
+        );
+        assert!(e.is_encrypted() && !p.is_encrypted());
+        assert_eq!(
+            e.data_file_name(),
+            "20261203T020000Z-100000012.jsonl.zst.age"
+        );
+        assert_eq!(e.manifest, p.manifest);
+        assert_eq!(e.clone().with_encryption(false), p);
+        assert_eq!(
+            data_file_stem("20261203T020000Z-100000012.jsonl.zst.age"),
+            Some("20261203T020000Z-100000012")
+        );
+        assert!(is_encrypted_data_file("x.jsonl.zst.age"));
+        assert_eq!(data_file_stem("20261203T020000Z-1.jsonl.age"), None);
+        assert_eq!(data_file_stem("notes.jsonl.zst.age"), None);
         assert_eq!(parse_stem("20261203T020000Z-"), None);
         assert_eq!(parse_stem("20261203T020000Z-+1"), None);
     }

@@ -158,6 +158,7 @@ async fn scheduled_check_and_forget() {
         catalog: catalog.clone(),
         store: store.clone(),
         clients: Arc::new(apps),
+        identity_file: None,
     };
     engine.register(maintenance.clone(), KindLimits::new(1));
 

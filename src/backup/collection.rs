@@ -301,7 +301,10 @@ impl CollectionWorkflow {
                 "{what}: the server reported success without a file_url; asking again"
             )));
         };
-        let paths = self.snapshot_paths(target, export)?;
+        let encryption = self.deps.settings.encryption.clone();
+        let paths = self
+            .snapshot_paths(target, export)?
+            .with_encryption(encryption.is_some());
         // Times in the manifest follow the engine's clock (which may be virtual), so the
         // download's duration is added to the step's start rather than read off the wall clock.
         let download_started = std::time::Instant::now();
@@ -328,6 +331,7 @@ impl CollectionWorkflow {
                     total,
                 })
             })),
+            encryption: encryption.clone(),
             ..ArchiveOptions::default()
         };
         let summary = archive::write_snapshot(download.stream, &paths, opts)
@@ -343,6 +347,7 @@ impl CollectionWorkflow {
             records: summary.records,
             finished_at: odt(ctx.now + download_started.elapsed()),
             export_ready_at,
+            encryption: encryption.map(|r| manifest::ManifestEncryption::age(&r)),
         })
     }
 
@@ -355,7 +360,9 @@ impl CollectionWorkflow {
     ) -> Result<Transition<CollectionState>, StepError> {
         let target = st.spec.target.clone();
         let what = format!("export job {} of {target}", export.job_id);
-        let paths = self.snapshot_paths(&target, &export)?;
+        let paths = self
+            .snapshot_paths(&target, &export)?
+            .with_encryption(file.encryption.is_some());
         let m = Manifest {
             format_version: manifest::FORMAT_VERSION,
             tool_version: manifest::TOOL_VERSION.to_string(),
@@ -374,6 +381,7 @@ impl CollectionWorkflow {
             finished_at: file.finished_at,
             export_ready_at: file.export_ready_at,
             data_file: paths.data_file_name(),
+            encryption: file.encryption.clone(),
         };
         // A crash while writing the manifest leaves its temp file; this step owns it now.
         remove_leftovers(&paths, false)
@@ -549,7 +557,8 @@ fn archive_error(what: &str, e: ArchiveError, now: SystemTime) -> StepError {
 /// state was never committed. Everything removed carries this export's job id in its name, so
 /// no other snapshot is touched.
 fn remove_leftovers(paths: &SnapshotPaths, with_data: bool) -> std::io::Result<()> {
-    let data_name = paths.data_file_name();
+    // Either name: encryption may have been switched on or off since the earlier attempt.
+    let [data_name, encrypted_name] = paths.data_file_names();
     let manifest_name = paths
         .manifest
         .file_name()
@@ -567,7 +576,7 @@ fn remove_leftovers(paths: &SnapshotPaths, with_data: bool) -> std::io::Result<(
             .strip_prefix(naming::TEMP_PREFIX)
             .map(|rest| rest.starts_with(&data_name) || rest.starts_with(&manifest_name))
             .unwrap_or(false);
-        if stale_temp || (with_data && name == data_name) {
+        if stale_temp || (with_data && (name == data_name || name == encrypted_name)) {
             remove_file(&entry.path())?;
         }
     }

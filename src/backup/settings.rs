@@ -24,6 +24,8 @@ pub struct WorkflowSettings {
     pub retry: RetryPolicy,
     /// Longest a single step may run (a download of a large export is one step).
     pub step_timeout: Duration,
+    /// Encrypt new snapshots to these age recipients (`[encryption]` in the config).
+    pub encryption: Option<Arc<crate::archive::encrypt::Recipients>>,
 }
 
 impl WorkflowSettings {
@@ -34,6 +36,7 @@ impl WorkflowSettings {
             poll: PollPolicy::default(),
             retry: RetryPolicy::default(),
             step_timeout: Duration::from_secs(6 * 3600),
+            encryption: None,
         }
     }
 }

@@ -40,7 +40,7 @@ pub fn load(path: &Path) -> Result<Config, SetupError> {
     if let Some(warning) = config::config_permission_warning(path) {
         tracing::warn!("{warning}");
     }
-    config::load(path).map_err(|e| {
+    let loaded = config::load(path).map_err(|e| {
         if e.missing {
             SetupError::Missing(format!(
                 "no configuration at {}: create one with `tcb-backup init` (or pass --config / set TCB_BACKUP_CONFIG)",
@@ -49,7 +49,16 @@ pub fn load(path: &Path) -> Result<Config, SetupError> {
         } else {
             SetupError::Invalid(e.to_string())
         }
-    })
+    })?;
+    // The identity decrypts every encrypted snapshot: say so early if others can read it.
+    let identity = loaded
+        .encryption
+        .as_ref()
+        .and_then(|e| e.identity_file.as_deref());
+    if let Some(warning) = identity.and_then(config::permission_warning) {
+        tracing::warn!("{warning} (encryption.identity_file: it decrypts the backups)");
+    }
+    Ok(loaded)
 }
 
 /// Everything a command needs from the configuration.
@@ -86,6 +95,10 @@ pub fn prepare_offline(config: &Config) -> Result<Prepared, SetupError> {
             max_attempts: config.retry.max_attempts,
             max_elapsed: config.retry.max_elapsed,
         },
+        encryption: config
+            .encryption
+            .as_ref()
+            .map(|e| Arc::new(e.recipients.clone())),
         ..WorkflowSettings::new(config.destination.root.clone())
     };
     let plan = BackupPlan {
@@ -245,6 +258,10 @@ impl Prepared {
                         .collect(),
                 })
                 .collect(),
+            encryption: self.config.encryption.as_ref().map(|e| EncryptionSummary {
+                recipients: e.recipients.to_strings(),
+                identity_file: e.identity_file.clone(),
+            }),
         }
     }
 }
@@ -256,6 +273,15 @@ pub struct ConfigSummary {
     pub destination: PathBuf,
     pub concurrency: usize,
     pub apps: Vec<AppSummary>,
+    /// `[encryption]`, when on: the recipients (public keys) and the identity file's path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<EncryptionSummary>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct EncryptionSummary {
+    pub recipients: Vec<String>,
+    pub identity_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Serialize)]
@@ -284,6 +310,16 @@ impl ConfigSummary {
             for e in &a.envs {
                 s.push_str(&format!("    env {}: {}\n", e.id, e.collections));
             }
+        }
+        if let Some(e) = &self.encryption {
+            s.push_str(&format!(
+                "  encryption:  age, to {}; identity file {}\n",
+                e.recipients.join(", "),
+                e.identity_file.as_ref().map_or(
+                    "not set (check --read-data and restore need --identity)".to_string(),
+                    |p| p.display().to_string()
+                )
+            ));
         }
         s
     }

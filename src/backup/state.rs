@@ -102,6 +102,10 @@ pub struct StoredFile {
     /// Estimated moment the server finished the export.
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub export_ready_at: Option<OffsetDateTime>,
+    /// How the data file was encrypted, if it was (decided when it was written, so a config
+    /// change before the record step cannot mislabel it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<crate::manifest::ManifestEncryption>,
 }
 
 /// The phases of `backup.collection`, named as in the spec.

@@ -2,6 +2,7 @@
 //! library code in [`crate::restore`], [`crate::verify`] and [`crate::retention`].
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::{Args, ValueEnum};
@@ -9,6 +10,7 @@ use serde::Serialize;
 use tcb_state::{Engine, JobFilter, JobId, JobStatus, SubmitOptions, Workflow};
 use time::OffsetDateTime;
 
+use crate::archive::encrypt::Identities;
 use crate::backup::catalog_store::SnapshotCatalog;
 use crate::backup::service::{BackupService, DriveOutcome};
 use crate::backup::setup::Prepared;
@@ -19,8 +21,8 @@ use crate::restore::{ImportOutcome, RestorePlan, RestoreRequest, RestoreWorkflow
 use crate::retention::forget::{forget, CatalogHooks, ForgetOptions};
 use crate::retention::{parse_duration, RetentionPolicy, DEFAULT_MIN_KEEP};
 use crate::verify::check::record_report;
-use crate::verify::test_restore::run_test_restore;
-use crate::verify::{check_entries, CheckOptions, DataRead, VerificationStore};
+use crate::verify::test_restore::run_test_restore_with_identity;
+use crate::verify::{check_entries_with, CheckOptions, DataRead, VerificationStore};
 
 use super::args::GlobalArgs;
 use super::commands::{engine_error, interrupt_token, open_existing_store, open_service};
@@ -59,6 +61,10 @@ pub struct RestoreArgs {
     /// Print the plan and stop.
     #[arg(long)]
     pub dry_run: bool,
+    /// age identity file that decrypts an encrypted snapshot (default: the config's
+    /// encryption.identity_file).
+    #[arg(long, value_name = "FILE")]
+    pub identity: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -79,6 +85,20 @@ pub struct CheckArgs {
     pub env: Option<String>,
     #[arg(long)]
     pub collection: Option<String>,
+    /// age identity file that decrypts encrypted snapshots for --read-data and
+    /// --test-restore (default: the config's encryption.identity_file).
+    #[arg(long, value_name = "FILE")]
+    pub identity: Option<PathBuf>,
+}
+
+/// The identity file a command uses: the flag, else the config's `encryption.identity_file`.
+fn identity_file(flag: Option<PathBuf>, config: &crate::config::Config) -> Option<PathBuf> {
+    flag.or_else(|| {
+        config
+            .encryption
+            .as_ref()
+            .and_then(|e| e.identity_file.clone())
+    })
 }
 
 #[derive(Debug, Args)]
@@ -186,6 +206,7 @@ pub async fn restore(g: &GlobalArgs, a: RestoreArgs, out: Output) -> Result<Exit
         },
         stop_on_error: a.stop_on_error,
         force: a.force,
+        identity_file: identity_file(a.identity, &prepared.config),
     };
     let mut plan =
         RestorePlan::new(&entry, &req, now_utc()).map_err(|e| CliError::error(e.to_string()))?;
@@ -330,7 +351,7 @@ pub async fn check(g: &GlobalArgs, a: CheckArgs, out: Output) -> Result<ExitStat
         (None, false) => DataRead::None,
     };
     // A test restore needs the API (secrets); a file check does not.
-    let (engine, catalog, service) = if a.test_restore {
+    let (engine, catalog, service, config) = if a.test_restore {
         let display = Arc::new(ProgressDisplay::new(ProgressMode::detect(out.is_json())));
         let (service, prepared) = open_service(&g.config, display)?;
         register_restore(&service, &prepared);
@@ -338,18 +359,34 @@ pub async fn check(g: &GlobalArgs, a: CheckArgs, out: Output) -> Result<ExitStat
             service.engine.clone(),
             service.catalog.clone(),
             Some(service),
+            prepared.config,
         )
     } else {
-        let (engine, _) = open_existing_store(g)?;
+        let (engine, prepared) = open_existing_store(g)?;
         let catalog = SnapshotCatalog::new(engine.kv(SnapshotCatalog::NAMESPACE));
-        (engine, catalog, None)
+        (engine, catalog, None, prepared.config)
     };
     let store = VerificationStore::new(engine.kv(VerificationStore::NAMESPACE));
     let entries = catalog_entries(&catalog, a.env.as_deref(), a.collection.as_deref())?;
     let records = store.all().map_err(engine_error)?;
+    // The key is read only when some encrypted snapshot's data will be read.
+    let identity_path = identity_file(a.identity, &config);
+    let needs_key = (read != DataRead::None || a.test_restore)
+        && entries.iter().any(|e| e.manifest.encryption.is_some());
+    let identities = match (&identity_path, needs_key) {
+        (Some(path), true) => {
+            Some(Identities::load(path).map_err(|e| CliError::error(e.to_string()))?)
+        }
+        _ => None,
+    };
     let to_check = entries.clone();
     let report = tokio::task::spawn_blocking(move || {
-        check_entries(&to_check, &records, CheckOptions { read })
+        check_entries_with(
+            &to_check,
+            &records,
+            CheckOptions { read },
+            identities.as_ref(),
+        )
     })
     .await
     .map_err(|e| CliError::error(format!("check task failed: {e}")))?;
@@ -396,7 +433,17 @@ pub async fn check(g: &GlobalArgs, a: CheckArgs, out: Output) -> Result<ExitStat
                 failed += 1;
                 continue;
             };
-            match run_test_restore(&engine, client, &store, entry, a.sample, now_utc()).await {
+            match run_test_restore_with_identity(
+                &engine,
+                client,
+                &store,
+                entry,
+                a.sample,
+                now_utc(),
+                identity_path.as_deref(),
+            )
+            .await
+            {
                 Ok(r) => {
                     out.message("test_restore", &r);
                     out.text(&format!(

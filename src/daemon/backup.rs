@@ -390,6 +390,10 @@ fn register_daemon_workflows(
             catalog: service.catalog.clone(),
             store: VerificationStore::new(engine.kv(VerificationStore::NAMESPACE)),
             clients: Arc::new(clients.clone()),
+            identity_file: config
+                .encryption
+                .as_ref()
+                .and_then(|e| e.identity_file.clone()),
         },
         // One check or forget at a time: they read or delete the same files.
         KindLimits::new(1),

@@ -1,7 +1,7 @@
 //! Scheduled `check` and `forget`: the `daemon.maintenance` workflow kind a check or forget
 //! schedule's fire submits (a backup schedule submits `backup.run` instead).
 //!
-//! It only wires the library functions to the engine: [`crate::verify::check_entries`] and
+//! It only wires the library functions to the engine: [`crate::verify::check_entries_with`] and
 //! [`crate::verify::check::record_report`] for a check, `restore.collection` children planned by
 //! [`crate::verify::test_restore::plan_test_restore`] and judged by
 //! [`crate::verify::test_restore::finish_test_restore`] for test restores, and
@@ -12,6 +12,7 @@
 //! A check with problems (or a forget whose deletions failed) ends `PartiallyFailed`.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -21,6 +22,7 @@ use time::OffsetDateTime;
 
 use super::alerts::AlertItem;
 use super::settings::{CheckTask, ForgetTask, ScheduleSpec, ScheduleTask};
+use crate::archive::encrypt::Identities;
 use crate::backup::catalog_store::SnapshotCatalog;
 use crate::backup::settings::AppClients;
 use crate::catalog::CatalogEntry;
@@ -28,7 +30,7 @@ use crate::restore::RestoreWorkflow;
 use crate::retention::forget::{forget, CatalogHooks, ForgetOptions};
 use crate::verify::check::record_report;
 use crate::verify::test_restore::{finish_test_restore, plan_test_restore, RestoreJobEnd};
-use crate::verify::{check_entries, CheckOptions, DataRead, VerificationStore};
+use crate::verify::{check_entries_with, CheckOptions, DataRead, VerificationStore};
 
 /// The engine kind of a scheduled check or forget.
 pub const MAINTENANCE_KIND: &str = "daemon.maintenance";
@@ -116,6 +118,9 @@ pub struct MaintenanceWorkflow {
     pub store: VerificationStore,
     /// For test restores (the comparison queries and dropping the scratch collection).
     pub clients: Arc<AppClients>,
+    /// `encryption.identity_file`: reads the data of encrypted snapshots; without it their data
+    /// checks report that an identity is needed.
+    pub identity_file: Option<PathBuf>,
 }
 
 fn offset(t: SystemTime) -> OffsetDateTime {
@@ -173,8 +178,19 @@ impl MaintenanceWorkflow {
             Some(p) => DataRead::Subset(p),
         };
         let to_check = entries.clone();
+        let identities = match &self.identity_file {
+            Some(path) if entries.iter().any(|e| e.manifest.encryption.is_some()) => {
+                Some(Identities::load(path).map_err(|e| StepError::permanent(e.to_string()))?)
+            }
+            _ => None,
+        };
         let report = tokio::task::spawn_blocking(move || {
-            check_entries(&to_check, &records, CheckOptions { read })
+            check_entries_with(
+                &to_check,
+                &records,
+                CheckOptions { read },
+                identities.as_ref(),
+            )
         })
         .await
         .map_err(internal)?;
@@ -225,7 +241,7 @@ impl MaintenanceWorkflow {
                 ));
                 continue;
             }
-            match plan_test_restore(e, now) {
+            match plan_test_restore(e, now, self.identity_file.as_deref()) {
                 Ok(p) => {
                     let child = ChildSpec::of::<RestoreWorkflow>(
                         &p.state,
@@ -323,6 +339,7 @@ impl MaintenanceWorkflow {
                 &end,
                 pending.sample,
                 now,
+                self.identity_file.as_deref(),
             )
             .await
             {

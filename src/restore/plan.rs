@@ -26,6 +26,9 @@ pub struct RestoreRequest {
     pub stop_on_error: bool,
     /// Allow inserting into a non-empty collection.
     pub force: bool,
+    /// The age identity file that decrypts an encrypted snapshot (`--identity` or the
+    /// config's `encryption.identity_file`).
+    pub identity_file: Option<std::path::PathBuf>,
 }
 
 impl Default for RestoreRequest {
@@ -37,6 +40,7 @@ impl Default for RestoreRequest {
             mode: ConflictMode::Insert,
             stop_on_error: false,
             force: false,
+            identity_file: None,
         }
     }
 }
@@ -58,6 +62,13 @@ pub enum PlanError {
     InvalidTarget(naming::NameError),
     #[error("target env: {0}")]
     InvalidEnv(naming::NameError),
+    #[error(
+        "snapshot {snapshot} is encrypted (age, to {recipients}): restoring it needs the identity file; pass --identity FILE or set encryption.identity_file in the config"
+    )]
+    NeedsIdentity {
+        snapshot: String,
+        recipients: String,
+    },
     #[error(
         "target collection {env}/{collection} already holds {documents} documents: restoring would mix them with the snapshot; use --mode upsert (replace documents with the same _id) or --force (insert; duplicate _ids fail), or pick another --to-collection"
     )]
@@ -84,6 +95,11 @@ pub struct RestorePlan {
     pub target: TargetProbe,
     /// Where the decompressed export is uploaded in the target env's storage.
     pub storage_path: String,
+    /// Whether the snapshot is encrypted (it is decrypted while it streams to the upload).
+    pub encrypted: bool,
+    /// The identity file that decrypts it (a path only; the key is read when needed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity_file: Option<std::path::PathBuf>,
 }
 
 /// `<collection>_restored_<UTC time>`, shortened on the collection side if the result would
@@ -106,6 +122,12 @@ impl RestorePlan {
         now: OffsetDateTime,
     ) -> Result<RestorePlan, PlanError> {
         let m = &entry.manifest;
+        if let (Some(e), None) = (&m.encryption, &req.identity_file) {
+            return Err(PlanError::NeedsIdentity {
+                snapshot: entry.id.clone(),
+                recipients: e.recipients.join(", "),
+            });
+        }
         let env = req.env.clone().unwrap_or_else(|| m.env.clone());
         naming::validate_env_id(&env).map_err(PlanError::InvalidEnv)?;
         let collection = match &req.to_collection {
@@ -137,6 +159,8 @@ impl RestorePlan {
             force: req.force,
             target: TargetProbe::Unknown,
             storage_path,
+            encrypted: m.encryption.is_some(),
+            identity_file: m.encryption.as_ref().and(req.identity_file.clone()),
         })
     }
 
@@ -164,6 +188,7 @@ impl RestorePlan {
             stop_on_error: self.stop_on_error,
             force: self.force,
             storage_path: self.storage_path,
+            identity_file: self.identity_file,
             phase: RestorePhase::Verify,
         }
     }
@@ -223,6 +248,13 @@ impl fmt::Display for RestorePlan {
             self.stop_on_error,
             if self.force { ", forced" } else { "" }
         )?;
+        if let Some(identity) = &self.identity_file {
+            writeln!(
+                f,
+                "  decrypt: age, with identity file {}",
+                identity.display()
+            )?;
+        }
         writeln!(
             f,
             "  steps:   1. verify the snapshot file against its manifest"
@@ -233,7 +265,12 @@ impl fmt::Display for RestorePlan {
         )?;
         writeln!(
             f,
-            "           3. upload the decompressed export to storage path {}",
+            "           3. upload the {} export to storage path {} (streamed, no plaintext file)",
+            if self.encrypted {
+                "decrypted, decompressed"
+            } else {
+                "decompressed"
+            },
             self.storage_path
         )?;
         writeln!(

@@ -1,10 +1,15 @@
-//! The upload body of a restore: the stored snapshot decompressed on the fly and hashed as it
-//! streams, so no plaintext temporary file is written and memory stays flat. The hash and
+//! The upload body of a restore: the stored snapshot decrypted (when it is encrypted) and
+//! decompressed on the fly and hashed as it streams, so no plaintext temporary file is written
+//! and memory stays flat: the plaintext exists only in the chunks in flight to the upload. The hash and
 //! size are checked against the manifest once the upload finished; a mismatch fails the
 //! restore before anything is imported.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
+
+use crate::archive::encrypt::Identities;
+use crate::archive::{ArchiveError, SnapshotReader};
+use crate::manifest::Manifest;
 
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
@@ -27,6 +32,8 @@ pub enum StreamError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("opening snapshot: {0}")]
+    Open(ArchiveError),
     #[error("reading snapshot {path}: the reader task failed: {message}")]
     Task { path: PathBuf, message: String },
     #[error("the upload stopped before the whole snapshot {path} was sent")]
@@ -41,14 +48,15 @@ pub struct DecompressedBody {
 }
 
 impl DecompressedBody {
-    /// Starts reading `path` (a zstd snapshot) on a blocking thread.
-    pub fn open(path: &Path) -> Result<DecompressedBody, StreamError> {
-        let read_err = |source| StreamError::Read {
-            path: path.to_path_buf(),
-            source,
-        };
-        let file = std::fs::File::open(path).map_err(read_err)?;
-        let mut decoder = zstd::stream::read::Decoder::new(file).map_err(read_err)?;
+    /// Starts reading the snapshot at `path` (described by `manifest`; decrypted with
+    /// `identities` if it is encrypted) on a blocking thread.
+    pub fn open(
+        path: &Path,
+        manifest: &Manifest,
+        identities: Option<&Identities>,
+    ) -> Result<DecompressedBody, StreamError> {
+        let mut decoder =
+            SnapshotReader::open(path, manifest, identities).map_err(StreamError::Open)?;
         let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
         let owned = path.to_path_buf();
         let reader = tokio::task::spawn_blocking(move || {

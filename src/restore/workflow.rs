@@ -23,6 +23,7 @@ use crate::manifest::{ExportFileType, Manifest};
 
 use super::plan::{check_target_rule, TargetProbe};
 use super::upload::DecompressedBody;
+use crate::archive::encrypt::Identities;
 
 /// Where the workflow counts its `databasemigrateimport` calls (key: restore job id).
 pub const IMPORT_MARKS_NAMESPACE: &str = "restore.import_calls";
@@ -103,6 +104,10 @@ pub struct RestoreState {
     pub stop_on_error: bool,
     pub force: bool,
     pub storage_path: String,
+    /// The identity file that decrypts an encrypted snapshot: only its path is persisted,
+    /// the key is read from it by the steps that need it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_file: Option<PathBuf>,
     pub phase: RestorePhase,
 }
 
@@ -196,6 +201,23 @@ pub fn api_step_error(what: &str, err: &ApiError) -> StepError {
     }
 }
 
+/// The identities that decrypt the snapshot of `s`, if it is encrypted. A missing or unusable
+/// identity file is permanent: retrying cannot make the key appear.
+fn identities(s: &RestoreState) -> Result<Option<Identities>, StepError> {
+    if s.manifest.encryption.is_none() {
+        return Ok(None);
+    }
+    let Some(path) = &s.identity_file else {
+        return Err(StepError::permanent(format!(
+            "restore of {}: the snapshot is encrypted and this restore has no identity file; start it again with --identity FILE or set encryption.identity_file",
+            s.snapshot_id
+        )));
+    };
+    Identities::load(path)
+        .map(Some)
+        .map_err(|e| StepError::permanent(format!("restore of {}: {e}", s.snapshot_id)))
+}
+
 fn file_type(m: &Manifest) -> FileType {
     match m.file_type {
         ExportFileType::Json => FileType::Json,
@@ -226,8 +248,9 @@ impl Workflow for RestoreWorkflow {
             RestorePhase::Verify => {
                 let path = s.data_path.clone();
                 let manifest = s.manifest.clone();
+                let keys = identities(&s)?;
                 let checked = tokio::task::spawn_blocking(move || {
-                    crate::archive::verify_snapshot(&path, &manifest, true)
+                    crate::archive::verify_snapshot_with(&path, &manifest, true, keys.as_ref())
                 })
                 .await
                 .map_err(|e| StepError::retryable(format!("verify task failed: {e}")))?;
@@ -269,9 +292,11 @@ impl Workflow for RestoreWorkflow {
             }
             RestorePhase::Upload => {
                 let client = self.client(&s)?;
-                let body = DecompressedBody::open(&s.data_path).map_err(|e| {
-                    StepError::retryable(format!("restore of {}: {e}", s.snapshot_id))
-                })?;
+                let keys = identities(&s)?;
+                let body = DecompressedBody::open(&s.data_path, &s.manifest, keys.as_ref())
+                    .map_err(|e| {
+                        StepError::retryable(format!("restore of {}: {e}", s.snapshot_id))
+                    })?;
                 let (body, finish) = body.into_parts();
                 let uploaded = client
                     .upload_file(&s.env, &s.storage_path, body, s.manifest.bytes_raw)

@@ -12,6 +12,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::archive;
+use crate::archive::encrypt::Identities;
 use crate::catalog::CatalogEntry;
 use crate::manifest;
 
@@ -76,6 +77,17 @@ impl CheckReport {
 
 /// Checks one entry; `Ok(Some(records))` when the data was read.
 pub fn check_entry(entry: &CatalogEntry, read_data: bool) -> Result<Option<u64>, String> {
+    check_entry_with(entry, read_data, None)
+}
+
+/// [`check_entry`] with the identities that decrypt encrypted snapshots. Reading the data of
+/// an encrypted snapshot without them fails with a message saying how to provide one; the
+/// cheap check (size and sha256 of the stored bytes) never needs them.
+pub fn check_entry_with(
+    entry: &CatalogEntry,
+    read_data: bool,
+    identities: Option<&Identities>,
+) -> Result<Option<u64>, String> {
     let on_disk = manifest::read_manifest(&entry.manifest_path).map_err(|e| e.to_string())?;
     if on_disk != entry.manifest {
         return Err(format!(
@@ -84,8 +96,9 @@ pub fn check_entry(entry: &CatalogEntry, read_data: bool) -> Result<Option<u64>,
             entry.id
         ));
     }
-    let check = archive::verify_snapshot(&entry.data_path, &entry.manifest, read_data)
-        .map_err(|e| e.to_string())?;
+    let check =
+        archive::verify_snapshot_with(&entry.data_path, &entry.manifest, read_data, identities)
+            .map_err(|e| e.to_string())?;
     Ok(check.data.map(|d| d.records))
 }
 
@@ -120,6 +133,16 @@ pub fn check_entries(
     records: &HashMap<String, VerificationRecord>,
     opts: CheckOptions,
 ) -> CheckReport {
+    check_entries_with(entries, records, opts, None)
+}
+
+/// [`check_entries`], decrypting encrypted snapshots with `identities` when their data is read.
+pub fn check_entries_with(
+    entries: &[CatalogEntry],
+    records: &HashMap<String, VerificationRecord>,
+    opts: CheckOptions,
+    identities: Option<&Identities>,
+) -> CheckReport {
     let subset: Option<Vec<String>> = match opts.read {
         DataRead::Subset(p) => Some(select_subset(entries, records, p)),
         _ => None,
@@ -131,7 +154,7 @@ pub fn check_entries(
             DataRead::All => true,
             DataRead::Subset(_) => subset.as_ref().is_some_and(|s| s.contains(&entry.id)),
         };
-        let result = check_entry(entry, read_data);
+        let result = check_entry_with(entry, read_data, identities);
         report.entries.push(EntryCheck {
             id: entry.id.clone(),
             read_data,

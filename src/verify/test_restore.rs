@@ -3,11 +3,14 @@
 //! the document count and a sample of documents are compared with the snapshot, and the scratch
 //! collection is dropped whatever the outcome.
 
+use std::path::Path;
+
 use serde::Serialize;
 use serde_json::Value;
 use tcb_state::{Engine, JobId, JobStatus, SubmitOptions};
 use time::OffsetDateTime;
 
+use crate::archive::encrypt::Identities;
 use crate::archive::SnapshotLines;
 use crate::catalog::CatalogEntry;
 use crate::client::CloudBaseClient;
@@ -53,8 +56,13 @@ pub enum TestRestoreError {
     Failed { id: String, message: String },
 }
 
-/// A deterministic sample (reservoir, seeded by the snapshot id) of up to `k` documents.
-pub fn sample_documents(entry: &CatalogEntry, k: usize) -> Result<Vec<Value>, String> {
+/// A deterministic sample (reservoir, seeded by the snapshot id) of up to `k` documents;
+/// `identities` decrypt an encrypted snapshot.
+pub fn sample_documents(
+    entry: &CatalogEntry,
+    k: usize,
+    identities: Option<&Identities>,
+) -> Result<Vec<Value>, String> {
     use rand::{Rng, SeedableRng};
     let seed = entry
         .manifest
@@ -63,7 +71,8 @@ pub fn sample_documents(entry: &CatalogEntry, k: usize) -> Result<Vec<Value>, St
         .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut sample: Vec<Value> = Vec::with_capacity(k);
-    let lines = SnapshotLines::open(&entry.data_path).map_err(|e| e.to_string())?;
+    let lines = SnapshotLines::open_snapshot(&entry.data_path, &entry.manifest, identities)
+        .map_err(|e| e.to_string())?;
     for (i, line) in lines.enumerate() {
         let line = line.map_err(|e| e.to_string())?;
         let doc: Value = serde_json::from_slice(&line)
@@ -135,14 +144,17 @@ pub struct PlannedTestRestore {
     pub state: RestoreState,
 }
 
-/// Plans the test restore of `entry` into a new scratch collection of its own env.
+/// Plans the test restore of `entry` into a new scratch collection of its own env;
+/// `identity_file` decrypts an encrypted snapshot.
 pub fn plan_test_restore(
     entry: &CatalogEntry,
     now: OffsetDateTime,
+    identity_file: Option<&Path>,
 ) -> Result<PlannedTestRestore, TestRestoreError> {
     let scratch = scratch_collection_name(&entry.manifest.collection, now);
     let req = RestoreRequest {
         to_collection: Some(scratch.clone()),
+        identity_file: identity_file.map(Path::to_path_buf),
         ..RestoreRequest::default()
     };
     let plan = RestorePlan::new(entry, &req, now).map_err(|e| TestRestoreError::Failed {
@@ -165,8 +177,9 @@ pub struct RestoreJobEnd {
     pub error: Option<String>,
 }
 
-/// After the restore job ended: compares `target` (env, scratch collection) the scratch collection with the snapshot, drops the
-/// scratch collection whatever the outcome, and records the result in `store`.
+/// After the restore job ended: compares `target` (env, scratch collection) with the snapshot
+/// (decrypted with `identity_file` if it is encrypted), drops the scratch collection whatever the
+/// outcome, and records the result in `store`.
 pub async fn finish_test_restore(
     client: &CloudBaseClient,
     store: &VerificationStore,
@@ -175,6 +188,7 @@ pub async fn finish_test_restore(
     end: &RestoreJobEnd,
     sample_size: usize,
     now: OffsetDateTime,
+    identity_file: Option<&Path>,
 ) -> Result<TestRestoreResult, TestRestoreError> {
     let fail = |message: String| TestRestoreError::Failed {
         id: entry.id.clone(),
@@ -195,10 +209,15 @@ pub async fn finish_test_restore(
             }
         }
         let path_entry = entry.clone();
-        let sample =
-            tokio::task::spawn_blocking(move || sample_documents(&path_entry, sample_size))
-                .await
-                .map_err(|e| fail(e.to_string()))?;
+        let keys = match (&entry.manifest.encryption, identity_file) {
+            (Some(_), Some(path)) => Some(Identities::load(path).map_err(|e| fail(e.to_string()))?),
+            _ => None,
+        };
+        let sample = tokio::task::spawn_blocking(move || {
+            sample_documents(&path_entry, sample_size, keys.as_ref())
+        })
+        .await
+        .map_err(|e| fail(e.to_string()))?;
         match sample {
             Ok(sample) => {
                 sampled = sample.len();
@@ -243,6 +262,7 @@ pub async fn finish_test_restore(
 
 /// Runs one test restore to the end on `engine` (which must have [`RestoreWorkflow`]
 /// registered and no other runner active), records the result and drops the scratch collection.
+/// An encrypted snapshot needs [`run_test_restore_with_identity`].
 pub async fn run_test_restore(
     engine: &Engine,
     client: &CloudBaseClient,
@@ -251,11 +271,25 @@ pub async fn run_test_restore(
     sample_size: usize,
     now: OffsetDateTime,
 ) -> Result<TestRestoreResult, TestRestoreError> {
+    run_test_restore_with_identity(engine, client, store, entry, sample_size, now, None).await
+}
+
+/// [`run_test_restore`], decrypting an encrypted snapshot with the identity file (both for the
+/// restore and for the sample it compares).
+pub async fn run_test_restore_with_identity(
+    engine: &Engine,
+    client: &CloudBaseClient,
+    store: &VerificationStore,
+    entry: &CatalogEntry,
+    sample_size: usize,
+    now: OffsetDateTime,
+    identity_file: Option<&Path>,
+) -> Result<TestRestoreResult, TestRestoreError> {
     let fail = |message: String| TestRestoreError::Failed {
         id: entry.id.clone(),
         message,
     };
-    let planned = plan_test_restore(entry, now)?;
+    let planned = plan_test_restore(entry, now, identity_file)?;
     let job = engine
         .submit::<RestoreWorkflow>(
             planned.state.clone(),
@@ -277,5 +311,15 @@ pub async fn run_test_restore(
         error: view.summary.last_error.clone(),
     };
     let target = (planned.env.as_str(), planned.scratch_collection.as_str());
-    finish_test_restore(client, store, entry, target, &end, sample_size, now).await
+    finish_test_restore(
+        client,
+        store,
+        entry,
+        target,
+        &end,
+        sample_size,
+        now,
+        identity_file,
+    )
+    .await
 }

@@ -100,7 +100,10 @@ fn add_fault_mix(fx: &Fixture) {
 /// elsewhere (`envfault_state`); here the limit is an hour, the attempt cap stays.
 fn widen_retry_time_limit(fx: &Fixture) {
     let text = std::fs::read_to_string(&fx.config).expect("read the soak config");
-    assert!(text.contains("max_elapsed = \"2m\""), "the test config changed: {text}");
+    assert!(
+        text.contains("max_elapsed = \"2m\""),
+        "the test config changed: {text}"
+    );
     let text = text.replace("max_elapsed = \"2m\"", "max_elapsed = \"60m\"");
     std::fs::write(&fx.config, text).expect("write the soak config");
 }

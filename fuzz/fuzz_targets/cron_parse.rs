@@ -64,6 +64,9 @@ fuzz_target!(|data: &[u8]| {
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
     if let Some(next) = schedule.next_after_system(after) {
-        assert!(next.timestamp().as_second() > after_s, "{schedule:?}: {next} not after the start");
+        assert!(
+            next.timestamp().as_second() > after_s,
+            "{schedule:?}: {next} not after the start"
+        );
     }
 });

@@ -431,7 +431,11 @@ async fn a_retry_commit_breaks_the_crash_loop_count() {
             .unwrap();
         let rec = store.get(id).unwrap().unwrap();
         assert_eq!(rec.recoveries, 0, "round {round}");
-        assert_eq!(rec.failed_attempts, round + 1, "the retry budget still counts");
+        assert_eq!(
+            rec.failed_attempts,
+            round + 1,
+            "the retry budget still counts"
+        );
     }
     // A sixth crash in a row is still a crash loop.
     for _ in 1..=6 {

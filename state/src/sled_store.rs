@@ -569,6 +569,13 @@ impl<'a> Tx<'a> {
             Commit::Retry { error, .. } => {
                 rec.failed_attempts += 1;
                 rec.last_error = Some(error.clone());
+                // The step ran to its end (with a retryable error): the process did not die
+                // in it, so the run of crashes "in a row" is broken. Without this reset, kills
+                // interleaved with ordinary retries (a flaky network under frequent restarts)
+                // added up to a false crash loop; a real one (a step that kills the process
+                // every time) never reaches a commit, and the retry budget still bounds the
+                // failures.
+                rec.recoveries = 0;
                 if rec.first_failure_at_ms.is_none() {
                     rec.first_failure_at_ms = Some(self.now_ms);
                 }

@@ -47,7 +47,7 @@ pub struct JobRecord {
     /// Failed attempts of the current step.
     pub failed_attempts: u32,
     pub first_failure_at_ms: Option<u64>,
-    /// Crash recoveries since the last step that made progress.
+    /// Crash recoveries since the job's last commit (progress or a scheduled retry).
     pub recoveries: u32,
     /// Incremented by every claim; a commit must present the current epoch.
     pub epoch: u64,

@@ -385,6 +385,68 @@ async fn crashed_running_job_resumes_and_crash_loop_is_capped() {
     );
 }
 
+/// Crashes interleaved with ordinary retries are not a crash loop: a `Retry` commit proves the
+/// step ran to its end, so the count of crashes in a row starts again.
+#[tokio::test]
+async fn a_retry_commit_breaks_the_crash_loop_count() {
+    let dir = common::test_dir();
+    let store = SledJobStore::open(dir.path()).unwrap();
+    let (id, _) = store
+        .submit(
+            NewJob {
+                kind: "leaf".into(),
+                schema_version: 1,
+                state: serde_json::json!({"Start": {"fail": false, "wait": false}}),
+                label: "flaky".into(),
+                parent: None,
+                dedupe_key: None,
+                due_at: t0(),
+            },
+            t0(),
+        )
+        .unwrap();
+    let lease = t0() + Duration::from_secs(60);
+    // Three rounds of: 5 crashes in the step (the cap), then an attempt that ends in a
+    // retryable error. 15 crashes in all, never more than 5 in a row.
+    for round in 0..3 {
+        for crash in 1..=5u32 {
+            store.claim(id, 1, t0(), lease).unwrap().unwrap();
+            store.recover(t0(), 5).unwrap();
+            let rec = store.get(id).unwrap().unwrap();
+            assert_eq!(rec.status, JobStatus::Queued, "round {round} crash {crash}");
+            assert_eq!(rec.recoveries, crash);
+        }
+        let (rec, _) = store.claim(id, 1, t0(), lease).unwrap().unwrap();
+        store
+            .commit(
+                id,
+                rec.epoch,
+                Commit::Retry {
+                    error: "network".into(),
+                    at: t0(),
+                    delay: Duration::ZERO,
+                },
+                t0(),
+            )
+            .unwrap();
+        let rec = store.get(id).unwrap().unwrap();
+        assert_eq!(rec.recoveries, 0, "round {round}");
+        assert_eq!(
+            rec.failed_attempts,
+            round + 1,
+            "the retry budget still counts"
+        );
+    }
+    // A sixth crash in a row is still a crash loop.
+    for _ in 1..=6 {
+        store.claim(id, 1, t0(), lease).unwrap().unwrap();
+        store.recover(t0(), 5).unwrap();
+    }
+    let rec = store.get(id).unwrap().unwrap();
+    assert_eq!(rec.status, JobStatus::Failed);
+    assert!(rec.last_error.unwrap().contains("crash-looped 6 times"));
+}
+
 #[tokio::test]
 async fn stale_epoch_commit_is_rejected() {
     let dir = common::test_dir();

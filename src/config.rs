@@ -22,6 +22,12 @@ use crate::archive::{DEFAULT_ZSTD_LEVEL, ZSTD_LEVELS};
 use crate::manifest::ExportFileType;
 use crate::naming;
 
+mod destinations;
+pub use destinations::{
+    resolve_credential, CopyDestination, CopyDestinationKind, CredentialSource,
+    DEFAULT_CLOUDBASE_PREFIX, DEFAULT_S3_REGION,
+};
+
 /// The file name `tcb-backup` looks for by default.
 pub const DEFAULT_CONFIG_FILE: &str = "tcb-backup.toml";
 pub const DEFAULT_STATE_DIR: &str = "tcb-backup-state";
@@ -41,6 +47,8 @@ pub struct Config {
     pub retry: RetryConfig,
     pub poll: PollConfig,
     pub apps: Vec<AppConfig>,
+    /// The `[[destinations]]` snapshots are copied to (see `config/destinations.rs`).
+    pub destinations: Vec<CopyDestination>,
     /// The `[daemon]` table, as written; `crate::daemon::settings` turns it into settings.
     pub daemon: Option<toml::Value>,
     /// The `[[schedules]]` entries, as written (see `crate::daemon::settings`).
@@ -344,6 +352,8 @@ struct RawTop {
     poll: Option<toml::Value>,
     #[serde(default)]
     apps: Vec<toml::Value>,
+    #[serde(default)]
+    destinations: Vec<toml::Value>,
     /// Validated by `crate::daemon::settings` (structure here, env vars when the daemon starts).
     daemon: Option<toml::Value>,
     #[serde(default)]
@@ -551,6 +561,9 @@ impl Checker {
                 apps.push(app);
             }
         }
+        let configured_envs = env_ids.keys().cloned().collect();
+        let copy_destinations =
+            self.copy_destinations(top.destinations, base, &configured_envs, &destination.root);
         for p in
             crate::daemon::settings::check_structure(top.daemon.as_ref(), &top.schedules, &apps)
         {
@@ -564,6 +577,7 @@ impl Checker {
             retry,
             poll,
             apps,
+            destinations: copy_destinations,
             daemon: top.daemon,
             schedules: top.schedules,
             encryption,
@@ -1224,6 +1238,8 @@ impl Locator {
         let mut app: Option<usize> = None;
         let mut env: Option<usize> = None;
         let mut table = String::new();
+        // Other arrays of tables (`[[destinations]]`, ...): name → index of the current one.
+        let mut arrays: BTreeMap<String, usize> = BTreeMap::new();
         for (n, raw_line) in text.lines().enumerate() {
             let line_no = n + 1;
             let line = raw_line.trim();
@@ -1240,7 +1256,13 @@ impl Locator {
                         env = Some(j);
                         table = format!("apps[{}].envs[{j}]", app.unwrap_or(0));
                     }
-                    other => table = other.to_string(),
+                    other => {
+                        let i = *arrays
+                            .entry(other.to_string())
+                            .and_modify(|i| *i += 1)
+                            .or_insert(0);
+                        table = format!("{other}[{i}]");
+                    }
                 }
                 lines.entry(table.clone()).or_insert(line_no);
             } else if let Some(name) = line.strip_prefix('[').and_then(|l| l.split(']').next()) {
@@ -1253,6 +1275,11 @@ impl Locator {
                     )
                 } else if let Some(sub) = name.strip_prefix("apps.") {
                     format!("apps[{}].{sub}", app.unwrap_or(0))
+                } else if let Some((i, (head, sub))) = name
+                    .split_once('.')
+                    .and_then(|(head, sub)| arrays.get(head).map(|i| (*i, (head, sub))))
+                {
+                    format!("{head}[{i}].{sub}")
                 } else {
                     name.to_string()
                 };
@@ -1572,6 +1599,37 @@ secret_file = "secrets/wxfedcba9876543210"
 [[apps.envs]]
 id = "shop-9b8e7d"
 collections = ["products"]
+
+# Optional: copies of every snapshot off this machine, each [[destinations]] with its
+# own name, kind, envs and retention. A copy is a durable job: when a destination is
+# down the snapshot stays recorded locally and the copy is retried (with back-off, and
+# again on the next `tcb-backup backup`).
+[[destinations]]
+name = "nas"
+kind = "local"                 # another directory: a second disk, a mounted share
+path = "/mnt/nas/tcb-backup"
+
+[[destinations]]
+name = "offsite"
+kind = "s3"                    # S3-compatible object storage (AWS, MinIO, COS, ...)
+bucket = "my-tcb-backups"
+prefix = "tcb"
+# endpoint = "https://s3.example.com"   # omit for AWS
+region = "us-east-1"
+# Keys are never written here: name an environment variable or a file for each.
+access_key_id_env = "TCB_S3_ACCESS_KEY_ID"
+secret_access_key_env = "TCB_S3_SECRET_ACCESS_KEY"
+envs = ["prod-4a89da"]         # default: every env
+# How long copies stay here (`tcb-backup forget` applies it); default: as long as the
+# local snapshot exists.
+[destinations.retention]
+keep_daily = 7
+keep_monthly = 12
+
+# [[destinations]]
+# name = "cloud"
+# kind = "cloudbase"           # the snapshot's own env storage (uploadfile)
+# prefix = "tcb-backup-copies"
 "##;
 
 #[cfg(test)]
@@ -1628,6 +1686,8 @@ collections = ["orders"]
             Path::new("/etc/tcb/tcb-backup-data")
         );
         assert_eq!(config.destination.zstd_level, 3);
+        assert_eq!(config.destinations.len(), 2);
+        assert!(config.destinations[1].retention.is_some());
         assert_eq!(
             config.concurrency,
             ConcurrencyConfig {

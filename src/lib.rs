@@ -10,6 +10,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod daemon;
+pub mod data_refs;
 pub mod destination;
 pub mod emulator;
 pub mod faultpoint;

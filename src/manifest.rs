@@ -79,6 +79,12 @@ pub struct Manifest {
     pub export_ready_at: Option<OffsetDateTime>,
     /// File name (no directory) of the data file in the manifest's directory.
     pub data_file: String,
+    /// Set when the export was byte-identical to the previous snapshot's (skip unchanged):
+    /// `data_file` is then the data file that snapshot stored, shared instead of stored again,
+    /// and this is that snapshot's id. `bytes_stored`/`sha256_stored` describe the shared file.
+    /// Absent in the manifests of snapshots that stored their own file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_reused_from: Option<String>,
     /// Present when the data file is encrypted (then `bytes_stored` and `sha256_stored` are
     /// those of the ciphertext, and `data_file` ends in `.jsonl.zst.age`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -180,6 +186,7 @@ impl Manifest {
             export_ready_at: info.export_ready_at,
             data_file: paths.data_file_name(),
             encryption: None,
+            data_reused_from: None,
         }
     }
 
@@ -316,6 +323,11 @@ impl Manifest {
         out
     }
 
+    /// True when the data file is shared with an earlier, identical snapshot.
+    pub fn is_reference(&self) -> bool {
+        self.data_reused_from.is_some()
+    }
+
     /// The data file's path, given the manifest's own path.
     pub fn data_path(&self, manifest_path: &Path) -> PathBuf {
         manifest_path
@@ -407,6 +419,7 @@ pub(crate) mod tests {
             export_ready_at: Some(datetime!(2026-12-03 02:00:07 UTC)),
             data_file: "20261203T020000Z-100000012.jsonl.zst".into(),
             encryption: None,
+            data_reused_from: None,
         }
     }
 

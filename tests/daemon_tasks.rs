@@ -159,6 +159,7 @@ async fn scheduled_check_and_forget() {
         store: store.clone(),
         clients: Arc::new(apps),
         identity_file: None,
+        destinations: Default::default(),
     };
     engine.register(maintenance.clone(), KindLimits::new(1));
 

@@ -24,6 +24,9 @@ use super::errors::step_error;
 use super::progress::{ProgressEvent, Target};
 use super::settings::WorkflowDeps;
 use super::state::{CollectionOutput, CollectionState, ExportRef, Phase, PollProgress, StoredFile};
+use super::unchanged;
+use crate::data_refs::DirGuard;
+use crate::destination::plan::CopySubmitter;
 
 /// The workflow kind backing up one collection.
 #[derive(Clone)]
@@ -34,6 +37,8 @@ pub struct CollectionWorkflow {
     /// resumed, so when `tcb-backup retry` restarts such a job (from its committed Polling
     /// state) the marker tells the step to create a new export instead of re-polling.
     failed_exports: KvNamespace,
+    /// Submits the off-site copies of a recorded snapshot (none when not set).
+    copies: Option<CopySubmitter>,
 }
 
 /// The engine kv namespace of [`CollectionWorkflow`]'s failed-export markers.
@@ -45,7 +50,14 @@ impl CollectionWorkflow {
             deps,
             catalog,
             failed_exports,
+            copies: None,
         }
+    }
+
+    /// Submits copy jobs for each recorded snapshot through `copies`.
+    pub fn with_copies(mut self, copies: CopySubmitter) -> Self {
+        self.copies = Some(copies);
+        self
     }
 
     fn client(&self, target: &Target) -> Result<CloudBaseClient, StepError> {
@@ -363,6 +375,7 @@ impl CollectionWorkflow {
         let paths = self
             .snapshot_paths(&target, &export)?
             .with_encryption(file.encryption.is_some());
+        let own_id = crate::catalog::entry_id(&target.env, &target.collection, export.job_id);
         let m = Manifest {
             format_version: manifest::FORMAT_VERSION,
             tool_version: manifest::TOOL_VERSION.to_string(),
@@ -382,22 +395,40 @@ impl CollectionWorkflow {
             export_ready_at: file.export_ready_at,
             data_file: paths.data_file_name(),
             encryption: file.encryption.clone(),
+            data_reused_from: None,
         };
         // A crash while writing the manifest leaves its temp file; this step owns it now.
         remove_leftovers(&paths, false)
             .map_err(|e| StepError::retryable(format!("{what}: cannot clean up: {e}")))?;
-        let manifest_path = paths.manifest.clone();
-        let written = m.clone();
-        tokio::task::spawn_blocking(move || manifest::write_manifest(&manifest_path, &written))
-            .await
-            .map_err(|e| StepError::retryable(format!("{what}: manifest writer failed: {e}")))?
-            .map_err(|e| StepError::retryable(format!("{what}: {e}")))?;
+        let (catalog, step_paths, step_id) = (self.catalog.clone(), paths.clone(), own_id.clone());
+        let m = tokio::task::spawn_blocking(move || {
+            write_snapshot_manifest(&catalog, &step_paths, m, &step_id)
+        })
+        .await
+        .map_err(|e| StepError::retryable(format!("{what}: manifest writer failed: {e}")))?
+        .map_err(|e| StepError::retryable(format!("{what}: {e}")))?;
         crate::faultpoint::hit("backup.after_manifest");
         let snapshot_id = self
             .catalog
             .record_with_job(&m, &paths.manifest, Some(ctx.job_id.0))
             .map_err(|e| StepError::retryable(format!("{what}: catalog: {e}")))?;
         crate::faultpoint::hit("backup.after_catalog");
+        if m.is_reference() && paths.data.exists() {
+            // The download is a duplicate of the shared file: the manifest and the catalog
+            // no longer name it, so it can go (a crash before this leaves it for the repeat).
+            remove_file(&paths.data)
+                .and_then(|()| crate::archive::fsutil::sync_dir(&paths.dir))
+                .map_err(|e| {
+                    StepError::retryable(format!("{what}: removing the duplicate file: {e}"))
+                })?;
+            tracing::info!(%target, snapshot = %snapshot_id, reused = ?m.data_reused_from, "unchanged since the previous snapshot: its data file is shared");
+        }
+        if let Some(copies) = &self.copies {
+            let entry = crate::catalog::CatalogEntry::new(m.clone(), &paths.manifest);
+            copies
+                .submit(&entry)
+                .map_err(|e| StepError::retryable(format!("{what}: submitting copies: {e}")))?;
+        }
         if let Some(info_collection) = &st.spec.record_collection {
             self.record_info_document(ctx, &target, info_collection, &snapshot_id, &m)
                 .await?;
@@ -407,10 +438,11 @@ impl CollectionWorkflow {
             target: target.clone(),
             snapshot_id: snapshot_id.clone(),
             export_job_id: export.job_id,
-            path: file.path.clone(),
+            path: m.data_path(&paths.manifest).display().to_string(),
             records: file.records,
             bytes: file.bytes,
-            bytes_stored: file.bytes_stored,
+            bytes_stored: m.bytes_stored,
+            data_reused_from: m.data_reused_from.clone(),
         };
         st.phase = Phase::Recorded {
             export,
@@ -507,6 +539,7 @@ impl Workflow for CollectionWorkflow {
                     records: file.records,
                     bytes: file.bytes,
                     bytes_stored: file.bytes_stored,
+                    data_reused_from: None,
                 };
                 Ok(Transition::Complete {
                     state,
@@ -525,6 +558,45 @@ impl Workflow for CollectionWorkflow {
         }
         result
     }
+}
+
+/// Writes the manifest of a downloaded snapshot: a reference to the previous snapshot's data
+/// file when the export is byte-identical to it (skip unchanged), else naming its own file.
+/// Blocking. Safe to repeat: the manifest an earlier attempt wrote is kept when its data file
+/// is there (a reference's attempt may already have deleted the duplicate download, and
+/// copies may have been submitted for the file it names), so the decision is made once.
+fn write_snapshot_manifest(
+    catalog: &SnapshotCatalog,
+    paths: &SnapshotPaths,
+    m: Manifest,
+    own_id: &str,
+) -> Result<Manifest, String> {
+    if let Ok(earlier) = manifest::read_manifest(&paths.manifest) {
+        if earlier.export_job_id == m.export_job_id
+            && earlier.sha256_raw == m.sha256_raw
+            && earlier.data_path(&paths.manifest).is_file()
+        {
+            return Ok(earlier);
+        }
+    }
+    // Only try the guard: while a forget works in this directory, store our own file.
+    let guard = DirGuard::try_acquire(&paths.dir);
+    let m = match guard
+        .as_ref()
+        .and_then(|_| unchanged::find_reusable(catalog, &m, own_id, &paths.dir))
+    {
+        Some(reusable) => unchanged::as_reference(m, &reusable),
+        None => m,
+    };
+    if !m.is_reference() && !paths.data.is_file() {
+        return Err(format!(
+            "the downloaded file {} is missing",
+            paths.data.display()
+        ));
+    }
+    manifest::write_manifest(&paths.manifest, &m).map_err(|e| e.to_string())?;
+    drop(guard);
+    Ok(m)
 }
 
 /// The download failed before any byte was stored. An expired/refused URL is retried through a
@@ -648,6 +720,100 @@ mod tests {
         assert!(!temp.exists());
         assert!(!paths.data.exists());
         assert!(other.exists());
+    }
+
+    /// Stores `body` as the download of export `job` and returns its paths and draft manifest.
+    async fn downloaded(
+        root: &Path,
+        job: u64,
+        at: OffsetDateTime,
+        body: &'static [u8],
+    ) -> (SnapshotPaths, Manifest) {
+        let paths = naming::snapshot_paths(root, "prod", "orders", at, job).unwrap();
+        let summary = archive::write_snapshot(
+            futures_util::stream::iter(vec![Ok::<_, std::io::Error>(bytes::Bytes::from_static(
+                body,
+            ))]),
+            &paths,
+            ArchiveOptions::default(),
+        )
+        .await
+        .unwrap();
+        let m = Manifest::for_snapshot(
+            manifest::SnapshotInfo {
+                appid: "wx1".into(),
+                env: "prod".into(),
+                collection: "orders".into(),
+                query: "db.collection(\"orders\").get()".into(),
+                file_type: ExportFileType::Json,
+                export_job_id: job,
+                started_at: at,
+                export_ready_at: None,
+            },
+            &summary,
+            &paths,
+            at,
+        );
+        (paths, m)
+    }
+
+    #[tokio::test]
+    async fn unchanged_exports_share_a_file_and_a_repeated_step_keeps_the_reference() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("snapshots");
+        let engine = tcb_state::Engine::open(
+            &dir.path().join("state"),
+            tcb_state::EngineOptions::default(),
+        )
+        .unwrap();
+        let catalog = SnapshotCatalog::new(engine.kv(SnapshotCatalog::NAMESPACE));
+        let body: &'static [u8] = b"{\"_id\":\"a\"}\n{\"_id\":\"b\"}\n";
+        let t = |h: i64| OffsetDateTime::UNIX_EPOCH + time::Duration::hours(h);
+        let id = |job: u64| crate::catalog::entry_id("prod", "orders", job);
+
+        // The first snapshot stores its own file.
+        let (p1, m1) = downloaded(&root, 1, t(1), body).await;
+        let m1 = write_snapshot_manifest(&catalog, &p1, m1, &id(1)).unwrap();
+        assert!(!m1.is_reference());
+        catalog.record_with_job(&m1, &p1.manifest, None).unwrap();
+
+        // An identical export: the manifest names the first file and says so.
+        let (p2, m2) = downloaded(&root, 2, t(2), body).await;
+        let m2 = write_snapshot_manifest(&catalog, &p2, m2, &id(2)).unwrap();
+        assert_eq!(m2.data_file, m1.data_file);
+        assert_eq!(m2.data_reused_from.as_deref(), Some(id(1).as_str()));
+        assert_eq!(m2.sha256_stored, m1.sha256_stored);
+        assert_eq!(manifest::read_manifest(&p2.manifest).unwrap(), m2);
+        // A crash after the duplicate was deleted: the repeated step keeps the reference
+        // instead of failing on its missing download.
+        std::fs::remove_file(&p2.data).unwrap();
+        let again = write_snapshot_manifest(&catalog, &p2, m2.clone(), &id(2)).unwrap();
+        assert_eq!(again, m2);
+        catalog.record_with_job(&m2, &p2.manifest, None).unwrap();
+
+        // While a forget holds the directory, a backup stores its own file.
+        let (p3, m3) = downloaded(&root, 3, t(3), body).await;
+        {
+            let _forget = DirGuard::acquire(&p3.dir);
+            let m3 = write_snapshot_manifest(&catalog, &p3, m3, &id(3)).unwrap();
+            assert!(!m3.is_reference());
+            assert!(p3.data.is_file());
+        }
+
+        // A damaged earlier file is never shared: the fresh download is kept.
+        let mut bytes = std::fs::read(&p1.data).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        std::fs::write(&p1.data, &bytes).unwrap();
+        let (p4, m4) = downloaded(&root, 4, t(4), body).await;
+        let m4 = write_snapshot_manifest(&catalog, &p4, m4, &id(4)).unwrap();
+        assert!(!m4.is_reference());
+
+        // A different export is not shared either.
+        let (p5, m5) = downloaded(&root, 5, t(5), b"{\"_id\":\"c\"}\n").await;
+        catalog.record_with_job(&m4, &p4.manifest, None).unwrap();
+        let m5 = write_snapshot_manifest(&catalog, &p5, m5, &id(5)).unwrap();
+        assert!(!m5.is_reference());
     }
 
     #[test]

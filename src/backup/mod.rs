@@ -13,6 +13,7 @@
 pub mod catalog_store;
 pub mod collection;
 pub mod errors;
+pub mod listing;
 pub mod plan;
 pub mod poll;
 pub mod progress;
@@ -22,6 +23,7 @@ pub mod service;
 pub mod settings;
 pub mod setup;
 pub mod state;
+pub mod unchanged;
 
 pub use catalog_store::{SnapshotCatalog, SnapshotRecord};
 pub use collection::CollectionWorkflow;

@@ -28,6 +28,9 @@ pub struct CollectionRow {
     pub bytes_stored: Option<u64>,
     pub snapshot_id: Option<String>,
     pub path: Option<String>,
+    /// The snapshot whose data file this one shares (the export was unchanged).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_reused_from: Option<String>,
     pub seconds: f64,
     pub error: Option<String>,
 }
@@ -98,7 +101,11 @@ pub fn collection_row(view: &JobView) -> CollectionRow {
         bytes: file.as_ref().map(|f| f.bytes),
         bytes_stored: file.as_ref().map(|f| f.bytes_stored),
         snapshot_id: output.as_ref().map(|o| o.snapshot_id.clone()),
-        path: file.as_ref().map(|f| f.path.clone()),
+        path: output
+            .as_ref()
+            .map(|o| o.path.clone())
+            .or_else(|| file.as_ref().map(|f| f.path.clone())),
+        data_reused_from: output.as_ref().and_then(|o| o.data_reused_from.clone()),
         seconds,
         error: if view.summary.status == JobStatus::Succeeded {
             None

@@ -18,6 +18,13 @@ use super::report::{run_report, RunReport};
 use super::run::RunWorkflow;
 use super::settings::{AppClients, WorkflowDeps, WorkflowSettings};
 use super::state::{RunSelection, RunState};
+use crate::destination::copy::{CopyRecords, CopyWorkflow};
+use crate::destination::plan::{
+    catch_up, copies_settled, copy_lines, CatchUp, CopyLine, CopySubmitter,
+};
+
+/// Copies running at once (they are I/O bound and mostly wait on the network).
+const COPY_CONCURRENCY: usize = 2;
 
 /// How many collection jobs run at once (global), from the configuration.
 #[derive(Debug, Clone, Copy)]
@@ -83,12 +90,26 @@ impl BackupService {
                 deps.clone(),
                 self.catalog.clone(),
                 self.engine.kv(super::collection::FAILED_EXPORTS_NAMESPACE),
-            ),
+            )
+            .with_copies(CopySubmitter::new(
+                self.engine.downgrade(),
+                deps.settings.copies.plan.clone(),
+                deps.settings.destination.clone(),
+            )),
             KindLimits::new(concurrency.collections),
         );
         self.engine.register(
             RunWorkflow::new(deps.clone(), Arc::new(plan)),
             KindLimits::default(),
+        );
+        let copies = &deps.settings.copies;
+        self.engine.register(
+            CopyWorkflow::new(
+                copies.destinations.clone(),
+                CopyRecords::new(self.engine.kv(CopyRecords::NAMESPACE)),
+            )
+            .with_retry(copies.retry.clone()),
+            KindLimits::new(COPY_CONCURRENCY),
         );
         self.deps = deps;
     }
@@ -155,6 +176,104 @@ impl BackupService {
         } else {
             DriveOutcome::Idle
         })
+    }
+
+    /// Like [`Self::drive`], then keeps the runner going until no copy job needs it now
+    /// (every copy finished, or waiting out a back-off because its destination is down), so a
+    /// backup exits with its copies to reachable destinations done.
+    pub async fn drive_with_copies(
+        &self,
+        until_done: &[JobId],
+        interrupt: impl Future<Output = ()>,
+    ) -> Result<DriveOutcome, EngineError> {
+        let interrupted = Arc::new(AtomicBool::new(false));
+        let flag = interrupted.clone();
+        let engine = self.engine.clone();
+        let jobs = until_done.to_vec();
+        let stop = async move {
+            let all_done = async {
+                for job in &jobs {
+                    if let Err(e) = engine.wait(*job).await {
+                        tracing::warn!(%job, error = %e, "cannot wait for job");
+                    }
+                }
+                // Subscribe before each look, so no change between the look and the wait
+                // is missed.
+                loop {
+                    let mut events = engine.subscribe();
+                    match copies_settled(&engine) {
+                        Ok(true) => break,
+                        Ok(false) => {}
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot list copy jobs");
+                            break;
+                        }
+                    }
+                    if let Err(tokio::sync::broadcast::error::RecvError::Closed) =
+                        events.recv().await
+                    {
+                        break;
+                    }
+                }
+            };
+            tokio::select! {
+                () = interrupt => flag.store(true, Ordering::SeqCst),
+                () = all_done => {}
+            }
+        };
+        self.engine.run(stop).await?;
+        Ok(if interrupted.load(Ordering::SeqCst) {
+            DriveOutcome::Interrupted
+        } else {
+            DriveOutcome::Idle
+        })
+    }
+
+    /// Copy bookkeeping at the start of a run (see [`catch_up`]).
+    pub fn catch_up_copies(&self) -> Result<CatchUp, String> {
+        let copies = &self.deps.settings.copies;
+        if copies.plan.is_empty() {
+            return Ok(CatchUp::default());
+        }
+        let entries: Vec<_> = self
+            .catalog
+            .all()
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|r| r.entry)
+            .collect();
+        catch_up(
+            &self.engine,
+            &entries,
+            &copies.plan,
+            &self.deps.settings.destination,
+            &self.copy_records(),
+        )
+    }
+
+    /// Where the copies of `snapshot_ids` stand.
+    pub fn copy_lines(&self, snapshot_ids: &[String]) -> Result<Vec<CopyLine>, String> {
+        let mut entries = Vec::new();
+        for id in snapshot_ids {
+            if let Some(r) = self.catalog.get(id).map_err(|e| e.to_string())? {
+                entries.push(r.entry);
+            }
+        }
+        copy_lines(
+            &self.engine,
+            &entries,
+            &self.deps.settings.copies.plan,
+            &self.copy_records(),
+        )
+    }
+
+    /// The configured off-site destinations (empty before [`Self::open`] with real clients).
+    pub fn destinations(&self) -> &crate::destination::copy::Destinations {
+        &self.deps.settings.copies.destinations
+    }
+
+    pub fn copy_records(&self) -> CopyRecords {
+        CopyRecords::new(self.engine.kv(CopyRecords::NAMESPACE))
     }
 
     pub fn report(&self, run: JobId) -> Result<RunReport, EngineError> {

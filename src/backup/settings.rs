@@ -10,6 +10,7 @@ use tcb_state::RetryPolicy;
 use tokio::sync::Semaphore;
 
 use crate::client::CloudBaseClient;
+use crate::destination::plan::CopySettings;
 
 use super::poll::PollPolicy;
 use super::progress::{NoProgress, SharedProgress};
@@ -26,6 +27,8 @@ pub struct WorkflowSettings {
     pub step_timeout: Duration,
     /// Encrypt new snapshots to these age recipients (`[encryption]` in the config).
     pub encryption: Option<Arc<crate::archive::encrypt::Recipients>>,
+    /// Off-site copies: destinations per env and the destinations themselves.
+    pub copies: CopySettings,
 }
 
 impl WorkflowSettings {
@@ -37,6 +40,7 @@ impl WorkflowSettings {
             retry: RetryPolicy::default(),
             step_timeout: Duration::from_secs(6 * 3600),
             encryption: None,
+            copies: CopySettings::default(),
         }
     }
 }

@@ -10,6 +10,7 @@ use tcb_state::{EngineError, EngineOptions, RetryPolicy};
 
 use crate::client::{AppCredentials, ClientConfig, CloudBaseClient, Secret, TokenMode};
 use crate::config::{self, Config};
+use crate::destination::plan::{build_destinations, CopyPlan, CopySettings};
 
 use super::errors::is_credential_error;
 use super::plan::{BackupPlan, CollectionSelection, PlanApp, PlanEnv};
@@ -99,6 +100,10 @@ pub fn prepare_offline(config: &Config) -> Result<Prepared, SetupError> {
             .encryption
             .as_ref()
             .map(|e| Arc::new(e.recipients.clone())),
+        copies: CopySettings {
+            plan: CopyPlan::from_config(config),
+            ..CopySettings::default()
+        },
         ..WorkflowSettings::new(config.destination.root.clone())
     };
     let plan = BackupPlan {
@@ -177,6 +182,8 @@ pub fn prepare(config: &Config) -> Result<Prepared, SetupError> {
             .map_err(|e| SetupError::Other(format!("app {}: {e}", app.appid)))?;
         clients.insert(&app.appid, client, Some(app.concurrency.max(1)));
     }
+    prepared.settings.copies.destinations =
+        build_destinations(config, Some(&clients)).map_err(SetupError::Credentials)?;
     prepared.clients = Some(clients);
     Ok(prepared)
 }
@@ -262,6 +269,27 @@ impl Prepared {
                 recipients: e.recipients.to_strings(),
                 identity_file: e.identity_file.clone(),
             }),
+            destinations: self
+                .config
+                .destinations
+                .iter()
+                .map(|d| {
+                    format!(
+                        "{} ({}): {}{}",
+                        d.name,
+                        d.kind.name(),
+                        d.envs
+                            .as_ref()
+                            .map(|e| e.join(", "))
+                            .unwrap_or_else(|| "every env".to_string()),
+                        if d.retention.is_some() {
+                            ", own retention"
+                        } else {
+                            ""
+                        }
+                    )
+                })
+                .collect(),
         }
     }
 }
@@ -273,6 +301,8 @@ pub struct ConfigSummary {
     pub destination: PathBuf,
     pub concurrency: usize,
     pub apps: Vec<AppSummary>,
+    /// `<name> (<kind>): <envs>[, retention]` per `[[destinations]]`.
+    pub destinations: Vec<String>,
     /// `[encryption]`, when on: the recipients (public keys) and the identity file's path.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub encryption: Option<EncryptionSummary>,
@@ -320,6 +350,9 @@ impl ConfigSummary {
                     |p| p.display().to_string()
                 )
             ));
+        }
+        for d in &self.destinations {
+            s.push_str(&format!("  copies to {d}\n"));
         }
         s
     }

@@ -198,6 +198,9 @@ pub struct CollectionOutput {
     pub records: u64,
     pub bytes: u64,
     pub bytes_stored: u64,
+    /// Set when the export was unchanged since that snapshot, whose data file it shares.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_reused_from: Option<String>,
 }
 
 #[cfg(test)]

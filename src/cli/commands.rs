@@ -10,10 +10,12 @@ use tcb_state::{Engine, EngineError, JobFilter, JobId, JobStatus, JobView};
 use tokio_util::sync::CancellationToken;
 
 use crate::backup::catalog_store::{SnapshotCatalog, SnapshotRecord};
+use crate::backup::listing::{annotate, status_of, SnapshotListing, SnapshotStatus};
 use crate::backup::report::{collection_row, RunReport};
 use crate::backup::service::{BackupService, DriveOutcome};
 use crate::backup::setup::{self, Prepared, SetupError};
 use crate::backup::state::RunSelection;
+use crate::destination::plan::{CatchUp, CopyLine, CopyStatus};
 
 use super::args::{
     BackupArgs, CatalogCommand, Cli, Command, ConfigCommand, EmulatorArgs, GlobalArgs, InitArgs,
@@ -177,6 +179,12 @@ pub struct BackupSummary {
     pub destination: PathBuf,
     /// Token endpoint calls per app in this process.
     pub token_fetches: BTreeMap<String, u64>,
+    /// Where the off-site copies of this backup's snapshots stand.
+    pub copies: Vec<CopyLine>,
+    pub copies_pending: usize,
+    pub copies_failed: usize,
+    /// Copies of earlier snapshots restarted or resubmitted at the start.
+    pub copies_caught_up: CatchUp,
 }
 
 pub(crate) async fn backup(
@@ -208,6 +216,8 @@ pub(crate) async fn run_backup(
         .await
         .map_err(setup_error)?;
     let interrupt = interrupt_token();
+    // Copies that failed or wait out a back-off are tried again now.
+    let copies_caught_up = service.catch_up_copies().map_err(CliError::error)?;
     let unfinished = service.unfinished_runs().map_err(engine_error)?;
     let mut runs = unfinished.clone();
     let mut covered = false;
@@ -232,7 +242,7 @@ pub(crate) async fn run_backup(
             &serde_json::json!({ "runs": unfinished.iter().map(|r| r.0).collect::<Vec<_>>() }),
         );
         let outcome = service
-            .drive(&unfinished, interrupt.clone().cancelled_owned())
+            .drive_with_copies(&unfinished, interrupt.clone().cancelled_owned())
             .await
             .map_err(engine_error)?;
         interrupted = outcome == DriveOutcome::Interrupted;
@@ -242,7 +252,14 @@ pub(crate) async fn run_backup(
         out.message("run_started", &serde_json::json!({ "run": run.0 }));
         runs.push(run);
         let outcome = service
-            .drive(&[run], interrupt.clone().cancelled_owned())
+            .drive_with_copies(&[run], interrupt.clone().cancelled_owned())
+            .await
+            .map_err(engine_error)?;
+        interrupted = outcome == DriveOutcome::Interrupted;
+    } else if !interrupted && unfinished.is_empty() && copies_caught_up != CatchUp::default() {
+        // Nothing to back up, but copies to finish.
+        let outcome = service
+            .drive_with_copies(&[], interrupt.clone().cancelled_owned())
             .await
             .map_err(engine_error)?;
         interrupted = outcome == DriveOutcome::Interrupted;
@@ -263,7 +280,25 @@ pub(crate) async fn run_backup(
     } else {
         "failed"
     };
+    let snapshot_ids: Vec<String> = reports
+        .iter()
+        .flat_map(|r| r.collections.iter())
+        .filter_map(|row| row.snapshot_id.clone())
+        .collect();
+    let copies = service.copy_lines(&snapshot_ids).map_err(CliError::error)?;
+    let copies_pending = copies
+        .iter()
+        .filter(|c| c.status == CopyStatus::Pending)
+        .count();
+    let copies_failed = copies
+        .iter()
+        .filter(|c| c.status == CopyStatus::Failed)
+        .count();
     Ok(BackupSummary {
+        copies,
+        copies_pending,
+        copies_failed,
+        copies_caught_up,
         status,
         interrupted,
         resumed_runs: unfinished.iter().map(|r| r.0).collect(),
@@ -358,6 +393,7 @@ pub(crate) fn finish_backup(
             },
             summary.destination.display()
         ));
+        print_copy_lines(summary, &out);
     }
     Ok(match summary.status {
         "interrupted" => ExitStatus::Interrupted,
@@ -365,6 +401,41 @@ pub(crate) fn finish_backup(
         "partially-failed" => ExitStatus::PartialFailure,
         _ => ExitStatus::Error,
     })
+}
+
+/// The copies part of a backup's text summary: a count line, and a line per copy that is not
+/// done.
+fn print_copy_lines(summary: &BackupSummary, out: &Output) {
+    if summary.copies.is_empty() {
+        return;
+    }
+    let copied = summary.copies.len() - summary.copies_pending - summary.copies_failed;
+    out.text(&format!(
+        "copies: {copied} done, {} pending, {} failed{}",
+        summary.copies_pending,
+        summary.copies_failed,
+        if summary.copies_pending + summary.copies_failed > 0 {
+            " (the snapshots are stored locally; copies are retried with back-off and by the next `tcb-backup backup`)"
+        } else {
+            ""
+        }
+    ));
+    for c in summary
+        .copies
+        .iter()
+        .filter(|c| c.status != CopyStatus::Copied)
+    {
+        out.text(&format!(
+            "  {} → {}: {}{}",
+            c.snapshot_id,
+            c.destination,
+            c.status,
+            c.error
+                .as_deref()
+                .map(|e| format!(": {}", truncate(e, 160)))
+                .unwrap_or_default()
+        ));
+    }
 }
 
 fn truncate(s: &str, max: usize) -> String {
@@ -392,6 +463,7 @@ fn snapshots(g: &GlobalArgs, a: SnapshotsArgs, out: Output) -> Result<ExitStatus
     let list = catalog
         .list(a.env.as_deref(), a.collection.as_deref())
         .map_err(|e| CliError::error(e.to_string()))?;
+    let list = annotate(&engine, list).map_err(engine_error)?;
     print_snapshots(list, a.limit, "", &out);
     Ok(ExitStatus::Ok)
 }
@@ -399,7 +471,7 @@ fn snapshots(g: &GlobalArgs, a: SnapshotsArgs, out: Output) -> Result<ExitStatus
 /// Prints the `snapshots` listing (newest first, at most `limit`): one JSON document, or a
 /// table. `source` is appended to the count line (e.g. where the list came from).
 pub(crate) fn print_snapshots(
-    mut list: Vec<SnapshotRecord>,
+    mut list: Vec<SnapshotListing>,
     limit: Option<usize>,
     source: &str,
     out: &Output,
@@ -417,8 +489,12 @@ pub(crate) fn print_snapshots(
             ("RECORDS", true),
             ("SIZE", true),
             ("STORED", true),
+            ("COPIES", false),
+            ("VERIFIED", false),
+            ("TEST-RESTORED", false),
         ]);
-        for s in &list {
+        for listing in &list {
+            let (s, status) = (&listing.record, &listing.status);
             let m = s.manifest();
             t.row(vec![
                 s.id().to_string(),
@@ -427,7 +503,14 @@ pub(crate) fn print_snapshots(
                 m.collection.clone(),
                 m.records.to_string(),
                 human_bytes(m.bytes_raw),
-                human_bytes(m.bytes_stored),
+                if m.is_reference() {
+                    "unchanged".to_string()
+                } else {
+                    human_bytes(m.bytes_stored)
+                },
+                status.copies_text(),
+                status.verified_text(),
+                status.test_restored_text(),
             ]);
         }
         out.text(&t.render());
@@ -438,7 +521,39 @@ pub(crate) fn print_snapshots(
 #[derive(Serialize)]
 struct ShowOutput {
     snapshot: Option<SnapshotRecord>,
+    /// Copies and verification times of `snapshot`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    snapshot_status: Option<SnapshotStatus>,
     job: Option<JobView>,
+}
+
+/// `show`'s lines about a snapshot's data file sharing, copies and verification.
+pub(crate) fn print_snapshot_status(s: &SnapshotRecord, status: &SnapshotStatus, out: &Output) {
+    if let Some(owner) = &s.manifest().data_reused_from {
+        out.text(&format!(
+            "  unchanged since the previous snapshot: shares the data file of {owner}"
+        ));
+    }
+    out.text(&format!(
+        "  copies {}
+  last verified {}  data read {}
+  last test restore {}",
+        status.copies_text(),
+        status.verified_text(),
+        status
+            .last_data_verified_at
+            .map(|t| listing_time(Some(t)))
+            .unwrap_or_else(|| "-".to_string()),
+        status.test_restored_text()
+    ));
+}
+
+fn listing_time(t: Option<time::OffsetDateTime>) -> String {
+    SnapshotStatus {
+        last_verified_at: t,
+        ..SnapshotStatus::default()
+    }
+    .verified_text()
 }
 
 fn show(g: &GlobalArgs, a: ShowArgs, out: Output) -> Result<ExitStatus, CliError> {
@@ -481,7 +596,15 @@ fn show(g: &GlobalArgs, a: ShowArgs, out: Output) -> Result<ExitStatus, CliError
             a.id
         )));
     }
-    let result = ShowOutput { snapshot, job };
+    let snapshot_status = match &snapshot {
+        Some(s) => Some(status_of(&engine, s.id()).map_err(engine_error)?),
+        None => None,
+    };
+    let result = ShowOutput {
+        snapshot,
+        snapshot_status,
+        job,
+    };
     out.document(&result);
     if !out.is_json() {
         if let Some(s) = &result.snapshot {
@@ -501,6 +624,9 @@ fn show(g: &GlobalArgs, a: ShowArgs, out: Output) -> Result<ExitStatus, CliError
                 s.entry.data_path.display(),
                 s.entry.manifest_path.display()
             ));
+            if let Some(status) = &result.snapshot_status {
+                print_snapshot_status(s, status, &out);
+            }
         }
         if let Some(v) = &result.job {
             out.text(&format!(

@@ -236,7 +236,12 @@ pub fn remote_show(
             Ok(n) => client.job(n).await?,
             Err(_) => None,
         };
-        let catalog = client.snapshots(None, None).await?;
+        let catalog: Vec<SnapshotRecord> = client
+            .snapshots(None, None)
+            .await?
+            .into_iter()
+            .map(|l| l.record)
+            .collect();
         let snapshot = match &job {
             Some(v) => catalog.into_iter().find(|s| s.job == Some(v.summary.id.0)),
             None => catalog

@@ -16,16 +16,26 @@ use crate::backup::service::{BackupService, DriveOutcome};
 use crate::backup::setup::Prepared;
 use crate::catalog::CatalogEntry;
 use crate::client::ConflictMode;
+use crate::config::CopyDestinationKind;
+use crate::destination::copy::{delete_copy, CopyRecords, Destinations};
+use crate::destination::plan::{build_destinations, CopyPlan};
 use crate::restore::workflow::probe_target;
 use crate::restore::{ImportOutcome, RestorePlan, RestoreRequest, RestoreWorkflow};
-use crate::retention::forget::{forget, CatalogHooks, ForgetOptions};
-use crate::retention::{parse_duration, RetentionPolicy, DEFAULT_MIN_KEEP};
+use crate::retention::forget::{
+    destination_plan, forget, verify_unverified, CatalogHooks, ForgetOptions, ForgetReport,
+    RemoteCopies,
+};
+use crate::retention::{
+    parse_duration, PolicyError, RetentionPlan, RetentionPolicy, DEFAULT_MIN_KEEP,
+};
 use crate::verify::check::record_report;
 use crate::verify::test_restore::run_test_restore_with_identity;
 use crate::verify::{check_entries_with, CheckOptions, DataRead, VerificationStore};
 
 use super::args::GlobalArgs;
-use super::commands::{engine_error, interrupt_token, open_existing_store, open_service};
+use super::commands::{
+    engine_error, interrupt_token, open_existing_store, open_service, setup_error,
+};
 use super::exit::{CliError, ExitStatus};
 use super::output::Output;
 use super::progress::{ProgressDisplay, ProgressMode};
@@ -503,10 +513,26 @@ pub async fn forget_cmd(
         keep_within,
         min_keep: a.keep_min,
     };
-    policy
-        .validate()
-        .map_err(|e| CliError::error(e.to_string()))?;
-    let (engine, _) = open_existing_store(g)?;
+    let config = crate::backup::setup::load(&g.config).map_err(setup_error)?;
+    let plan = CopyPlan::from_config(&config);
+    let destination_policies: Vec<(String, RetentionPolicy)> = plan
+        .destinations
+        .iter()
+        .filter_map(|d| d.retention.clone().map(|p| (d.name.clone(), p)))
+        .collect();
+    // Without rules on the command line, only the destinations' own policies apply.
+    let local = match policy.validate() {
+        Ok(()) => true,
+        Err(PolicyError::Empty) if !destination_policies.is_empty() => false,
+        Err(e) => return Err(CliError::error(e.to_string())),
+    };
+    let (engine, prepared) = open_existing_store(g)?;
+    // Copies are only deleted with --prune; a plan needs no credentials.
+    let destinations = if a.prune && !a.dry_run {
+        forget_destinations(&prepared, &out)
+    } else {
+        Destinations::new()
+    };
     let catalog = SnapshotCatalog::new(engine.kv(SnapshotCatalog::NAMESPACE));
     let store = VerificationStore::new(engine.kv(VerificationStore::NAMESPACE));
     let entries = catalog_entries(&catalog, a.env.as_deref(), a.collection.as_deref())?;
@@ -515,14 +541,78 @@ pub async fn forget_cmd(
         prune: a.prune,
         dry_run: a.dry_run,
     };
-    let mut hooks = CatalogHooks::new(&engine);
-    let report =
-        tokio::task::spawn_blocking(move || forget(&entries, &store, &opts, &mut hooks, now_utc()))
-            .await
-            .map_err(|e| CliError::error(format!("forget task failed: {e}")))?
-            .map_err(CliError::error)?;
+    let copies = CopyRecords::new(engine.kv(CopyRecords::NAMESPACE));
+    let runtime = tokio::runtime::Handle::current();
+    let mut hooks = CatalogHooks::new(
+        &engine,
+        Some(RemoteCopies {
+            destinations: destinations.clone(),
+            runtime: runtime.clone(),
+        }),
+    );
+    let (report, destination_reports) = tokio::task::spawn_blocking(move || {
+        let (report, records) = if local {
+            let report = forget(&entries, &store, &opts, &mut hooks, now_utc())?;
+            let records = store.all().map_err(|e| e.to_string())?;
+            (report, records)
+        } else {
+            let (verified_now, records) =
+                verify_unverified(&entries, &store, opts.dry_run, now_utc())?;
+            let report = ForgetReport {
+                verified_now,
+                ..ForgetReport::default()
+            };
+            (report, records)
+        };
+        let forgotten: std::collections::HashSet<&str> =
+            report.removed.iter().map(|(id, _)| id.as_str()).collect();
+        let remaining: Vec<CatalogEntry> = entries
+            .iter()
+            .filter(|e| !forgotten.contains(e.id.as_str()))
+            .cloned()
+            .collect();
+        let mut per_destination = Vec::new();
+        for (name, policy) in &destination_policies {
+            let has_copy = |e: &CatalogEntry| copies.get(&e.id, name).ok().flatten().is_some();
+            let plan = destination_plan(policy, &remaining, has_copy, &records);
+            let mut done = DestinationForget {
+                destination: name.clone(),
+                plan,
+                deleted: Vec::new(),
+                errors: Vec::new(),
+            };
+            if opts.prune && !opts.dry_run {
+                let ids: Vec<String> = done.plan.forget_ids().map(String::from).collect();
+                for id in ids {
+                    let result = match copies.get(&id, name) {
+                        Ok(Some(r)) => runtime.block_on(delete_copy(&destinations, &copies, &r)),
+                        Ok(None) => Ok(()),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    match result {
+                        Ok(()) => done.deleted.push(id),
+                        Err(e) => done.errors.push(format!("{id}: {e}")),
+                    }
+                }
+            }
+            per_destination.push(done);
+        }
+        Ok::<_, String>((report, per_destination))
+    })
+    .await
+    .map_err(|e| CliError::error(format!("forget task failed: {e}")))?
+    .map_err(CliError::error)?;
 
-    out.document(&report);
+    #[derive(Serialize)]
+    struct ForgetOutput<'a> {
+        #[serde(flatten)]
+        local: &'a ForgetReport,
+        destinations: &'a [DestinationForget],
+    }
+    out.document(&ForgetOutput {
+        local: &report,
+        destinations: &destination_reports,
+    });
     let mut table = Table::new(&[("snapshot", false), ("decision", false), ("why", false)]);
     for g in &report.plan.groups {
         for k in &g.keep {
@@ -544,14 +634,94 @@ pub async fn forget_cmd(
             "{forgettable} snapshot(s) would be deleted; run with --prune (and without --dry-run) to delete them"
         ));
     }
-    for e in &report.errors {
+    let mut errors = report.errors.clone();
+    for d in &destination_reports {
+        print_destination_forget(d, &out);
+        errors.extend(d.errors.iter().map(|e| format!("{}: {e}", d.destination)));
+    }
+    for e in &errors {
         out.text(&format!("error: {e}"));
     }
-    if !report.errors.is_empty() {
+    if !errors.is_empty() {
         return Err(CliError::error(format!(
             "{} deletion(s) failed; they stay recorded and are retried by the next forget --prune",
-            report.errors.len()
+            errors.len()
         )));
     }
     Ok(ExitStatus::Ok)
+}
+
+/// What `forget` did with one destination's copies.
+#[derive(Debug, Serialize)]
+struct DestinationForget {
+    destination: String,
+    plan: RetentionPlan,
+    /// Snapshots whose copy here was deleted.
+    deleted: Vec<String>,
+    errors: Vec<String>,
+}
+
+fn print_destination_forget(d: &DestinationForget, out: &Output) {
+    let mut table = Table::new(&[("snapshot", false), ("decision", false), ("why", false)]);
+    for g in &d.plan.groups {
+        for k in &g.keep {
+            let why: Vec<String> = k.reasons.iter().map(|r| r.to_string()).collect();
+            table.row(vec![
+                k.candidate.id.clone(),
+                "keep copy".into(),
+                why.join(", "),
+            ]);
+        }
+        for f in &g.forget {
+            let done = d.deleted.contains(&f.candidate.id);
+            table.row(vec![
+                f.candidate.id.clone(),
+                if done { "copy deleted" } else { "forget copy" }.into(),
+                f.reason.to_string(),
+            ]);
+        }
+    }
+    out.text(&format!("destination {}:", d.destination));
+    if table.is_empty() {
+        out.text("  no copies");
+    } else {
+        out.text(&table.render());
+    }
+}
+
+/// The destinations `forget` can delete copies from: built from the configuration (S3 keys
+/// read from their sources; a `cloudbase` destination needs the apps' secrets too). One that
+/// cannot be built is left out with a warning: snapshots with copies there are then kept.
+fn forget_destinations(prepared: &Prepared, out: &Output) -> Destinations {
+    let config = &prepared.config;
+    if config.destinations.is_empty() {
+        return Destinations::new();
+    }
+    let needs_clients = config
+        .destinations
+        .iter()
+        .any(|d| matches!(d.kind, CopyDestinationKind::CloudBase { .. }));
+    let clients = if needs_clients {
+        match crate::backup::setup::prepare(config) {
+            Ok(p) => p.clients,
+            Err(e) => {
+                out.text(&format!(
+                    "warning: cloudbase destinations are unreachable from this command: {e}"
+                ));
+                None
+            }
+        }
+    } else {
+        None
+    };
+    match build_destinations(config, clients.as_ref()) {
+        Ok(d) => d,
+        Err(e) => {
+            out.text(&format!(
+                "warning: {e}; snapshots with copies at destinations are kept"
+            ));
+            tracing::warn!(error = %e, "cannot build the destinations");
+            Destinations::new()
+        }
+    }
 }

@@ -317,7 +317,9 @@ impl StatusSource for BackupStatus {
 
     fn catalog(&self) -> Result<serde_json::Value, String> {
         let records = self.catalog.list(None, None).map_err(|e| e.to_string())?;
-        serde_json::to_value(records).map_err(|e| e.to_string())
+        let listing =
+            crate::backup::listing::annotate(&self.engine, records).map_err(|e| e.to_string())?;
+        serde_json::to_value(listing).map_err(|e| e.to_string())
     }
 }
 
@@ -394,6 +396,7 @@ fn register_daemon_workflows(
                 .encryption
                 .as_ref()
                 .and_then(|e| e.identity_file.clone()),
+            destinations: service.destinations().clone(),
         },
         // One check or forget at a time: they read or delete the same files.
         KindLimits::new(1),
@@ -508,6 +511,15 @@ pub async fn run_from_config(
         .open(Arc::new(NoProgress))
         .map_err(engine_start_error)?;
     register_daemon_workflows(&service, &clients, &config, &prepared.settings.retry);
+    // Copies left waiting out a back-off or failed by an earlier process start over now.
+    match service.catch_up_copies() {
+        Ok(c) => tracing::info!(
+            restarted = c.restarted,
+            submitted = c.submitted,
+            "copies caught up"
+        ),
+        Err(e) => tracing::warn!(error = %e, "cannot catch up on copies"),
+    }
     let engine = service.engine.clone();
     let started_at = engine.clock().now();
     let view = Arc::new(RwLock::new(DaemonView {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tcb_state::{JobSummary, JobView};
 
 use super::settings::StatusToken;
-use crate::backup::catalog_store::SnapshotRecord;
+use crate::backup::listing::SnapshotListing;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonClientError {
@@ -85,12 +85,12 @@ impl DaemonClient {
         &self,
         env: Option<&str>,
         collection: Option<&str>,
-    ) -> Result<Vec<SnapshotRecord>, DaemonClientError> {
-        let all: Vec<SnapshotRecord> = self.get("/api/catalog").await?.unwrap_or_default();
+    ) -> Result<Vec<SnapshotListing>, DaemonClientError> {
+        let all: Vec<SnapshotListing> = self.get("/api/catalog").await?.unwrap_or_default();
         Ok(all
             .into_iter()
-            .filter(|r| env.is_none_or(|e| r.manifest().env == e))
-            .filter(|r| collection.is_none_or(|c| r.manifest().collection == c))
+            .filter(|r| env.is_none_or(|e| r.record.manifest().env == e))
+            .filter(|r| collection.is_none_or(|c| r.record.manifest().collection == c))
             .collect())
     }
 

@@ -26,10 +26,13 @@ use crate::archive::encrypt::Identities;
 use crate::backup::catalog_store::SnapshotCatalog;
 use crate::backup::settings::AppClients;
 use crate::catalog::CatalogEntry;
+use crate::destination::copy::Destinations;
 use crate::restore::RestoreWorkflow;
-use crate::retention::forget::{forget, CatalogHooks, ForgetOptions};
+use crate::retention::forget::{forget, CatalogHooks, ForgetOptions, RemoteCopies};
 use crate::verify::check::record_report;
-use crate::verify::test_restore::{finish_test_restore, plan_test_restore, RestoreJobEnd};
+use crate::verify::test_restore::{
+    finish_test_restore, plan_test_restore, Comparison, RestoreJobEnd,
+};
 use crate::verify::{check_entries_with, CheckOptions, DataRead, VerificationStore};
 
 /// The engine kind of a scheduled check or forget.
@@ -121,6 +124,9 @@ pub struct MaintenanceWorkflow {
     /// `encryption.identity_file`: reads the data of encrypted snapshots; without it their data
     /// checks report that an identity is needed.
     pub identity_file: Option<PathBuf>,
+    /// Where the recorded copies of forgotten snapshots are deleted (`[[destinations]]`); a
+    /// snapshot with a copy at a destination not in here is kept, with an error.
+    pub destinations: Destinations,
 }
 
 fn offset(t: SystemTime) -> OffsetDateTime {
@@ -337,9 +343,11 @@ impl MaintenanceWorkflow {
                 &entry,
                 (pending.env.as_str(), pending.scratch_collection.as_str()),
                 &end,
-                pending.sample,
+                Comparison {
+                    sample_size: pending.sample,
+                    identity_file: self.identity_file.as_deref(),
+                },
                 now,
-                self.identity_file.as_deref(),
             )
             .await
             {
@@ -384,7 +392,11 @@ impl MaintenanceWorkflow {
             prune: f.prune,
             dry_run: false,
         };
-        let mut hooks = CatalogHooks::new(&engine);
+        let remote = RemoteCopies {
+            destinations: self.destinations.clone(),
+            runtime: tokio::runtime::Handle::current(),
+        };
+        let mut hooks = CatalogHooks::new(&engine, Some(remote));
         let by_id: BTreeMap<String, CatalogEntry> =
             entries.iter().map(|e| (e.id.clone(), e.clone())).collect();
         let report =

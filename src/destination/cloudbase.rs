@@ -109,3 +109,66 @@ impl Destination for CloudBaseStorage {
         })
     }
 }
+
+/// The `cloudbase` kind of the configuration: each snapshot goes to the storage of its own env
+/// (the first part of its key, `<env>/<collection>/<file>`), under one prefix.
+pub struct CloudBaseByEnv {
+    name: String,
+    prefix: String,
+    envs: std::collections::HashMap<String, CloudBaseStorage>,
+}
+
+impl CloudBaseByEnv {
+    pub fn new(name: impl Into<String>, prefix: impl Into<String>) -> Self {
+        CloudBaseByEnv {
+            name: name.into(),
+            prefix: prefix.into(),
+            envs: std::collections::HashMap::new(),
+        }
+    }
+
+    /// Serves `env` with `client` (the client of the env's app).
+    pub fn add_env(&mut self, env: &str, client: CloudBaseClient) {
+        self.envs.insert(
+            env.to_string(),
+            CloudBaseStorage::new(self.name.clone(), client, env, self.prefix.clone()),
+        );
+    }
+
+    fn storage(&self, key: &str) -> Result<&CloudBaseStorage, DestinationError> {
+        let env = key.split('/').next().unwrap_or_default();
+        self.envs
+            .get(env)
+            .ok_or_else(|| DestinationError::Permanent {
+                destination: self.name.clone(),
+                message: format!("{key}: env {env:?} is not served by this destination"),
+            })
+    }
+}
+
+impl Destination for CloudBaseByEnv {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn put_file<'a>(
+        &'a self,
+        key: &'a str,
+        local: &'a Path,
+    ) -> BoxFuture<'a, Result<RemoteObject, DestinationError>> {
+        match self.storage(key) {
+            Ok(s) => s.put_file(key, local),
+            Err(e) => Box::pin(async move { Err(e) }),
+        }
+    }
+
+    fn delete<'a>(
+        &'a self,
+        object: &'a RemoteObject,
+    ) -> BoxFuture<'a, Result<(), DestinationError>> {
+        match self.storage(&object.key) {
+            Ok(s) => s.delete(object),
+            Err(e) => Box::pin(async move { Err(e) }),
+        }
+    }
+}

@@ -80,6 +80,41 @@ impl CopyRecords {
     pub fn remove(&self, r: &CopyRecord) -> Result<bool, EngineError> {
         self.kv.remove(&Self::key(&r.snapshot_id, &r.destination))
     }
+    /// The copy of `snapshot_id` at `destination`, if one was recorded.
+    pub fn get(
+        &self,
+        snapshot_id: &str,
+        destination: &str,
+    ) -> Result<Option<CopyRecord>, EngineError> {
+        self.kv.get(&Self::key(snapshot_id, destination))
+    }
+    /// Every record, by snapshot id then destination.
+    pub fn all(&self) -> Result<Vec<CopyRecord>, EngineError> {
+        Ok(self
+            .kv
+            .scan_prefix::<CopyRecord>("")?
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect())
+    }
+    /// A data object already at `destination` under `key`, recorded for another snapshot
+    /// (snapshots that share a data file, see `crate::data_refs`, share its remote copy too).
+    pub fn data_object(
+        &self,
+        destination: &str,
+        key: &str,
+        except_snapshot: &str,
+    ) -> Result<Option<RemoteObject>, EngineError> {
+        Ok(self
+            .all()?
+            .into_iter()
+            .find(|r| {
+                r.destination == destination
+                    && r.data.key == key
+                    && r.snapshot_id != except_snapshot
+            })
+            .map(|r| r.data))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -144,6 +179,8 @@ pub struct CopyWorkflow {
 }
 
 impl CopyWorkflow {
+    pub const KIND_NAME: &'static str = "copy.snapshot";
+
     pub fn new(destinations: Destinations, records: CopyRecords) -> Self {
         CopyWorkflow {
             destinations,
@@ -200,10 +237,18 @@ impl Workflow for CopyWorkflow {
         }
         match s.phase.clone() {
             CopyPhase::Data => {
-                let data = dest
-                    .put_file(&s.data_key, &s.data_path)
-                    .await
-                    .map_err(step_error)?;
+                // A snapshot sharing an earlier snapshot's data file shares its copy too.
+                let existing = self
+                    .records
+                    .data_object(&s.destination, &s.data_key, &s.snapshot_id)
+                    .map_err(|e| StepError::retryable(format!("reading copy records: {e}")))?;
+                let data = match existing {
+                    Some(data) => data,
+                    None => dest
+                        .put_file(&s.data_key, &s.data_path)
+                        .await
+                        .map_err(step_error)?,
+                };
                 s.phase = CopyPhase::Manifest { data };
                 Ok(Transition::Next(s))
             }
@@ -252,7 +297,7 @@ pub fn submit_copies(
     Ok(jobs)
 }
 
-/// Deletes every recorded copy of `snapshot_id` (data first, manifest after, record last).
+/// Deletes every recorded copy of `snapshot_id` (see [`delete_copy`]); returns how many.
 pub async fn delete_copies(
     destinations: &Destinations,
     records: &CopyRecords,
@@ -263,16 +308,94 @@ pub async fn delete_copies(
         .of_snapshot(snapshot_id)
         .map_err(|e| e.to_string())?
     {
-        let dest = destinations.get(&r.destination).ok_or_else(|| {
-            format!(
-                "snapshot {snapshot_id} has a copy at {}, which is no longer configured",
-                r.destination
-            )
-        })?;
-        dest.delete(&r.data).await.map_err(|e| e.to_string())?;
-        dest.delete(&r.manifest).await.map_err(|e| e.to_string())?;
-        records.remove(&r).map_err(|e| e.to_string())?;
+        delete_copy(destinations, records, &r).await?;
         deleted += 1;
     }
     Ok(deleted)
+}
+
+/// Deletes one recorded copy: data first (unless another snapshot's copy at the same
+/// destination uses the same object), manifest after, record last.
+pub async fn delete_copy(
+    destinations: &Destinations,
+    records: &CopyRecords,
+    r: &CopyRecord,
+) -> Result<(), String> {
+    let dest = destinations.get(&r.destination).ok_or_else(|| {
+        format!(
+            "snapshot {} has a copy at {}, which is not configured (or not reachable from this command)",
+            r.snapshot_id, r.destination
+        )
+    })?;
+    let shared = records
+        .data_object(&r.destination, &r.data.key, &r.snapshot_id)
+        .map_err(|e| e.to_string())?
+        .is_some();
+    if !shared {
+        dest.delete(&r.data).await.map_err(|e| e.to_string())?;
+    }
+    dest.delete(&r.manifest).await.map_err(|e| e.to_string())?;
+    records.remove(r).map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::destination::local::LocalDir;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_remote_data_object_two_snapshots_share_goes_with_the_last_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(&dir.path().join("state"), Default::default()).unwrap();
+        let records = CopyRecords::new(engine.kv(CopyRecords::NAMESPACE));
+        let nas = dir.path().join("nas");
+        let mut destinations = Destinations::new();
+        destinations.insert(Arc::new(LocalDir::new("nas", &nas)));
+        let local = dir.path().join("file");
+        std::fs::write(&local, b"data").unwrap();
+        let dest = destinations.get("nas").unwrap().clone();
+        let data = dest
+            .put_file("prod/orders/1.jsonl.zst", &local)
+            .await
+            .unwrap();
+        let mut copies = Vec::new();
+        for job in [1, 2] {
+            let manifest = dest
+                .put_file(&format!("prod/orders/{job}.manifest.json"), &local)
+                .await
+                .unwrap();
+            let r = CopyRecord {
+                snapshot_id: format!("prod/orders/{job}"),
+                destination: "nas".into(),
+                data: data.clone(),
+                manifest,
+            };
+            records.put(&r).unwrap();
+            copies.push(r);
+        }
+        assert_eq!(
+            records
+                .data_object("nas", &data.key, "prod/orders/2")
+                .unwrap(),
+            Some(data.clone())
+        );
+        delete_copy(&destinations, &records, &copies[0])
+            .await
+            .unwrap();
+        assert!(
+            nas.join(&data.key).is_file(),
+            "still used by the second copy"
+        );
+        assert!(!nas.join("prod/orders/1.manifest.json").exists());
+        assert!(records.get("prod/orders/1", "nas").unwrap().is_none());
+        assert_eq!(
+            delete_copies(&destinations, &records, "prod/orders/2")
+                .await
+                .unwrap(),
+            1
+        );
+        assert!(!nas.join(&data.key).exists());
+        assert!(records.all().unwrap().is_empty());
+    }
 }

@@ -7,11 +7,14 @@
 //! [`cloudbase::CloudBaseStorage`] (the env's own CloudBase storage via `uploadfile`).
 //! Copying is a durable workflow kind ([`copy`]): when a destination is down the snapshot stays
 //! recorded locally and the copy is retried with backoff; what was copied where is recorded
-//! ([`copy::CopyRecords`]) so that `forget --prune` deletes the remote copies too.
+//! ([`copy::CopyRecords`]) so that `forget --prune` deletes the remote copies too. [`plan`]
+//! builds the destinations from the configuration's `[[destinations]]` and keeps the copy jobs
+//! of recorded snapshots going.
 
 pub mod cloudbase;
 pub mod copy;
 pub mod local;
+pub mod plan;
 pub mod s3;
 
 use std::path::{Path, PathBuf};
@@ -87,46 +90,6 @@ pub fn key_for(root: &Path, file: &Path) -> Option<String> {
     Some(parts.join("/"))
 }
 
-/// How a destination is configured (a `[[destinations]]` table).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum DestinationSpec {
-    Local {
-        name: String,
-        path: PathBuf,
-    },
-    S3 {
-        name: String,
-        bucket: String,
-        #[serde(default)]
-        prefix: String,
-        #[serde(default)]
-        endpoint: Option<String>,
-        #[serde(default = "default_region")]
-        region: String,
-        /// Environment variables holding the keys (never the keys themselves).
-        access_key_id_env: String,
-        secret_access_key_env: String,
-        #[serde(default)]
-        allow_http: bool,
-    },
-    CloudBase {
-        name: String,
-        appid: String,
-        env: String,
-        #[serde(default = "default_cloudbase_prefix")]
-        prefix: String,
-    },
-}
-
-fn default_region() -> String {
-    "us-east-1".into()
-}
-
-fn default_cloudbase_prefix() -> String {
-    "tcb-backup".into()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,36 +103,5 @@ mod tests {
         );
         assert_eq!(key_for(root, Path::new("/elsewhere/x")), None);
         assert_eq!(key_for(root, root), None);
-    }
-
-    #[test]
-    fn specs_parse_from_toml() {
-        let text = r#"
-            [[destinations]]
-            kind = "s3"
-            name = "offsite"
-            bucket = "backups"
-            endpoint = "http://127.0.0.1:9000"
-            access_key_id_env = "AK"
-            secret_access_key_env = "SK"
-            allow_http = true
-
-            [[destinations]]
-            kind = "local"
-            name = "nas"
-            path = "/mnt/nas/tcb"
-        "#;
-        #[derive(Deserialize)]
-        struct File {
-            destinations: Vec<DestinationSpec>,
-        }
-        let f: File = toml::from_str(text).unwrap();
-        assert_eq!(f.destinations.len(), 2);
-        assert!(
-            matches!(&f.destinations[0], DestinationSpec::S3 { region, .. } if region == "us-east-1")
-        );
-        let bad =
-            "[[destinations]]\nkind = \"local\"\nname = \"x\"\npath = \"/x\"\nsecret = \"no\"\n";
-        assert!(toml::from_str::<File>(bad).is_err());
     }
 }

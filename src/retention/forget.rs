@@ -67,6 +67,46 @@ pub trait ForgetHooks {
     fn forget_record(&mut self, entry: &CatalogEntry) -> Result<(), String>;
 }
 
+/// The retention plan of one destination: `policy` applied to the snapshots of `entries` that
+/// have a copy there (`has_copy`), with the standing their local checks give them. Forgetting
+/// a copy deletes only the copy; the local snapshot follows its own policy.
+pub fn destination_plan(
+    policy: &RetentionPolicy,
+    entries: &[CatalogEntry],
+    has_copy: impl Fn(&CatalogEntry) -> bool,
+    records: &HashMap<String, VerificationRecord>,
+) -> RetentionPlan {
+    let with_copy: Vec<CatalogEntry> = entries.iter().filter(|e| has_copy(e)).cloned().collect();
+    plan(policy, &candidates(&with_copy, records))
+}
+
+/// Checks (files + sha256) the entries that were never checked, so they can count, and
+/// records the results unless `dry_run`. Returns the checks and every entry's record as it
+/// stands now (with the new results, recorded or not).
+pub fn verify_unverified(
+    entries: &[CatalogEntry],
+    store: &VerificationStore,
+    dry_run: bool,
+    now: OffsetDateTime,
+) -> Result<(CheckReport, HashMap<String, VerificationRecord>), String> {
+    let mut records = store.all().map_err(|e| e.to_string())?;
+    let unverified: Vec<CatalogEntry> = entries
+        .iter()
+        .filter(|e| records.get(&e.id).is_none_or(|r| r.last_check_ok.is_none()))
+        .cloned()
+        .collect();
+    let verified_now = check_entries(&unverified, &records, CheckOptions::default());
+    if !dry_run {
+        crate::verify::check::record_report(store, &verified_now, now)
+            .map_err(|e| e.to_string())?;
+    }
+    for c in &verified_now.entries {
+        let r = records.entry(c.id.clone()).or_default();
+        r.last_check_ok = Some(c.ok);
+    }
+    Ok((verified_now, records))
+}
+
 /// Runs forget over `entries` (blocking: file I/O; call it on a blocking thread).
 pub fn forget(
     entries: &[CatalogEntry],
@@ -76,21 +116,7 @@ pub fn forget(
     now: OffsetDateTime,
 ) -> Result<ForgetReport, String> {
     opts.policy.validate().map_err(|e| e.to_string())?;
-    let mut records = store.all().map_err(|e| e.to_string())?;
-    let unverified: Vec<CatalogEntry> = entries
-        .iter()
-        .filter(|e| records.get(&e.id).is_none_or(|r| r.last_check_ok.is_none()))
-        .cloned()
-        .collect();
-    let verified_now = check_entries(&unverified, &records, CheckOptions::default());
-    if !opts.dry_run {
-        crate::verify::check::record_report(store, &verified_now, now)
-            .map_err(|e| e.to_string())?;
-    }
-    for c in &verified_now.entries {
-        let r = records.entry(c.id.clone()).or_default();
-        r.last_check_ok = Some(c.ok);
-    }
+    let (verified_now, records) = verify_unverified(entries, store, opts.dry_run, now)?;
     let plan = plan(&opts.policy, &candidates(entries, &records));
     let mut report = ForgetReport {
         verified_now,
@@ -131,26 +157,46 @@ pub fn forget(
 }
 
 /// The hooks of a forget run against the state store: catalog records are dropped from the
-/// engine's kv; recorded remote copies cannot be reached from here (destinations are not part
-/// of the configuration yet), so a snapshot that has any is kept rather than orphaning them.
+/// engine's kv, and recorded remote copies are deleted through `destinations`. A copy at a
+/// destination these hooks cannot reach (none given, or not configured) keeps its snapshot,
+/// with an error, rather than being orphaned.
 pub struct CatalogHooks {
     catalog_kv: tcb_state::KvNamespace,
     copies: crate::destination::copy::CopyRecords,
+    remote: Option<RemoteCopies>,
+}
+
+/// The destinations remote copies are deleted through; forget runs on a blocking thread and
+/// remote deletions are async, hence the runtime handle.
+pub struct RemoteCopies {
+    pub destinations: crate::destination::copy::Destinations,
+    pub runtime: tokio::runtime::Handle,
 }
 
 impl CatalogHooks {
-    pub fn new(engine: &tcb_state::Engine) -> Self {
+    pub fn new(engine: &tcb_state::Engine, remote: Option<RemoteCopies>) -> Self {
         use crate::backup::catalog_store::SnapshotCatalog;
         use crate::destination::copy::CopyRecords;
         CatalogHooks {
             catalog_kv: engine.kv(SnapshotCatalog::NAMESPACE),
             copies: CopyRecords::new(engine.kv(CopyRecords::NAMESPACE)),
+            remote,
         }
     }
 }
 
 impl ForgetHooks for CatalogHooks {
     fn delete_remote_copies(&mut self, entry: &CatalogEntry) -> Result<(), String> {
+        if let Some(remote) = &self.remote {
+            return remote
+                .runtime
+                .block_on(crate::destination::copy::delete_copies(
+                    &remote.destinations,
+                    &self.copies,
+                    &entry.id,
+                ))
+                .map(|_| ());
+        }
         let copies = self
             .copies
             .of_snapshot(&entry.id)

@@ -5,11 +5,17 @@
 //! the next `forget` deletes; the other order would leave an orphan data file nothing refers to.
 //! Both removals are idempotent (a file already gone is fine), and the directory is fsynced so
 //! a deletion that was reported is durable.
+//!
+//! A data file shared with another snapshot (skip unchanged, see [`crate::data_refs`]) is kept
+//! while any other manifest of its directory still names it; only the manifest goes. The check
+//! reads the manifests on disk under the directory's guard, so a backup cannot point a new
+//! snapshot at the file between the check and the deletion.
 
 use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::catalog::CatalogEntry;
+use crate::data_refs::{referenced_elsewhere, DirGuard};
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot delete {path} of snapshot {id}: {source}")]
@@ -24,6 +30,9 @@ pub struct PruneError {
 pub struct Removed {
     pub files: Vec<PathBuf>,
     pub bytes: u64,
+    /// The data file, when it was kept because another snapshot still uses it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shared_data_kept: Option<PathBuf>,
 }
 
 fn remove_if_present(id: &str, path: &Path, removed: &mut Removed) -> Result<(), PruneError> {
@@ -48,10 +57,35 @@ fn remove_if_present(id: &str, path: &Path, removed: &mut Removed) -> Result<(),
     }
 }
 
-/// Removes the data file, then the manifest, of `entry`, and syncs their directory.
+/// Removes the data file (unless another manifest still names it), then the manifest, of
+/// `entry`, and syncs their directory. Blocking (waits for the directory's guard).
 pub fn delete_local_snapshot(entry: &CatalogEntry) -> Result<Removed, PruneError> {
     let mut removed = Removed::default();
-    remove_if_present(&entry.id, &entry.data_path, &mut removed)?;
+    let dir = entry
+        .manifest_path
+        .parent()
+        .unwrap_or_else(|| Path::new("."))
+        .to_path_buf();
+    let _guard = DirGuard::acquire(&dir);
+    let data_name = entry
+        .data_path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or(&entry.manifest.data_file)
+        .to_string();
+    let shared = entry.data_path.parent() == Some(dir.as_path())
+        && referenced_elsewhere(&dir, &data_name, &entry.manifest_path).map_err(|source| {
+            PruneError {
+                id: entry.id.clone(),
+                path: dir.clone(),
+                source,
+            }
+        })?;
+    if shared {
+        removed.shared_data_kept = Some(entry.data_path.clone());
+    } else {
+        remove_if_present(&entry.id, &entry.data_path, &mut removed)?;
+    }
     remove_if_present(&entry.id, &entry.manifest_path, &mut removed)?;
     if let Some(dir) = entry.manifest_path.parent() {
         if !removed.files.is_empty() {

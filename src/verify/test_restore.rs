@@ -177,8 +177,17 @@ pub struct RestoreJobEnd {
     pub error: Option<String>,
 }
 
+/// How a restored collection is compared with its snapshot.
+#[derive(Debug, Clone, Copy)]
+pub struct Comparison<'a> {
+    /// Documents of the snapshot looked up in the restored collection.
+    pub sample_size: usize,
+    /// Decrypts the snapshot when it is encrypted.
+    pub identity_file: Option<&'a Path>,
+}
+
 /// After the restore job ended: compares `target` (env, scratch collection) with the snapshot
-/// (decrypted with `identity_file` if it is encrypted), drops the scratch collection whatever the
+/// (see [`Comparison`]), drops the scratch collection whatever the
 /// outcome, and records the result in `store`.
 pub async fn finish_test_restore(
     client: &CloudBaseClient,
@@ -186,10 +195,13 @@ pub async fn finish_test_restore(
     entry: &CatalogEntry,
     target: (&str, &str),
     end: &RestoreJobEnd,
-    sample_size: usize,
+    compare: Comparison<'_>,
     now: OffsetDateTime,
-    identity_file: Option<&Path>,
 ) -> Result<TestRestoreResult, TestRestoreError> {
+    let Comparison {
+        sample_size,
+        identity_file,
+    } = compare;
     let fail = |message: String| TestRestoreError::Failed {
         id: entry.id.clone(),
         message,
@@ -317,9 +329,11 @@ pub async fn run_test_restore_with_identity(
         entry,
         target,
         &end,
-        sample_size,
+        Comparison {
+            sample_size,
+            identity_file,
+        },
         now,
-        identity_file,
     )
     .await
 }

@@ -271,11 +271,26 @@ impl Engine {
         Ok(id)
     }
 
-    /// Restarts a Failed job from its last committed state (succeeded steps are not redone).
+    /// Restarts a Failed or PartiallyFailed job from its last committed state (succeeded steps
+    /// are not redone). A parent restarts its children that failed or were cancelled and waits
+    /// for them again; a child whose parent already finished reopens that parent, so the
+    /// parent's outcome follows the retried child.
     pub fn retry(&self, id: JobId) -> Result<(), EngineError> {
         let changed = self.inner.store.restart(id, self.inner.clock.now())?;
         self.emit(changed);
         self.inner.wake.notify_one();
+        Ok(())
+    }
+
+    /// Makes a Waiting job due now instead of at its planned time: a workflow that waits for
+    /// something another job frees (a slot, a lock) is woken when it is freed. A job that is not
+    /// Waiting is left alone. Its step runs again with the state it waited in.
+    pub fn wake(&self, id: JobId) -> Result<(), EngineError> {
+        let changed = self.inner.store.wake(id, self.inner.clock.now())?;
+        if !changed.is_empty() {
+            self.emit(changed);
+            self.inner.wake.notify_one();
+        }
         Ok(())
     }
 

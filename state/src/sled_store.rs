@@ -671,6 +671,55 @@ impl<'a> Tx<'a> {
         self.save_with(before, &mut rec, HistoryEvent::Recovered { recoveries })
     }
 
+    /// Makes a Failed, PartiallyFailed or Cancelled job run again from its last committed
+    /// state. A job with children that did not succeed restarts those (recursively) and waits
+    /// for them; any other job is queued itself. False when there was nothing to restart (a
+    /// PartiallyFailed job whose children all succeeded).
+    fn reopen(&mut self, mut rec: JobRecord) -> TxResult<bool> {
+        let mut restarted = 0;
+        for cid in rec.children.clone() {
+            if let Some(c) = self.get(cid)? {
+                let unsuccessful = matches!(
+                    c.status,
+                    JobStatus::Failed | JobStatus::PartiallyFailed | JobStatus::Cancelled
+                );
+                if unsuccessful && c.awaited_by_parent && self.reopen(c)? {
+                    restarted += 1;
+                }
+            }
+        }
+        let before = IndexKey::of(&rec);
+        if restarted > 0 {
+            self.wait_again(before, &mut rec, restarted)?;
+            return Ok(true);
+        }
+        if rec.status == JobStatus::PartiallyFailed {
+            return Ok(false);
+        }
+        rec.status = JobStatus::Queued;
+        rec.due_at_ms = Some(self.now_ms);
+        Self::reset_attempts(&mut rec);
+        self.save_with(Some(before), &mut rec, HistoryEvent::Restarted)?;
+        Ok(true)
+    }
+
+    /// A finished parent waits for `pending` restarted children again; it runs its step once
+    /// they are all terminal, as after its first fan-out.
+    fn wait_again(&mut self, before: IndexKey, rec: &mut JobRecord, pending: u32) -> TxResult<()> {
+        rec.status = JobStatus::WaitingForChildren;
+        rec.pending_children = pending;
+        rec.due_at_ms = None;
+        Self::reset_attempts(rec);
+        self.save_with(Some(before), rec, HistoryEvent::Restarted)
+    }
+
+    fn reset_attempts(rec: &mut JobRecord) {
+        rec.failed_attempts = 0;
+        rec.first_failure_at_ms = None;
+        rec.recoveries = 0;
+        rec.cancel_requested = false;
+    }
+
     fn cancel_record(&mut self, mut rec: JobRecord) -> TxResult<()> {
         if rec.status.is_terminal() {
             return Ok(());
@@ -934,32 +983,58 @@ impl JobStore for SledJobStore {
 
     fn restart(&self, id: JobId, now: SystemTime) -> Result<Vec<Changed>, StoreError> {
         let ((), changed) = self.transact(now, |tx| {
-            let mut rec = tx.must_get(id)?;
-            if rec.status != JobStatus::Failed {
+            let rec = tx.must_get(id)?;
+            if !matches!(rec.status, JobStatus::Failed | JobStatus::PartiallyFailed) {
                 return abort(StoreError::InvalidState {
                     id,
-                    message: format!("only a failed job can be retried; it is {}", rec.status),
+                    message: format!(
+                        "only a failed or partially failed job can be retried; it is {}",
+                        rec.status
+                    ),
                 });
             }
-            let before = Some(IndexKey::of(&rec));
-            rec.status = JobStatus::Queued;
-            rec.due_at_ms = Some(tx.now_ms);
-            rec.failed_attempts = 0;
-            rec.first_failure_at_ms = None;
-            rec.recoveries = 0;
-            rec.cancel_requested = false;
-            tx.save_with(before, &mut rec, HistoryEvent::Restarted)?;
-            if rec.awaited_by_parent {
-                if let Some(pid) = rec.parent {
-                    if let Some(mut p) = tx.get(pid)? {
-                        if p.status == JobStatus::WaitingForChildren {
+            if !tx.reopen(rec)? {
+                return abort(StoreError::InvalidState {
+                    id,
+                    message: "partially failed, but none of its children failed or was cancelled: there is nothing to retry".to_string(),
+                });
+            }
+            // A parent that already finished without this job waits for it again, so that
+            // its outcome follows the retried child (a run can still end Succeeded).
+            let rec = tx.must_get(id)?;
+            if let (true, Some(pid)) = (rec.awaited_by_parent, rec.parent) {
+                if let Some(mut p) = tx.get(pid)? {
+                    let before = IndexKey::of(&p);
+                    match p.status {
+                        JobStatus::WaitingForChildren => {
                             p.pending_children += 1;
-                            tx.save(Some(IndexKey::of(&p)), &p)?;
+                            tx.save(Some(before), &p)?;
                         }
+                        JobStatus::Failed | JobStatus::PartiallyFailed
+                            if p.children.contains(&id) =>
+                        {
+                            tx.wait_again(before, &mut p, 1)?;
+                        }
+                        _ => {}
                     }
                 }
             }
             Ok(())
+        })?;
+        Ok(changed)
+    }
+
+    fn wake(&self, id: JobId, now: SystemTime) -> Result<Vec<Changed>, StoreError> {
+        let ((), changed) = self.transact(now, |tx| {
+            let Some(mut rec) = tx.get(id)? else {
+                return Ok(());
+            };
+            if rec.status != JobStatus::Waiting || rec.due_at_ms.is_some_and(|d| d <= tx.now_ms) {
+                return Ok(());
+            }
+            let before = IndexKey::of(&rec);
+            rec.due_at_ms = Some(tx.now_ms);
+            tx.save_with(Some(before), &mut rec, HistoryEvent::Woken)
         })?;
         Ok(changed)
     }

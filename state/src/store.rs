@@ -178,8 +178,11 @@ pub trait JobStore: Send + Sync + 'static {
     /// Cancels a job (at once unless Running: then at its next step boundary) and its
     /// non-terminal descendants. A terminal job is left alone (empty result).
     fn cancel(&self, id: JobId, now: SystemTime) -> Result<Vec<Changed>, StoreError>;
-    /// Restarts a Failed job from its last committed state.
+    /// Restarts a Failed or PartiallyFailed job from its last committed state (see
+    /// `Engine::retry` for parents and children).
     fn restart(&self, id: JobId, now: SystemTime) -> Result<Vec<Changed>, StoreError>;
+    /// Makes a Waiting job due now; any other job is left alone (empty result).
+    fn wake(&self, id: JobId, now: SystemTime) -> Result<Vec<Changed>, StoreError>;
     /// Crash recovery at open: every job left Running becomes runnable again, or Failed once
     /// it has been recovered more than `max_recoveries` times without progress.
     fn recover(&self, now: SystemTime, max_recoveries: u32) -> Result<Vec<Changed>, StoreError>;

@@ -350,6 +350,8 @@ pub enum HistoryEvent {
     },
     /// `retry()` restarted a failed job.
     Restarted,
+    /// `wake()` made a waiting job due before its time (what it waited for happened).
+    Woken,
 }
 
 /// One entry of a job's append-only history.

@@ -30,8 +30,11 @@ fn no_retry() -> RetryPolicy {
     }
 }
 
-/// A leaf job: succeeds, fails permanently, or waits once, depending on its state.
-struct Leaf;
+/// A leaf job: succeeds, fails permanently, or waits once, depending on its state. A `healed`
+/// leaf never fails (what was broken got fixed before a retry).
+struct Leaf {
+    healed: bool,
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 enum LeafState {
@@ -56,7 +59,9 @@ impl Workflow for Leaf {
                 state: LeafState::Start { wait: false, fail },
                 at: ctx.now + Duration::from_secs(3600),
             }),
-            LeafState::Start { fail: true, .. } => Err(StepError::permanent("leaf broke")),
+            LeafState::Start { fail: true, .. } if !self.healed => {
+                Err(StepError::permanent("leaf broke"))
+            }
             LeafState::Start { .. } | LeafState::Done => Ok(Transition::Complete {
                 state: LeafState::Done,
                 output: serde_json::json!(ctx.label),
@@ -121,7 +126,7 @@ impl Workflow for Parent {
 
 fn engine_with_kinds(dir: &std::path::Path, clock: &ManualClock) -> Engine {
     let engine = Engine::open(dir, opts(clock)).unwrap();
-    engine.register(Leaf, KindLimits::default());
+    engine.register(Leaf { healed: false }, KindLimits::default());
     engine.register(Parent, KindLimits::default());
     engine
 }
@@ -184,6 +189,149 @@ async fn partial_failure_is_never_success() {
         &h.event,
         HistoryEvent::PartiallyFailed { reason } if reason.contains("1 of 2")
     )));
+}
+
+#[tokio::test]
+async fn retrying_a_failed_child_reopens_its_finished_parent() {
+    let dir = common::test_dir();
+    let clock = ManualClock::auto_advancing(t0());
+    let engine = engine_with_kinds(dir.path(), &clock);
+    let id = engine
+        .submit::<Parent>(
+            ParentState::Spawn(vec![(false, false), (true, false)]),
+            SubmitOptions::default(),
+        )
+        .unwrap();
+    engine.run_until_idle().await.unwrap();
+    assert_eq!(
+        engine.job(id).unwrap().unwrap().status(),
+        JobStatus::PartiallyFailed
+    );
+    let children = engine.job(id).unwrap().unwrap().children;
+    let failed = children[1];
+    assert_eq!(
+        engine.job(failed).unwrap().unwrap().status(),
+        JobStatus::Failed
+    );
+
+    engine.register(Leaf { healed: true }, KindLimits::default());
+    engine.retry(failed).unwrap();
+    let parent = engine.job(id).unwrap().unwrap();
+    assert_eq!(parent.status(), JobStatus::WaitingForChildren, "reopened");
+    engine.run_until_idle().await.unwrap();
+    let parent = engine.job(id).unwrap().unwrap();
+    assert_eq!(parent.status(), JobStatus::Succeeded);
+    assert_eq!(
+        parent.output,
+        Some(serde_json::json!(["leaf-0=succeeded", "leaf-1=succeeded"]))
+    );
+    assert!(parent
+        .history
+        .iter()
+        .any(|h| h.event == HistoryEvent::Restarted));
+    // The child that had succeeded ran once.
+    let first = engine.job(children[0]).unwrap().unwrap();
+    assert!(!first
+        .history
+        .iter()
+        .any(|h| h.event == HistoryEvent::Restarted));
+    assert!(engine.retry(id).is_err(), "a succeeded job is not retried");
+}
+
+#[tokio::test]
+async fn retrying_a_parent_restarts_only_its_unsuccessful_children() {
+    let dir = common::test_dir();
+    let clock = ManualClock::auto_advancing(t0());
+    let engine = engine_with_kinds(dir.path(), &clock);
+    let id = engine
+        .submit::<Parent>(
+            ParentState::Spawn(vec![(true, false), (false, false), (true, false)]),
+            SubmitOptions::default(),
+        )
+        .unwrap();
+    engine.run_until_idle().await.unwrap();
+    assert_eq!(
+        engine.job(id).unwrap().unwrap().status(),
+        JobStatus::PartiallyFailed
+    );
+
+    // Still broken: the retried children fail again, and so does the parent's outcome.
+    engine.retry(id).unwrap();
+    engine.run_until_idle().await.unwrap();
+    let parent = engine.job(id).unwrap().unwrap();
+    assert_eq!(parent.status(), JobStatus::PartiallyFailed);
+
+    engine.register(Leaf { healed: true }, KindLimits::default());
+    engine.retry(id).unwrap();
+    engine.run_until_idle().await.unwrap();
+    let parent = engine.job(id).unwrap().unwrap();
+    assert_eq!(parent.status(), JobStatus::Succeeded);
+    let restarts = |child: JobId| {
+        engine
+            .job(child)
+            .unwrap()
+            .unwrap()
+            .history
+            .iter()
+            .filter(|h| h.event == HistoryEvent::Restarted)
+            .count()
+    };
+    assert_eq!(
+        parent
+            .children
+            .iter()
+            .map(|c| restarts(*c))
+            .collect::<Vec<_>>(),
+        vec![2, 0, 2]
+    );
+    assert!(engine.retry(id).is_err(), "nothing left to retry");
+}
+
+#[tokio::test]
+async fn a_woken_job_runs_before_its_planned_time() {
+    let dir = common::test_dir();
+    // A clock that never moves by itself: only the wake can make the leaf due.
+    let clock = ManualClock::new(t0());
+    let engine = engine_with_kinds(dir.path(), &clock);
+    let id = engine
+        .submit::<Leaf>(
+            LeafState::Start {
+                fail: false,
+                wait: true,
+            },
+            SubmitOptions::default(),
+        )
+        .unwrap();
+    let drive = {
+        let engine = engine.clone();
+        tokio::spawn(async move { engine.run(std::future::pending::<()>()).await })
+    };
+    let waiting = loop {
+        let v = engine.job(id).unwrap().unwrap();
+        if v.status() == JobStatus::Waiting {
+            break v;
+        }
+        tokio::task::yield_now().await;
+    };
+    assert!(!waiting
+        .history
+        .iter()
+        .any(|h| h.event == HistoryEvent::Woken));
+    engine.wake(id).unwrap();
+    let done = tokio::time::timeout(Duration::from_secs(30), engine.wait(id))
+        .await
+        .expect("the woken job ran")
+        .unwrap();
+    assert_eq!(done.status(), JobStatus::Succeeded);
+    assert!(done.history.iter().any(|h| h.event == HistoryEvent::Woken));
+    assert_eq!(clock.now(), t0(), "no virtual time passed");
+    // Waking a finished job changes nothing.
+    engine.wake(id).unwrap();
+    assert_eq!(
+        engine.job(id).unwrap().unwrap().history.len(),
+        done.history.len()
+    );
+    drive.abort();
 }
 
 #[tokio::test]

@@ -128,3 +128,59 @@ async fn backs_up_every_collection_through_faults() {
     );
     emu.shutdown().await;
 }
+
+/// The concurrency limit caps exports in flight on the platform, not only running steps: a
+/// collection waiting between two polls still holds its slot, so the emulator never has more
+/// than `concurrency` exports running at once, whatever the number of collections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn exports_in_flight_never_exceed_the_concurrency() {
+    const LIMIT: usize = 3;
+    let apps = test_apps("slots", 1, 2);
+    let emu = start(emulator_config(&apps, 9, 30)).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config_path = write_config(dir.path(), &emu.base_url(), &apps, LIMIT);
+    let config = setup::load(&config_path).expect("config loads");
+    let prepared = setup::prepare(&config).expect("prepare");
+    let service = prepared.open(Arc::new(NoProgress)).expect("open store");
+    let run = service
+        .submit_run(RunSelection {
+            envs: vec![],
+            collections: vec![],
+        })
+        .expect("submit");
+    service
+        .drive(&[run], std::future::pending::<()>())
+        .await
+        .expect("drive");
+    let report = service.report(run).expect("report");
+    assert_eq!(report.status, JobStatus::Succeeded, "{report:#?}");
+    assert_eq!(report.collections.len(), 18);
+
+    // On the platform's side: the most exports running at any instant (virtual time).
+    let mut edges = Vec::new();
+    for env in &apps[0].envs {
+        for job in emu.control().jobs(env).into_iter().filter(|j| j.export) {
+            let end = job.finished_at.expect("every export was seen to finish");
+            edges.push((job.created_at, 1i32));
+            edges.push((end, -1i32));
+        }
+    }
+    assert_eq!(edges.len(), 36, "one export per collection");
+    // Ends sort before starts at the same instant: a slot freed and taken at once is no overlap.
+    edges.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    let (mut running, mut most) = (0, 0);
+    for (_, d) in edges {
+        running += d;
+        most = most.max(running);
+    }
+    assert!(most as usize <= LIMIT, "{most} exports ran at once");
+    // And the limit was used: slots were saturated, so collections really waited for one.
+    assert_eq!(service.export_slots().high_water(), LIMIT);
+    assert_eq!(most as usize, LIMIT);
+    assert_eq!(
+        service.export_slots().in_flight(),
+        0,
+        "every slot given back"
+    );
+    emu.shutdown().await;
+}

@@ -23,6 +23,7 @@ use super::catalog_store::SnapshotCatalog;
 use super::errors::step_error;
 use super::progress::{ProgressEvent, Target};
 use super::settings::WorkflowDeps;
+use super::slots::ExportSlots;
 use super::state::{CollectionOutput, CollectionState, ExportRef, Phase, PollProgress, StoredFile};
 use super::unchanged;
 use crate::data_refs::DirGuard;
@@ -39,7 +40,13 @@ pub struct CollectionWorkflow {
     failed_exports: KvNamespace,
     /// Submits the off-site copies of a recorded snapshot (none when not set).
     copies: Option<CopySubmitter>,
+    /// Caps the exports in flight (none: no cap beyond the engine's step limits).
+    slots: Option<Arc<ExportSlots>>,
 }
+
+/// How long a job without an export slot waits before it looks again on its own; it is
+/// normally woken as soon as a slot frees up.
+const SLOT_RECHECK: Duration = Duration::from_secs(5);
 
 /// The engine kv namespace of [`CollectionWorkflow`]'s failed-export markers.
 pub const FAILED_EXPORTS_NAMESPACE: &str = "failed_exports";
@@ -51,7 +58,14 @@ impl CollectionWorkflow {
             catalog,
             failed_exports,
             copies: None,
+            slots: None,
         }
+    }
+
+    /// Caps the exports in flight through `slots` (see [`ExportSlots`]).
+    pub fn with_export_slots(mut self, slots: Arc<ExportSlots>) -> Self {
+        self.slots = Some(slots);
+        self
     }
 
     /// Submits copy jobs for each recorded snapshot through `copies`.
@@ -513,6 +527,23 @@ impl Workflow for CollectionWorkflow {
         ctx: StepContext,
         state: CollectionState,
     ) -> Result<Transition<CollectionState>, StepError> {
+        if let Some(slots) = &self.slots {
+            let appid = &state.spec.target.appid;
+            match &state.phase {
+                Phase::ExportCreated { .. } | Phase::Polling { .. } | Phase::Downloaded { .. } => {
+                    slots.hold(ctx.job_id, appid)
+                }
+                Phase::TokenAcquired { .. } if !slots.try_take(ctx.job_id, appid) => {
+                    self.phase_event(&ctx, &state.spec.target, "waiting_for_slot", None, None);
+                    return Ok(Transition::WaitUntil {
+                        at: ctx.now + SLOT_RECHECK,
+                        state,
+                    });
+                }
+                _ => {}
+            }
+        }
+        let creating = matches!(state.phase, Phase::TokenAcquired { .. });
         let _permit = match self.deps.clients.limit(&state.spec.target.appid) {
             Some(sem) => sem.acquire_owned().await.ok(),
             None => None,
@@ -547,6 +578,19 @@ impl Workflow for CollectionWorkflow {
                 })
             }
         };
+        if let Some(slots) = &self.slots {
+            // The slot goes back once the snapshot is recorded, when the job fails for good,
+            // and when creating the export failed (the job takes one again when it retries).
+            let done = match &result {
+                Ok(Transition::Next(s)) => matches!(s.phase, Phase::Recorded { .. }),
+                Ok(Transition::Complete { .. }) => true,
+                Ok(_) => false,
+                Err(e) => creating || !e.is_retryable(),
+            };
+            if done {
+                slots.release(ctx.job_id);
+            }
+        }
         if let Err(e) = &result {
             tracing::warn!(%target, job, error = %e.message(), retryable = e.is_retryable(), "step failed");
             self.deps.progress.report(ProgressEvent::Problem {

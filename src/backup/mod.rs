@@ -22,6 +22,7 @@ pub mod run;
 pub mod service;
 pub mod settings;
 pub mod setup;
+pub mod slots;
 pub mod state;
 pub mod unchanged;
 

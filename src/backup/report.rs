@@ -4,7 +4,7 @@
 use serde::Serialize;
 use tcb_state::{Engine, EngineError, JobId, JobStatus, JobView};
 
-use super::state::{CollectionOutput, CollectionState, Phase};
+use super::state::{CollectionOutput, CollectionSpec, CollectionState, Phase};
 
 /// Serialises a status as the CLI shows it (`succeeded`, `partially-failed`, ...).
 pub fn status_name<S: serde::Serializer>(status: &JobStatus, s: S) -> Result<S::Ok, S::Error> {
@@ -118,10 +118,44 @@ pub fn collection_row(view: &JobView) -> CollectionRow {
 /// The report of run `run`, reading every child's record.
 pub fn run_report(engine: &Engine, run: JobId) -> Result<RunReport, EngineError> {
     let view = engine.job(run)?.ok_or(EngineError::NotFound(run))?;
+    // The run's state lists its targets in the order its children were spawned: a child whose
+    // record is gone (quarantined as undecodable) is still reported, as failed.
+    let targets: Vec<CollectionSpec> = view
+        .state
+        .get("targets")
+        .cloned()
+        .and_then(|t| serde_json::from_value(t).ok())
+        .unwrap_or_default();
+    let quarantined = engine.quarantined()?;
     let mut rows = Vec::new();
-    for child in &view.children {
-        if let Some(cv) = engine.job(*child)? {
-            rows.push(collection_row(&cv));
+    for (i, child) in view.children.iter().enumerate() {
+        match engine.job(*child)? {
+            Some(cv) => rows.push(collection_row(&cv)),
+            None => {
+                let reason = quarantined
+                    .iter()
+                    .find(|q| q.id == *child)
+                    .map(|q| format!("job record quarantined: {}", q.reason))
+                    .unwrap_or_else(|| "job record missing from the state store".to_string());
+                let target = targets.get(i).map(|t| t.target.clone());
+                rows.push(CollectionRow {
+                    job: child.0,
+                    appid: target.as_ref().map(|t| t.appid.clone()).unwrap_or_default(),
+                    env: target.as_ref().map(|t| t.env.clone()).unwrap_or_default(),
+                    collection: target.map(|t| t.collection).unwrap_or_default(),
+                    status: JobStatus::Failed,
+                    phase: "unknown".to_string(),
+                    export_job_id: None,
+                    records: None,
+                    bytes: None,
+                    bytes_stored: None,
+                    snapshot_id: None,
+                    path: None,
+                    data_reused_from: None,
+                    seconds: 0.0,
+                    error: Some(reason),
+                });
+            }
         }
     }
     rows.sort_by(|a, b| (&a.appid, &a.env, &a.collection).cmp(&(&b.appid, &b.env, &b.collection)));

@@ -17,6 +17,7 @@ use super::progress::SharedProgress;
 use super::report::{run_report, RunReport};
 use super::run::RunWorkflow;
 use super::settings::{AppClients, WorkflowDeps, WorkflowSettings};
+use super::slots::ExportSlots;
 use super::state::{RunSelection, RunState};
 use crate::destination::copy::{CopyRecords, CopyWorkflow};
 use crate::destination::plan::{
@@ -38,6 +39,8 @@ pub struct BackupService {
     pub engine: Engine,
     pub catalog: SnapshotCatalog,
     deps: WorkflowDeps,
+    /// Exports in flight; kept across reconfigurations (the jobs holding them keep running).
+    export_slots: Arc<ExportSlots>,
 }
 
 /// How a drive ended.
@@ -62,10 +65,12 @@ impl BackupService {
     ) -> Result<Self, EngineError> {
         let engine = Engine::open(state_dir, options)?;
         let catalog = SnapshotCatalog::new(engine.kv(SnapshotCatalog::NAMESPACE));
+        let export_slots = ExportSlots::new(engine.downgrade(), concurrency.collections);
         let mut service = BackupService {
             engine,
             catalog,
             deps: WorkflowDeps::new(settings.clone(), clients.clone()),
+            export_slots,
         };
         service.reconfigure(settings, clients, plan, concurrency, progress);
         Ok(service)
@@ -83,6 +88,8 @@ impl BackupService {
         concurrency: Concurrency,
         progress: SharedProgress,
     ) {
+        self.export_slots
+            .set_limits(concurrency.collections, clients.limits());
         let mut deps = WorkflowDeps::new(settings, clients);
         deps.progress = progress;
         self.engine.register(
@@ -95,7 +102,8 @@ impl BackupService {
                 self.engine.downgrade(),
                 deps.settings.copies.plan.clone(),
                 deps.settings.destination.clone(),
-            )),
+            ))
+            .with_export_slots(self.export_slots.clone()),
             KindLimits::new(concurrency.collections),
         );
         self.engine.register(
@@ -265,6 +273,11 @@ impl BackupService {
             &self.deps.settings.copies.plan,
             &self.copy_records(),
         )
+    }
+
+    /// The exports in flight (benchmarks and tests read its high-water mark).
+    pub fn export_slots(&self) -> &ExportSlots {
+        &self.export_slots
     }
 
     /// The configured off-site destinations (empty before [`Self::open`] with real clients).

@@ -51,6 +51,7 @@ impl WorkflowSettings {
 pub struct AppClients {
     clients: HashMap<String, CloudBaseClient>,
     limits: HashMap<String, Arc<Semaphore>>,
+    max_concurrent: HashMap<String, usize>,
 }
 
 impl AppClients {
@@ -63,6 +64,7 @@ impl AppClients {
         if let Some(n) = max_concurrent {
             self.limits
                 .insert(appid.to_string(), Arc::new(Semaphore::new(n.max(1))));
+            self.max_concurrent.insert(appid.to_string(), n.max(1));
         }
     }
 
@@ -72,6 +74,11 @@ impl AppClients {
 
     pub fn limit(&self, appid: &str) -> Option<Arc<Semaphore>> {
         self.limits.get(appid).cloned()
+    }
+
+    /// Each limited app's limit (collections backed up at once).
+    pub fn limits(&self) -> HashMap<String, usize> {
+        self.max_concurrent.clone()
     }
 
     pub fn appids(&self) -> impl Iterator<Item = &String> {

@@ -769,32 +769,56 @@ async fn retry(g: &GlobalArgs, a: JobArg, out: Output) -> Result<ExitStatus, Cli
     let display = Arc::new(ProgressDisplay::new(ProgressMode::detect(out.is_json())));
     let (service, _) = open_service(&g.config, display.clone())?;
     service.engine.retry(id).map_err(engine_error)?;
-    out.message("retry", &serde_json::json!({ "job": id.0 }));
-    let outcome = service
-        .drive(&[id], interrupt_token().cancelled_owned())
-        .await
-        .map_err(engine_error)?;
-    display.finish_all();
-    let view = service
+    // Retrying a collection reopens its finished run, which then ends by the new outcome:
+    // drive that run to its end too, and report it.
+    let reopened = service
         .engine
         .job(id)
         .map_err(engine_error)?
-        .ok_or_else(|| CliError::error(format!("job {id} disappeared")))?;
+        .and_then(|v| v.summary.parent)
+        .map(|p| service.engine.job(p))
+        .transpose()
+        .map_err(engine_error)?
+        .flatten()
+        .filter(|p| !p.status().is_terminal())
+        .map(|p| p.id());
     out.message(
-        "result",
-        &serde_json::json!({ "job": id.0, "status": view.summary.status.as_str(), "error": view.summary.last_error }),
+        "retry",
+        &serde_json::json!({ "job": id.0, "reopened_run": reopened.map(|r| r.0) }),
     );
-    out.text(&format!(
-        "job {id}: {}{}",
-        view.summary.status,
-        view.summary
-            .last_error
-            .as_deref()
-            .filter(|_| view.summary.status != JobStatus::Succeeded)
-            .map(|e| format!(": {e}"))
-            .unwrap_or_default()
-    ));
-    Ok(match (outcome, view.summary.status) {
+    let mut until_done = vec![id];
+    until_done.extend(reopened);
+    let outcome = service
+        .drive(&until_done, interrupt_token().cancelled_owned())
+        .await
+        .map_err(engine_error)?;
+    display.finish_all();
+    let mut final_status = JobStatus::Succeeded;
+    for job in until_done {
+        let view = service
+            .engine
+            .job(job)
+            .map_err(engine_error)?
+            .ok_or_else(|| CliError::error(format!("job {job} disappeared")))?;
+        out.message(
+            "result",
+            &serde_json::json!({ "job": job.0, "status": view.summary.status.as_str(), "error": view.summary.last_error }),
+        );
+        out.text(&format!(
+            "{} {job}: {}{}",
+            if job == id { "job" } else { "its run" },
+            view.summary.status,
+            view.summary
+                .last_error
+                .as_deref()
+                .filter(|_| view.summary.status != JobStatus::Succeeded)
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default()
+        ));
+        // The run's outcome is the one that counts when it was reopened.
+        final_status = view.summary.status;
+    }
+    Ok(match (outcome, final_status) {
         (DriveOutcome::Interrupted, _) => ExitStatus::Interrupted,
         (_, JobStatus::Succeeded) => ExitStatus::Ok,
         (_, JobStatus::PartiallyFailed) => ExitStatus::PartialFailure,

@@ -34,6 +34,10 @@ pub struct JobSnapshot {
     pub record_success: u64,
     pub record_fail: u64,
     pub message: String,
+    /// Virtual seconds (the emulator's clock) when the job was created, and when it was seen
+    /// to end (by a status query); with these a test can tell how many ran at once.
+    pub created_at: f64,
+    pub finished_at: Option<f64>,
 }
 
 /// Drive a job by hand (reference §12.C.10: "or driven manually by the test").
@@ -374,6 +378,8 @@ impl EmulatorControl {
                     record_success: o.as_ref().map_or(0, |o| o.record_success),
                     record_fail: o.as_ref().map_or(0, |o| o.record_fail),
                     message: o.map(|o| o.message).unwrap_or_default(),
+                    created_at: j.created_at,
+                    finished_at: j.finished_at,
                 }
             })
             .collect()

@@ -1,0 +1,234 @@
+//! Export slots: how many exports may be in flight at once, from the `databasemigrateexport`
+//! call until the snapshot is recorded.
+//!
+//! The engine's kind limit caps *running steps*, but a collection between two polls runs no
+//! step: without slots, 100 collections would put 100 exports on the platform at once (which
+//! risks -501004, "concurrency exceeds env quota"). A job takes a slot before it creates its
+//! export and keeps it through polling, download and record; a job without one waits in its
+//! committed `TokenAcquired` state and is woken (`Engine::wake`) when a slot frees up.
+//!
+//! Slots are memory only, and rebuilt from the committed states: a job resumed past export
+//! creation (after a crash or a reload) holds its slot again at its next step, even over the
+//! limit, because its export exists already. A job that ends without releasing its slot
+//! (failed after its retries, cancelled) loses it the next time the slots are full.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tcb_state::{JobId, JobStatus, WeakEngine};
+
+/// The exports in flight, per app and in all, and the jobs waiting for a slot.
+pub struct ExportSlots {
+    engine: WeakEngine,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    global: usize,
+    per_app: HashMap<String, usize>,
+    /// Job → the app it belongs to.
+    held: HashMap<JobId, String>,
+    /// Jobs that found no free slot, first come first served.
+    waiting: VecDeque<(JobId, String)>,
+    high_water: usize,
+}
+
+impl Inner {
+    fn held_by(&self, appid: &str) -> usize {
+        self.held.values().filter(|a| *a == appid).count()
+    }
+
+    fn fits(&self, appid: &str) -> bool {
+        self.held.len() < self.global
+            && self
+                .per_app
+                .get(appid)
+                .is_none_or(|&max| self.held_by(appid) < max)
+    }
+}
+
+impl ExportSlots {
+    /// `global` exports in flight at most (per-app limits are set with [`Self::set_limits`]).
+    pub fn new(engine: WeakEngine, global: usize) -> Arc<Self> {
+        Arc::new(ExportSlots {
+            engine,
+            inner: Mutex::new(Inner {
+                global: global.max(1),
+                ..Inner::default()
+            }),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave the maps half-updated in a harmful way
+        // (each operation is a single insert or remove), so a poisoned lock is still usable.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sets the limits (a reload may change them); slots already held are kept.
+    pub fn set_limits(&self, global: usize, per_app: HashMap<String, usize>) {
+        let mut inner = self.lock();
+        inner.global = global.max(1);
+        inner.per_app = per_app.into_iter().map(|(a, n)| (a, n.max(1))).collect();
+    }
+
+    /// Takes a slot for `job` of `appid` (a job already holding one keeps it). False when none
+    /// is free: the job is queued and woken when one frees up.
+    pub fn try_take(&self, job: JobId, appid: &str) -> bool {
+        let mut inner = self.lock();
+        if inner.held.contains_key(&job) {
+            return true;
+        }
+        if !inner.fits(appid) {
+            self.drop_finished(&mut inner);
+        }
+        if inner.fits(appid) {
+            inner.waiting.retain(|(j, _)| *j != job);
+            inner.held.insert(job, appid.to_string());
+            inner.high_water = inner.high_water.max(inner.held.len());
+            true
+        } else {
+            if !inner.waiting.iter().any(|(j, _)| *j == job) {
+                inner.waiting.push_back((job, appid.to_string()));
+            }
+            false
+        }
+    }
+
+    /// Records that `job` has an export in flight (it was created before this process, or this
+    /// configuration, knew of it), whatever the limit.
+    pub fn hold(&self, job: JobId, appid: &str) {
+        let mut inner = self.lock();
+        if inner.held.insert(job, appid.to_string()).is_none() {
+            inner.high_water = inner.high_water.max(inner.held.len());
+        }
+    }
+
+    /// Gives `job`'s slot back and wakes the first waiting job that now fits.
+    pub fn release(&self, job: JobId) {
+        let mut inner = self.lock();
+        if inner.held.remove(&job).is_some() {
+            self.wake_next(&mut inner);
+        }
+    }
+
+    /// The most slots held at once since this process started (benchmarks and tests).
+    pub fn high_water(&self) -> usize {
+        self.lock().high_water
+    }
+
+    /// Slots held now.
+    pub fn in_flight(&self) -> usize {
+        self.lock().held.len()
+    }
+
+    fn wake_next(&self, inner: &mut Inner) {
+        let Some(pos) = inner.waiting.iter().position(|(_, app)| inner.fits(app)) else {
+            return;
+        };
+        let Some((job, _)) = inner.waiting.remove(pos) else {
+            return;
+        };
+        if let Some(engine) = self.engine.upgrade() {
+            // A wake that cannot be committed only delays the job to its fallback re-check.
+            if let Err(e) = engine.wake(job) {
+                tracing::warn!(%job, error = %e, "cannot wake a job waiting for an export slot");
+            }
+        }
+    }
+
+    /// Drops the slots of jobs that ended without releasing them (failed after their retries,
+    /// cancelled, removed), as the store says.
+    fn drop_finished(&self, inner: &mut Inner) {
+        let Some(engine) = self.engine.upgrade() else {
+            return;
+        };
+        inner.held.retain(|job, _| match engine.job(*job) {
+            Ok(Some(v)) => !v.status().is_terminal(),
+            Ok(None) => false,
+            // Unknown: keep it (erring on fewer exports in flight).
+            Err(_) => true,
+        });
+        inner.waiting.retain(
+            |(job, _)| matches!(engine.job(*job), Ok(Some(v)) if v.status() == JobStatus::Waiting),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tcb_state::{Engine, EngineOptions};
+
+    fn engine() -> (tempfile::TempDir, Engine) {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(&dir.path().join("state"), EngineOptions::default()).unwrap();
+        (dir, engine)
+    }
+
+    #[test]
+    fn global_and_per_app_limits_hold_and_a_release_frees_a_slot() {
+        let (_dir, engine) = engine();
+        let slots = ExportSlots::new(engine.downgrade(), 3);
+        slots.set_limits(3, HashMap::from([("a".to_string(), 2)]));
+        assert!(slots.try_take(JobId(1), "a"));
+        assert!(slots.try_take(JobId(1), "a"), "a holder keeps its slot");
+        assert!(slots.try_take(JobId(2), "a"));
+        assert!(!slots.try_take(JobId(3), "a"), "app a is at its limit");
+        assert!(slots.try_take(JobId(4), "b"));
+        assert!(
+            !slots.try_take(JobId(5), "b"),
+            "the global limit is reached"
+        );
+        assert_eq!(slots.in_flight(), 3);
+        slots.release(JobId(1));
+        assert!(slots.try_take(JobId(3), "a"));
+        assert!(!slots.try_take(JobId(5), "b"));
+        assert_eq!(slots.high_water(), 3);
+    }
+
+    #[test]
+    fn a_resumed_export_holds_its_slot_over_the_limit() {
+        let (_dir, engine) = engine();
+        let slots = ExportSlots::new(engine.downgrade(), 1);
+        // Jobs unknown to the store count as finished when the slots are full: use real ones.
+        let ids: Vec<JobId> = (0..2)
+            .map(|i| {
+                engine
+                    .submit_raw(
+                        "backup.collection",
+                        1,
+                        serde_json::json!({}),
+                        tcb_state::SubmitOptions::label(format!("c{i}")),
+                    )
+                    .unwrap()
+            })
+            .collect();
+        assert!(slots.try_take(ids[0], "a"));
+        slots.hold(ids[1], "a");
+        assert_eq!(slots.in_flight(), 2);
+        assert!(!slots.try_take(JobId(99), "a"));
+    }
+
+    #[test]
+    fn slots_of_jobs_that_ended_elsewhere_are_reclaimed_when_full() {
+        let (_dir, engine) = engine();
+        let slots = ExportSlots::new(engine.downgrade(), 1);
+        let job = engine
+            .submit_raw(
+                "backup.collection",
+                1,
+                serde_json::json!({}),
+                tcb_state::SubmitOptions::label("c"),
+            )
+            .unwrap();
+        assert!(slots.try_take(job, "a"));
+        assert!(!slots.try_take(JobId(7), "a"), "the job is still active");
+        engine.cancel(job).unwrap();
+        assert!(
+            slots.try_take(JobId(7), "a"),
+            "a cancelled job's slot is reclaimed"
+        );
+    }
+}

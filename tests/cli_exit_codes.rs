@@ -159,6 +159,31 @@ async fn partial_failure_exits_3_and_success_exits_0() {
         .to_string();
     let retry = run(&["--json", "retry", &failed_job], &config).await;
     assert_eq!(retry.status.code(), Some(0), "{}", describe(&retry));
+    // The retry reopened the partially failed run, which now ends Succeeded.
+    let lines = json_lines(&retry);
+    let run_id = lines
+        .iter()
+        .find(|l| l["message_type"] == "retry")
+        .and_then(|l| l["reopened_run"].as_u64())
+        .expect("the run was reopened");
+    let results: Vec<(u64, &str)> = lines
+        .iter()
+        .filter(|l| l["message_type"] == "result")
+        .map(|l| {
+            (
+                l["job"].as_u64().unwrap_or(0),
+                l["status"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(results.last(), Some(&(run_id, "succeeded")), "{lines:?}");
+    let jobs = run(&["--json", "jobs"], &config).await;
+    let open: Value = serde_json::from_slice(&jobs.stdout).expect("one JSON document");
+    assert_eq!(
+        open,
+        serde_json::json!([]),
+        "nothing failed or active is left"
+    );
 
     let snaps = run(&["--json", "snapshots"], &config).await;
     assert_eq!(snaps.status.code(), Some(0), "{}", describe(&snaps));

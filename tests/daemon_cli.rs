@@ -289,7 +289,11 @@ time_zone = "UTC"
     );
     let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(shown["snapshot"]["id"], first.as_str());
-    assert_eq!(shown["job"]["summary"]["status"], "Succeeded");
+    assert_eq!(shown["job"]["status"], "succeeded");
+    assert!(
+        shown["job"]["history"][0]["event"] == "submitted",
+        "history in words: {shown}"
+    );
     // Commands that write are still refused (exit 11: store locked).
     let backup = tokio::process::Command::new(BIN)
         .arg("--config")

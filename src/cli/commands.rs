@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
-use tcb_state::{Engine, EngineError, JobFilter, JobId, JobStatus, JobView};
+use tcb_state::{Engine, EngineError, JobFilter, JobId, JobStatus};
 use tokio_util::sync::CancellationToken;
 
-use crate::backup::catalog_store::{SnapshotCatalog, SnapshotRecord};
-use crate::backup::listing::{annotate, status_of, SnapshotListing, SnapshotStatus};
+use crate::backup::catalog_store::SnapshotCatalog;
+use crate::backup::listing::{annotate, status_of, SnapshotListing};
 use crate::backup::report::{collection_row, RunReport};
 use crate::backup::service::{BackupService, DriveOutcome};
 use crate::backup::setup::{self, Prepared, SetupError};
@@ -24,6 +24,7 @@ use super::args::{
 use super::exit::{CliError, ExitStatus};
 use super::output::Output;
 use super::progress::{ProgressDisplay, ProgressMode};
+use super::show::{self, rfc3339, JobDocument, ShowOutput};
 use super::table::{human_bytes, human_duration, Table};
 
 pub async fn dispatch(cli: Cli, out: Output) -> Result<ExitStatus, CliError> {
@@ -518,44 +519,6 @@ pub(crate) fn print_snapshots(
     }
 }
 
-#[derive(Serialize)]
-struct ShowOutput {
-    snapshot: Option<SnapshotRecord>,
-    /// Copies and verification times of `snapshot`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    snapshot_status: Option<SnapshotStatus>,
-    job: Option<JobView>,
-}
-
-/// `show`'s lines about a snapshot's data file sharing, copies and verification.
-pub(crate) fn print_snapshot_status(s: &SnapshotRecord, status: &SnapshotStatus, out: &Output) {
-    if let Some(owner) = &s.manifest().data_reused_from {
-        out.text(&format!(
-            "  unchanged since the previous snapshot: shares the data file of {owner}"
-        ));
-    }
-    out.text(&format!(
-        "  copies {}
-  last verified {}  data read {}
-  last test restore {}",
-        status.copies_text(),
-        status.verified_text(),
-        status
-            .last_data_verified_at
-            .map(|t| listing_time(Some(t)))
-            .unwrap_or_else(|| "-".to_string()),
-        status.test_restored_text()
-    ));
-}
-
-fn listing_time(t: Option<time::OffsetDateTime>) -> String {
-    SnapshotStatus {
-        last_verified_at: t,
-        ..SnapshotStatus::default()
-    }
-    .verified_text()
-}
-
 fn show(g: &GlobalArgs, a: ShowArgs, out: Output) -> Result<ExitStatus, CliError> {
     // While the daemon holds the store, ask it instead.
     let engine = match open_existing_store(g) {
@@ -603,58 +566,11 @@ fn show(g: &GlobalArgs, a: ShowArgs, out: Output) -> Result<ExitStatus, CliError
     let result = ShowOutput {
         snapshot,
         snapshot_status,
-        job,
+        job: job.as_ref().map(JobDocument::from),
     };
     out.document(&result);
     if !out.is_json() {
-        if let Some(s) = &result.snapshot {
-            let m = s.manifest();
-            out.text(&format!("snapshot {}", s.id()));
-            out.text(&format!(
-                "  app {}  env {}  collection {}\n  export job {}  records {}  size {} (stored {})\n  sha256 {}\n  time {}\n  data {}\n  manifest {}",
-                m.appid,
-                m.env,
-                m.collection,
-                m.export_job_id,
-                m.records,
-                human_bytes(m.bytes_raw),
-                human_bytes(m.bytes_stored),
-                m.sha256_raw,
-                s.time_text(),
-                s.entry.data_path.display(),
-                s.entry.manifest_path.display()
-            ));
-            if let Some(status) = &result.snapshot_status {
-                print_snapshot_status(s, status, &out);
-            }
-        }
-        if let Some(v) = &result.job {
-            out.text(&format!(
-                "job {} ({}) {}: {}",
-                v.summary.id, v.summary.kind, v.summary.label, v.summary.status
-            ));
-            if let Some(e) = &v.summary.last_error {
-                out.text(&format!("  last error: {e}"));
-            }
-            if v.summary.kind == "backup.collection" {
-                out.text(&format!("  phase: {}", collection_row(v).phase));
-            }
-            if !v.children.is_empty() {
-                out.text(&format!("  {} child job(s)", v.children.len()));
-            }
-            out.text("  history:");
-            for h in &v.history {
-                let at = time::OffsetDateTime::from(h.at);
-                out.text(&format!(
-                    "    {:>3} {} {:<20} {}",
-                    h.seq,
-                    at.format(&time::format_description::well_known::Rfc3339)
-                        .unwrap_or_default(),
-                    h.status.to_string(),
-                    serde_json::to_string(&h.event).unwrap_or_default()
-                ));
-            }
-        }
+        show::print(&result, &out);
     }
     Ok(ExitStatus::Ok)
 }
@@ -673,12 +589,6 @@ struct JobLine {
     updated_at: String,
     attempt: u32,
     last_error: Option<String>,
-}
-
-fn rfc3339(t: std::time::SystemTime) -> String {
-    time::OffsetDateTime::from(t)
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }
 
 impl From<&tcb_state::JobSummary> for JobLine {

@@ -6,14 +6,12 @@ use std::net::SocketAddr;
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
-use tcb_state::JobView;
-
 use super::args::{GlobalArgs, JobsArgs, ShowArgs, SnapshotsArgs};
 use super::exit::{CliError, ExitStatus};
 use super::output::Output;
-use super::table::human_bytes;
-use crate::backup::catalog_store::SnapshotRecord;
+use super::show::{JobDocument, ShowOutput};
 use crate::backup::setup;
+use crate::catalog::CatalogEntry;
 use crate::daemon::backup::{run_from_config, signals, DaemonStartError, RunOptions};
 use crate::daemon::client::{block_on, DaemonClient, DaemonClientError};
 use crate::daemon::settings::{self, ScheduleSpec};
@@ -216,12 +214,6 @@ pub fn remote_jobs(
     Ok(ExitStatus::Ok)
 }
 
-#[derive(Serialize)]
-struct RemoteShow {
-    snapshot: Option<SnapshotRecord>,
-    job: Option<JobView>,
-}
-
 /// `show` answered by the daemon: a job id, or a snapshot id / export job id.
 pub fn remote_show(
     g: &GlobalArgs,
@@ -236,20 +228,25 @@ pub fn remote_show(
             Ok(n) => client.job(n).await?,
             Err(_) => None,
         };
-        let catalog: Vec<SnapshotRecord> = client
-            .snapshots(None, None)
-            .await?
-            .into_iter()
-            .map(|l| l.record)
-            .collect();
+        let catalog = client.snapshots(None, None).await?;
         let snapshot = match &job {
-            Some(v) => catalog.into_iter().find(|s| s.job == Some(v.summary.id.0)),
-            None => catalog
+            Some(v) => catalog
                 .into_iter()
-                .find(|s| s.id() == query || s.manifest().export_job_id.to_string() == query),
+                .find(|l| l.record.job == Some(v.summary.id.0)),
+            None => {
+                // The same look-up as the local `show`: full id, unique prefix or export job id.
+                let entries: Vec<CatalogEntry> =
+                    catalog.iter().map(|l| l.record.entry.clone()).collect();
+                let found = crate::catalog::find(&entries, &query)
+                    .ok()
+                    .map(|e| e.id.clone());
+                catalog
+                    .into_iter()
+                    .find(|l| Some(l.record.id()) == found.as_deref())
+            }
         };
         let job = match (&job, &snapshot) {
-            (None, Some(s)) => match s.job {
+            (None, Some(l)) => match l.record.job {
                 Some(j) => client.job(j).await?,
                 None => None,
             },
@@ -264,40 +261,18 @@ pub fn remote_show(
             a.id
         )));
     }
-    let result = RemoteShow { snapshot, job };
+    let (snapshot, snapshot_status) = match snapshot {
+        Some(l) => (Some(l.record), Some(l.status)),
+        None => (None, None),
+    };
+    let result = ShowOutput {
+        snapshot,
+        snapshot_status,
+        job: job.as_ref().map(JobDocument::from),
+    };
     out.document(&result);
     if !out.is_json() {
-        if let Some(s) = &result.snapshot {
-            let m = s.manifest();
-            out.text(&format!(
-                "snapshot {}\n  app {}  env {}  collection {}\n  export job {}  records {}  size {} (stored {})\n  sha256 {}\n  time {}\n  data {}",
-                s.id(),
-                m.appid,
-                m.env,
-                m.collection,
-                m.export_job_id,
-                m.records,
-                human_bytes(m.bytes_raw),
-                human_bytes(m.bytes_stored),
-                m.sha256_raw,
-                s.time_text(),
-                s.entry.data_path.display(),
-            ));
-        }
-        if let Some(v) = &result.job {
-            out.text(&format!(
-                "job {} ({}) {}: {}",
-                v.summary.id, v.summary.kind, v.summary.label, v.summary.status
-            ));
-            if let Some(e) = &v.summary.last_error {
-                out.text(&format!("  last error: {e}"));
-            }
-            out.text(&format!(
-                "  {} history entries, {} child job(s)",
-                v.history.len(),
-                v.children.len()
-            ));
-        }
+        super::show::print(&result, &out);
         out.text("(from the running daemon)");
     }
     Ok(ExitStatus::Ok)

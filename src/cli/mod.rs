@@ -14,6 +14,7 @@ pub mod logging;
 pub mod output;
 pub mod progress;
 pub mod restore_cmds;
+pub mod show;
 pub mod table;
 
 pub use args::Cli;

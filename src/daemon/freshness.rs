@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use super::scheduler::to_ms;
+use super::scheduler::{from_ms, to_ms};
 use super::settings::ScheduleSpec;
 
 /// What is known about one collection's backups.
@@ -59,19 +59,22 @@ pub struct Freshness {
     pub stale: bool,
 }
 
-/// The time between the next two fires of a schedule after `now` (the interval a healthy
-/// backup is expected to keep).
-pub fn expected_interval(spec: &ScheduleSpec, now: SystemTime) -> Option<Duration> {
-    let ts = jiff::Timestamp::try_from(now).ok()?;
+/// The first fire of `spec` after `t` (when the next backup is due) and the gap from it to the
+/// fire after it (the interval the schedule keeps from then on).
+pub fn next_due(spec: &ScheduleSpec, t: SystemTime) -> Option<(SystemTime, Duration)> {
+    let ts = jiff::Timestamp::try_from(t).ok()?;
     let fires = spec.schedule.upcoming(ts, 2);
-    let (a, b) = (fires.first()?, fires.get(1)?);
-    let gap = b.timestamp().duration_since(a.timestamp());
-    Duration::try_from(gap).ok()
+    let (a, b) = (fires.first()?.timestamp(), fires.get(1)?.timestamp());
+    let gap = Duration::try_from(b.duration_since(a)).ok()?;
+    Some((from_ms(a.as_millisecond()), gap))
 }
 
-/// Judges every collection: stale when its last success is older than `stale_factor` times the
-/// expected interval (or it never succeeded and has been due for longer than that since
-/// `since`, typically the daemon's start).
+/// Judges every collection against the schedules that cover it. The next backup was due at the
+/// first fire after its last success (or after `since`, typically the daemon's start, when it
+/// never succeeded); it is stale once that fire is `stale_factor - 1` intervals overdue. So a
+/// daily 02:00 schedule with the default factor 1.5 turns stale at 14:00 the day after the last
+/// success, and a weekday schedule does not turn stale over the weekend (the Friday backup's
+/// next due fire is Monday's).
 pub fn assess(
     rows: Vec<CollectionStatus>,
     specs: &[ScheduleSpec],
@@ -79,29 +82,24 @@ pub fn assess(
     since: SystemTime,
     stale_factor: f64,
 ) -> Vec<Freshness> {
+    let grace = (stale_factor - 1.0).max(0.0);
     rows.into_iter()
         .map(|status| {
+            let from = status.last_success.unwrap_or(since);
+            // The schedule whose next fire comes first is the one that judges it.
             let best = specs
                 .iter()
                 .filter(|s| s.covers(&status.env, &status.collection))
-                .filter_map(|s| expected_interval(s, now).map(|i| (s, i)))
-                .min_by_key(|(_, i)| *i);
+                .filter_map(|s| next_due(s, from).map(|d| (s, d)))
+                .min_by_key(|(_, (due, _))| *due);
             let age = status
                 .last_success
                 .map(|t| now.duration_since(t).unwrap_or(Duration::ZERO));
-            let stale = match best {
-                None => false,
-                Some((_, interval)) => {
-                    let limit = interval.mul_f64(stale_factor);
-                    match age {
-                        Some(age) => age > limit,
-                        None => now.duration_since(since).unwrap_or(Duration::ZERO) > limit,
-                    }
-                }
-            };
+            let stale =
+                best.is_some_and(|(_, (due, interval))| now > due + interval.mul_f64(grace));
             Freshness {
                 schedule: best.map(|(s, _)| s.name.clone()),
-                expected_interval: best.map(|(_, i)| i),
+                expected_interval: best.map(|(_, (_, i))| i),
                 age,
                 stale,
                 status,
@@ -132,5 +130,68 @@ pub fn human_duration(d: Duration) -> String {
         60..=3599 => format!("{}m {}s", s / 60, s % 60),
         3600..=86_399 => format!("{}h {}m", s / 3600, (s % 3600) / 60),
         _ => format!("{}d {}h", s / 86_400, (s % 86_400) / 3600),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::daemon::settings::{OverlapPolicy, ScheduleTask};
+    use crate::schedule::Schedule;
+
+    fn at(s: &str) -> SystemTime {
+        let ts: jiff::Timestamp = s.parse().unwrap();
+        from_ms(ts.as_millisecond())
+    }
+
+    fn spec(cron: &str) -> ScheduleSpec {
+        ScheduleSpec {
+            name: "s".into(),
+            schedule: Schedule::new(cron, None).unwrap(),
+            task: ScheduleTask::Backup,
+            envs: vec![],
+            collections: vec![],
+            overlap: OverlapPolicy::Skip,
+            jitter: Duration::ZERO,
+            catch_up_window: Duration::from_secs(3600),
+        }
+    }
+
+    fn stale(cron: &str, last_success: &str, now: &str) -> bool {
+        let row = CollectionStatus {
+            env: "prod".into(),
+            collection: "orders".into(),
+            last_success: Some(at(last_success)),
+            ..CollectionStatus::default()
+        };
+        let since = at("2026-11-01T00:00:00+08:00");
+        assess(vec![row], &[spec(cron)], at(now), since, 1.5)[0].stale
+    }
+
+    #[test]
+    fn a_weekday_schedule_is_not_stale_over_the_weekend() {
+        // 2026-12-04 is a Friday; 02:00 Beijing time, Monday to Friday.
+        let cron = "0 0 2 * * 1-5 *";
+        let friday = "2026-12-04T02:05:00+08:00";
+        assert!(
+            !stale(cron, friday, "2026-12-05T20:00:00+08:00"),
+            "Saturday"
+        );
+        assert!(
+            !stale(cron, friday, "2026-12-07T13:59:00+08:00"),
+            "Monday morning"
+        );
+        assert!(
+            stale(cron, friday, "2026-12-07T14:01:00+08:00"),
+            "Monday's run is overdue"
+        );
+    }
+
+    #[test]
+    fn a_daily_schedule_turns_stale_half_a_day_after_a_missed_fire() {
+        let cron = "0 0 2 * * * *";
+        let last = "2026-12-04T02:05:00+08:00";
+        assert!(!stale(cron, last, "2026-12-05T13:59:00+08:00"));
+        assert!(stale(cron, last, "2026-12-05T14:01:00+08:00"));
     }
 }

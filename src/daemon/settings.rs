@@ -9,7 +9,7 @@
 //! overlap = "skip"                    # or "queue": what a fire does while the last run is active
 //! jitter = "0s"                       # random start delay, at most this much
 //! shutdown_grace = "60s"              # SIGTERM: how long running steps get to finish
-//! stale_factor = 1.5                  # stale = last success older than factor x interval
+//! stale_factor = 1.5                  # stale = the next fire after the last success is 0.5 x interval overdue
 //!
 //! [daemon.alerts]
 //! webhook_url_env = "TCB_ALERT_WEBHOOK"  # or webhook_url = "..." (the URL often holds a key)

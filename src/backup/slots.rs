@@ -167,24 +167,34 @@ mod tests {
         (dir, engine)
     }
 
+    /// A real (active) job: slots of jobs unknown to the store count as finished when full.
+    fn job(engine: &Engine) -> JobId {
+        engine
+            .submit_raw(
+                "backup.collection",
+                1,
+                serde_json::json!({}),
+                tcb_state::SubmitOptions::default(),
+            )
+            .unwrap()
+    }
+
     #[test]
     fn global_and_per_app_limits_hold_and_a_release_frees_a_slot() {
         let (_dir, engine) = engine();
         let slots = ExportSlots::new(engine.downgrade(), 3);
         slots.set_limits(3, HashMap::from([("a".to_string(), 2)]));
-        assert!(slots.try_take(JobId(1), "a"));
-        assert!(slots.try_take(JobId(1), "a"), "a holder keeps its slot");
-        assert!(slots.try_take(JobId(2), "a"));
-        assert!(!slots.try_take(JobId(3), "a"), "app a is at its limit");
-        assert!(slots.try_take(JobId(4), "b"));
-        assert!(
-            !slots.try_take(JobId(5), "b"),
-            "the global limit is reached"
-        );
+        let j: Vec<JobId> = (0..5).map(|_| job(&engine)).collect();
+        assert!(slots.try_take(j[0], "a"));
+        assert!(slots.try_take(j[0], "a"), "a holder keeps its slot");
+        assert!(slots.try_take(j[1], "a"));
+        assert!(!slots.try_take(j[2], "a"), "app a is at its limit");
+        assert!(slots.try_take(j[3], "b"));
+        assert!(!slots.try_take(j[4], "b"), "the global limit is reached");
         assert_eq!(slots.in_flight(), 3);
-        slots.release(JobId(1));
-        assert!(slots.try_take(JobId(3), "a"));
-        assert!(!slots.try_take(JobId(5), "b"));
+        slots.release(j[0]);
+        assert!(slots.try_take(j[2], "a"));
+        assert!(!slots.try_take(j[4], "b"));
         assert_eq!(slots.high_water(), 3);
     }
 
@@ -192,19 +202,7 @@ mod tests {
     fn a_resumed_export_holds_its_slot_over_the_limit() {
         let (_dir, engine) = engine();
         let slots = ExportSlots::new(engine.downgrade(), 1);
-        // Jobs unknown to the store count as finished when the slots are full: use real ones.
-        let ids: Vec<JobId> = (0..2)
-            .map(|i| {
-                engine
-                    .submit_raw(
-                        "backup.collection",
-                        1,
-                        serde_json::json!({}),
-                        tcb_state::SubmitOptions::label(format!("c{i}")),
-                    )
-                    .unwrap()
-            })
-            .collect();
+        let ids = [job(&engine), job(&engine)];
         assert!(slots.try_take(ids[0], "a"));
         slots.hold(ids[1], "a");
         assert_eq!(slots.in_flight(), 2);

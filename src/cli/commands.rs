@@ -703,7 +703,8 @@ async fn retry(g: &GlobalArgs, a: JobArg, out: Output) -> Result<ExitStatus, Cli
         .await
         .map_err(engine_error)?;
     display.finish_all();
-    let mut final_status = JobStatus::Succeeded;
+    // The exit code is the retried job's; the reopened run's outcome is reported beside it.
+    let mut final_status = JobStatus::Failed;
     for job in until_done {
         let view = service
             .engine
@@ -725,8 +726,9 @@ async fn retry(g: &GlobalArgs, a: JobArg, out: Output) -> Result<ExitStatus, Cli
                 .map(|e| format!(": {e}"))
                 .unwrap_or_default()
         ));
-        // The run's outcome is the one that counts when it was reopened.
-        final_status = view.summary.status;
+        if job == id {
+            final_status = view.summary.status;
+        }
     }
     Ok(match (outcome, final_status) {
         (DriveOutcome::Interrupted, _) => ExitStatus::Interrupted,

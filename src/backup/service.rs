@@ -161,29 +161,7 @@ impl BackupService {
         until_done: &[JobId],
         interrupt: impl Future<Output = ()>,
     ) -> Result<DriveOutcome, EngineError> {
-        let interrupted = Arc::new(AtomicBool::new(false));
-        let flag = interrupted.clone();
-        let engine = self.engine.clone();
-        let jobs = until_done.to_vec();
-        let stop = async move {
-            let all_done = async {
-                for job in &jobs {
-                    if let Err(e) = engine.wait(*job).await {
-                        tracing::warn!(%job, error = %e, "cannot wait for job");
-                    }
-                }
-            };
-            tokio::select! {
-                () = interrupt => flag.store(true, Ordering::SeqCst),
-                () = all_done => {}
-            }
-        };
-        self.engine.run(stop).await?;
-        Ok(if interrupted.load(Ordering::SeqCst) {
-            DriveOutcome::Interrupted
-        } else {
-            DriveOutcome::Idle
-        })
+        self.drive_until(until_done, false, interrupt).await
     }
 
     /// Like [`Self::drive`], then keeps the runner going until no copy job needs it now
@@ -192,6 +170,15 @@ impl BackupService {
     pub async fn drive_with_copies(
         &self,
         until_done: &[JobId],
+        interrupt: impl Future<Output = ()>,
+    ) -> Result<DriveOutcome, EngineError> {
+        self.drive_until(until_done, true, interrupt).await
+    }
+
+    async fn drive_until(
+        &self,
+        until_done: &[JobId],
+        copies_too: bool,
         interrupt: impl Future<Output = ()>,
     ) -> Result<DriveOutcome, EngineError> {
         let interrupted = Arc::new(AtomicBool::new(false));
@@ -205,23 +192,8 @@ impl BackupService {
                         tracing::warn!(%job, error = %e, "cannot wait for job");
                     }
                 }
-                // Subscribe before each look, so no change between the look and the wait
-                // is missed.
-                loop {
-                    let mut events = engine.subscribe();
-                    match copies_settled(&engine) {
-                        Ok(true) => break,
-                        Ok(false) => {}
-                        Err(e) => {
-                            tracing::warn!(error = %e, "cannot list copy jobs");
-                            break;
-                        }
-                    }
-                    if let Err(tokio::sync::broadcast::error::RecvError::Closed) =
-                        events.recv().await
-                    {
-                        break;
-                    }
+                if copies_too {
+                    wait_for_copies(&engine).await;
                 }
             };
             tokio::select! {
@@ -328,4 +300,23 @@ fn describe(selection: &RunSelection) -> String {
         selection.collections.join(",")
     };
     format!("backup {envs}: {cols}")
+}
+
+/// Returns once no copy job needs the runner now (see [`copies_settled`]).
+async fn wait_for_copies(engine: &Engine) {
+    // Subscribe before each look, so no change between the look and the wait is missed.
+    loop {
+        let mut events = engine.subscribe();
+        match copies_settled(engine) {
+            Ok(true) => return,
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list copy jobs");
+                return;
+            }
+        }
+        if let Err(tokio::sync::broadcast::error::RecvError::Closed) = events.recv().await {
+            return;
+        }
+    }
 }

@@ -24,7 +24,7 @@ use super::args::{
 use super::exit::{CliError, ExitStatus};
 use super::output::Output;
 use super::progress::{ProgressDisplay, ProgressMode};
-use super::show::{self, rfc3339, JobDocument, ShowOutput};
+use super::show::{self, JobDocument, JobLine, ShowOutput};
 use super::table::{human_bytes, human_duration, Table};
 
 pub async fn dispatch(cli: Cli, out: Output) -> Result<ExitStatus, CliError> {
@@ -576,36 +576,6 @@ fn show(g: &GlobalArgs, a: ShowArgs, out: Output) -> Result<ExitStatus, CliError
 }
 
 // ---------------------------------------------------------------- jobs / retry / cancel
-
-/// One job in `jobs --json`.
-#[derive(Serialize)]
-struct JobLine {
-    id: u64,
-    kind: String,
-    label: String,
-    status: &'static str,
-    parent: Option<u64>,
-    created_at: String,
-    updated_at: String,
-    attempt: u32,
-    last_error: Option<String>,
-}
-
-impl From<&tcb_state::JobSummary> for JobLine {
-    fn from(s: &tcb_state::JobSummary) -> Self {
-        JobLine {
-            id: s.id.0,
-            kind: s.kind.clone(),
-            label: s.label.clone(),
-            status: s.status.as_str(),
-            parent: s.parent.map(|p| p.0),
-            created_at: rfc3339(s.created_at),
-            updated_at: rfc3339(s.updated_at),
-            attempt: s.attempt,
-            last_error: s.last_error.clone(),
-        }
-    }
-}
 
 fn jobs(g: &GlobalArgs, a: JobsArgs, out: Output) -> Result<ExitStatus, CliError> {
     // While the daemon holds the store, ask it instead.

@@ -6,7 +6,7 @@
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
-use tcb_state::{HistoryEntry, HistoryEvent, JobView};
+use tcb_state::{HistoryEntry, HistoryEvent, JobSummary, JobView};
 
 use super::output::Output;
 use super::table::human_bytes;
@@ -24,9 +24,9 @@ pub struct ShowOutput {
     pub job: Option<JobDocument>,
 }
 
-/// A job as `show --json` prints it.
+/// One job in `jobs --json`, and the head of a job in `show --json`.
 #[derive(Serialize)]
-pub struct JobDocument {
+pub struct JobLine {
     pub id: u64,
     pub kind: String,
     pub label: String,
@@ -36,6 +36,29 @@ pub struct JobDocument {
     pub updated_at: String,
     pub attempt: u32,
     pub last_error: Option<String>,
+}
+
+impl From<&JobSummary> for JobLine {
+    fn from(s: &JobSummary) -> Self {
+        JobLine {
+            id: s.id.0,
+            kind: s.kind.clone(),
+            label: s.label.clone(),
+            status: s.status.as_str(),
+            parent: s.parent.map(|p| p.0),
+            created_at: rfc3339(s.created_at),
+            updated_at: rfc3339(s.updated_at),
+            attempt: s.attempt,
+            last_error: s.last_error.clone(),
+        }
+    }
+}
+
+/// A job as `show --json` prints it.
+#[derive(Serialize)]
+pub struct JobDocument {
+    #[serde(flatten)]
+    pub job: JobLine,
     /// For a collection job: the phase it reached (`recorded` when done).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub phase: Option<String>,
@@ -57,7 +80,7 @@ pub struct HistoryLine {
     pub detail: HistoryEvent,
 }
 
-pub fn rfc3339(t: SystemTime) -> String {
+fn rfc3339(t: SystemTime) -> String {
     time::OffsetDateTime::from(t)
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
@@ -65,18 +88,9 @@ pub fn rfc3339(t: SystemTime) -> String {
 
 impl From<&JobView> for JobDocument {
     fn from(v: &JobView) -> Self {
-        let s = &v.summary;
         JobDocument {
-            id: s.id.0,
-            kind: s.kind.clone(),
-            label: s.label.clone(),
-            status: s.status.as_str(),
-            parent: s.parent.map(|p| p.0),
-            created_at: rfc3339(s.created_at),
-            updated_at: rfc3339(s.updated_at),
-            attempt: s.attempt,
-            last_error: s.last_error.clone(),
-            phase: (s.kind == "backup.collection").then(|| collection_row(v).phase),
+            job: JobLine::from(&v.summary),
+            phase: (v.summary.kind == "backup.collection").then(|| collection_row(v).phase),
             state: v.state.clone(),
             output: v.output.clone(),
             children: v.children.iter().map(|c| c.0).collect(),
@@ -156,9 +170,9 @@ pub fn print(result: &ShowOutput, out: &Output) {
     if let Some(j) = &result.job {
         out.text(&format!(
             "job {} ({}) {}: {}",
-            j.id, j.kind, j.label, j.status
+            j.job.id, j.job.kind, j.job.label, j.job.status
         ));
-        if let Some(e) = &j.last_error {
+        if let Some(e) = &j.job.last_error {
             out.text(&format!("  last error: {e}"));
         }
         if let Some(phase) = &j.phase {

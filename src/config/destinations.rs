@@ -288,10 +288,26 @@ impl Checker {
         })
     }
 
-    /// Keys that `kind` does not use are refused (a typo or a copy-paste from another kind).
-    fn foreign_keys(&mut self, loc: &str, kind: &str, present: &[(&str, bool)]) {
-        for (key, is_set) in present {
-            if *is_set {
+    /// Keys of another kind are refused (a typo or a copy-paste from another kind): every
+    /// kind-specific key that is set and not in `uses`.
+    fn foreign_keys(&mut self, loc: &str, kind: &str, raw: &RawCopyDestination, uses: &[&str]) {
+        let set = [
+            ("path", raw.path.is_some()),
+            ("bucket", raw.bucket.is_some()),
+            ("prefix", raw.prefix.is_some()),
+            ("endpoint", raw.endpoint.is_some()),
+            ("region", raw.region.is_some()),
+            ("access_key_id_env", raw.access_key_id_env.is_some()),
+            ("access_key_id_file", raw.access_key_id_file.is_some()),
+            ("secret_access_key_env", raw.secret_access_key_env.is_some()),
+            (
+                "secret_access_key_file",
+                raw.secret_access_key_file.is_some(),
+            ),
+            ("allow_http", raw.allow_http.is_some()),
+        ];
+        for (key, is_set) in set {
+            if is_set && !uses.contains(&key) {
                 self.problem(
                     &join(loc, key),
                     format!("is not a key of a {kind} destination"),
@@ -307,24 +323,7 @@ impl Checker {
         base: &Path,
         root: &Path,
     ) -> Option<CopyDestinationKind> {
-        self.foreign_keys(
-            loc,
-            "local",
-            &[
-                ("bucket", raw.bucket.is_some()),
-                ("prefix", raw.prefix.is_some()),
-                ("endpoint", raw.endpoint.is_some()),
-                ("region", raw.region.is_some()),
-                ("access_key_id_env", raw.access_key_id_env.is_some()),
-                ("access_key_id_file", raw.access_key_id_file.is_some()),
-                ("secret_access_key_env", raw.secret_access_key_env.is_some()),
-                (
-                    "secret_access_key_file",
-                    raw.secret_access_key_file.is_some(),
-                ),
-                ("allow_http", raw.allow_http.is_some()),
-            ],
-        );
+        self.foreign_keys(loc, "local", raw, &["path"]);
         let path = match raw.path.as_deref() {
             None | Some("") => {
                 self.problem(
@@ -398,7 +397,22 @@ impl Checker {
         raw: &RawCopyDestination,
         base: &Path,
     ) -> Option<CopyDestinationKind> {
-        self.foreign_keys(loc, "s3", &[("path", raw.path.is_some())]);
+        self.foreign_keys(
+            loc,
+            "s3",
+            raw,
+            &[
+                "bucket",
+                "prefix",
+                "endpoint",
+                "region",
+                "access_key_id_env",
+                "access_key_id_file",
+                "secret_access_key_env",
+                "secret_access_key_file",
+                "allow_http",
+            ],
+        );
         let bucket = raw.bucket.clone().unwrap_or_default();
         if bucket.is_empty() {
             self.problem(&join(loc, "bucket"), "missing: the bucket name");
@@ -480,24 +494,7 @@ impl Checker {
         loc: &str,
         raw: &RawCopyDestination,
     ) -> Option<CopyDestinationKind> {
-        self.foreign_keys(
-            loc,
-            "cloudbase",
-            &[
-                ("path", raw.path.is_some()),
-                ("bucket", raw.bucket.is_some()),
-                ("endpoint", raw.endpoint.is_some()),
-                ("region", raw.region.is_some()),
-                ("access_key_id_env", raw.access_key_id_env.is_some()),
-                ("access_key_id_file", raw.access_key_id_file.is_some()),
-                ("secret_access_key_env", raw.secret_access_key_env.is_some()),
-                (
-                    "secret_access_key_file",
-                    raw.secret_access_key_file.is_some(),
-                ),
-                ("allow_http", raw.allow_http.is_some()),
-            ],
-        );
+        self.foreign_keys(loc, "cloudbase", raw, &["prefix"]);
         let prefix = raw
             .prefix
             .clone()

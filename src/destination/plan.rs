@@ -184,22 +184,31 @@ impl CopySubmitter {
     }
 }
 
-/// The copy jobs that are not finished, by (snapshot id, destination).
-fn active_copy_jobs(
+/// A copy job's (snapshot id, destination name).
+type CopyKey = (String, String);
+
+/// The copy jobs (only the unfinished ones with `active_only`) that `wanted` keeps, each with
+/// the snapshot and destination it copies, in id order.
+fn copy_jobs(
     engine: &Engine,
-) -> Result<HashMap<(String, String), tcb_state::JobSummary>, String> {
+    active_only: bool,
+    wanted: impl Fn(&tcb_state::JobSummary) -> bool,
+) -> Result<Vec<(CopyKey, tcb_state::JobSummary)>, String> {
     let filter = JobFilter {
         kind: Some(CopyWorkflow::KIND_NAME.to_string()),
-        active_only: true,
+        active_only,
         ..JobFilter::default()
     };
-    let mut out = HashMap::new();
+    let mut out = Vec::new();
     for summary in engine.list(&filter).map_err(|e| e.to_string())? {
+        if !wanted(&summary) {
+            continue;
+        }
         let Some(view) = engine.job(summary.id).map_err(|e| e.to_string())? else {
             continue;
         };
         if let Ok(state) = serde_json::from_value::<CopyState>(view.state) {
-            out.insert((state.snapshot_id, state.destination), summary);
+            out.push(((state.snapshot_id, state.destination), summary));
         }
     }
     Ok(out)
@@ -213,7 +222,7 @@ fn backing_off(job: &tcb_state::JobSummary, now: SystemTime) -> bool {
 /// What [`catch_up`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct CatchUp {
-    /// Copies waiting out a back-off that were restarted now.
+    /// Copies waiting out a back-off that were woken to try now.
     pub restarted: usize,
     /// Copies submitted because none was recorded or pending (failed earlier, or the snapshot
     /// predates the destination).
@@ -221,9 +230,9 @@ pub struct CatchUp {
 }
 
 /// At the start of a run: every snapshot in `entries` should have a copy at each destination
-/// of its env. A copy that is recorded is left alone; one waiting out a back-off is restarted
-/// now (its job cancelled and a fresh one submitted); a missing one (its job failed, or the
-/// snapshot is older than the destination) is submitted.
+/// of its env. A copy that is recorded is left alone; one waiting out a back-off is tried now
+/// (its job woken); a missing one (its job failed, or the snapshot is older than the
+/// destination) is submitted.
 pub fn catch_up(
     engine: &Engine,
     entries: &[CatalogEntry],
@@ -236,7 +245,7 @@ pub fn catch_up(
         return Ok(done);
     }
     let now = engine.clock().now();
-    let active = active_copy_jobs(engine)?;
+    let active: HashMap<_, _> = copy_jobs(engine, true, |_| true)?.into_iter().collect();
     for entry in entries {
         // A snapshot whose files are gone cannot be copied; `check` reports it.
         if !entry.data_path.is_file() || !entry.manifest_path.is_file() {
@@ -251,11 +260,13 @@ pub fn catch_up(
                 continue;
             }
             match active.get(&(entry.id.clone(), d.clone())) {
-                Some(job) if backing_off(job, now) => {
-                    engine.cancel(job.id).map_err(|e| e.to_string())?;
-                    done.restarted += 1;
+                Some(job) => {
+                    if backing_off(job, now) {
+                        engine.wake(job.id).map_err(|e| e.to_string())?;
+                        done.restarted += 1;
+                    }
+                    continue;
                 }
-                Some(_) => continue,
                 None => done.submitted += 1,
             }
             let state = CopyState::new(entry, root, &d)?;
@@ -280,6 +291,7 @@ pub fn copies_settled(engine: &Engine) -> Result<bool, String> {
         active_only: true,
         ..JobFilter::default()
     };
+    // Summaries only: this runs after every event while a backup waits for its copies.
     Ok(engine
         .list(&filter)
         .map_err(|e| e.to_string())?
@@ -328,27 +340,12 @@ pub fn copy_lines(
     if plan.is_empty() || entries.is_empty() {
         return Ok(Vec::new());
     }
-    // The newest job per (snapshot, destination) that did not succeed.
-    let filter = JobFilter {
-        kind: Some(CopyWorkflow::KIND_NAME.to_string()),
-        ..JobFilter::default()
-    };
-    let mut latest: BTreeMap<(String, String), tcb_state::JobSummary> = BTreeMap::new();
-    for summary in engine.list(&filter).map_err(|e| e.to_string())? {
-        if summary.status == JobStatus::Succeeded {
-            continue;
-        }
-        let Some(view) = engine.job(summary.id).map_err(|e| e.to_string())? else {
-            continue;
-        };
-        let Ok(state) = serde_json::from_value::<CopyState>(view.state) else {
-            continue;
-        };
-        let key = (state.snapshot_id, state.destination);
-        if latest.get(&key).is_none_or(|j| j.id.0 < summary.id.0) {
-            latest.insert(key, summary);
-        }
-    }
+    // The newest job per (snapshot, destination) that did not succeed (jobs come in id
+    // order, so a later one replaces an earlier one).
+    let latest: BTreeMap<CopyKey, tcb_state::JobSummary> =
+        copy_jobs(engine, false, |j| j.status != JobStatus::Succeeded)?
+            .into_iter()
+            .collect();
     let mut out = Vec::new();
     for entry in entries {
         for d in plan.for_env(entry.env()) {

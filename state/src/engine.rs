@@ -282,9 +282,10 @@ impl Engine {
         Ok(())
     }
 
-    /// Makes a Waiting job due now instead of at its planned time: a workflow that waits for
-    /// something another job frees (a slot, a lock) is woken when it is freed. A job that is not
-    /// Waiting is left alone. Its step runs again with the state it waited in.
+    /// Makes a job due now instead of at its planned time: one that waits for something another
+    /// job frees (a slot) is woken when it is freed, and one waiting out a retry's back-off is
+    /// tried at once (its attempt count is kept). Its step runs again with the state it waited
+    /// in. A job that is not waiting for a later time is left alone.
     pub fn wake(&self, id: JobId) -> Result<(), EngineError> {
         let changed = self.inner.store.wake(id, self.inner.clock.now())?;
         if !changed.is_empty() {

@@ -1029,7 +1029,8 @@ impl JobStore for SledJobStore {
             let Some(mut rec) = tx.get(id)? else {
                 return Ok(());
             };
-            if rec.status != JobStatus::Waiting || rec.due_at_ms.is_some_and(|d| d <= tx.now_ms) {
+            // Waiting (between steps) or Queued for later (a retry's back-off).
+            if !is_runnable(rec.status) || rec.due_at_ms.is_none_or(|d| d <= tx.now_ms) {
                 return Ok(());
             }
             let before = IndexKey::of(&rec);

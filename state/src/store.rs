@@ -181,7 +181,8 @@ pub trait JobStore: Send + Sync + 'static {
     /// Restarts a Failed or PartiallyFailed job from its last committed state (see
     /// `Engine::retry` for parents and children).
     fn restart(&self, id: JobId, now: SystemTime) -> Result<Vec<Changed>, StoreError>;
-    /// Makes a Waiting job due now; any other job is left alone (empty result).
+    /// Makes a job due now that waits for a later time (Waiting, or Queued out a retry's
+    /// back-off); any other job is left alone (empty result).
     fn wake(&self, id: JobId, now: SystemTime) -> Result<Vec<Changed>, StoreError>;
     /// Crash recovery at open: every job left Running becomes runnable again, or Failed once
     /// it has been recovered more than `max_recoveries` times without progress.

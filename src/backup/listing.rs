@@ -49,6 +49,11 @@ impl SnapshotStatus {
         outcome_text(self.last_verified_at, self.last_verify_ok)
     }
 
+    /// When the data was last read and counted (that check passed), or `-`.
+    pub fn data_read_text(&self) -> String {
+        outcome_text(self.last_data_verified_at, None)
+    }
+
     pub fn test_restored_text(&self) -> String {
         outcome_text(self.last_test_restored_at, self.last_test_restore_ok)
     }

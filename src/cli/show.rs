@@ -198,19 +198,11 @@ fn print_snapshot_status(s: &SnapshotRecord, status: &SnapshotStatus, out: &Outp
             "  unchanged since the previous snapshot: shares the data file of {owner}"
         ));
     }
-    let data_read = SnapshotStatus {
-        last_verified_at: status.last_data_verified_at,
-        ..SnapshotStatus::default()
-    };
     out.text(&format!(
         "  copies {}\n  last verified {}  data read {}\n  last test restore {}",
         status.copies_text(),
         status.verified_text(),
-        if status.last_data_verified_at.is_some() {
-            data_read.verified_text()
-        } else {
-            "-".to_string()
-        },
+        status.data_read_text(),
         status.test_restored_text()
     ));
 }

@@ -489,3 +489,92 @@ async fn an_unchanged_export_shares_the_previous_data_file() {
     // (The restored collection was backed up too, in its own directory.)
     assert_eq!(data_files(&root.join(&env).join(&collection)).len(), 1);
 }
+
+/// The daemon catches up on copies before each scheduled backup, not only when it starts: a
+/// destination added to the configuration gets the snapshots that already exist when the next
+/// scheduled backup fires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_backup_catches_up_on_copies() {
+    use std::sync::Mutex;
+    use tcb_backup::daemon::backup::TaskLauncher;
+    use tcb_backup::daemon::scheduler::{Fire, Launcher};
+    use tcb_backup::daemon::settings::{OverlapPolicy, ScheduleSpec, ScheduleTask};
+    use tcb_backup::destination::copy::CopyWorkflow;
+    use tcb_state::JobFilter;
+
+    let apps = test_apps("dcu", 1, 1);
+    let emu = start(emulator_config(&apps, 2, 10)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &emu.base_url(), &apps, 2);
+    let first = backup(&config).await;
+    assert!(first.copies.is_empty(), "no destination yet");
+    let nas = dir.path().join("nas");
+    append(
+        &config,
+        &format!(
+            "\n[[destinations]]\nname = \"nas\"\nkind = \"local\"\npath = \"{}\"\n",
+            nas.display()
+        ),
+    );
+
+    let loaded = setup::load(&config).expect("config loads");
+    let prepared = setup::prepare(&loaded).expect("prepare");
+    let service = prepared.open(Arc::new(NoProgress)).expect("open store");
+    let copy_jobs = |engine: &Engine| {
+        engine
+            .list(&JobFilter {
+                kind: Some(CopyWorkflow::KIND_NAME.to_string()),
+                ..JobFilter::default()
+            })
+            .unwrap()
+            .len()
+    };
+    assert_eq!(copy_jobs(&service.engine), 0);
+    let launcher = TaskLauncher {
+        service: Some(Arc::new(Mutex::new(service.clone()))),
+    };
+    let spec = ScheduleSpec {
+        name: "nightly".into(),
+        schedule: tcb_backup::schedule::Schedule::new("0 0 2 * * * *", None).unwrap(),
+        task: ScheduleTask::Backup,
+        envs: vec![],
+        collections: vec![],
+        overlap: OverlapPolicy::Skip,
+        jitter: Duration::ZERO,
+        catch_up_window: Duration::from_secs(3600),
+    };
+    let now = service.engine.clock().now();
+    let fire = Fire {
+        schedule: "nightly".into(),
+        nominal: now,
+        start_at: now,
+        dedupe_key: "nightly@test".into(),
+        label: "nightly".into(),
+    };
+    let run = launcher
+        .launch(&service.engine, &spec, &fire)
+        .expect("launch");
+    assert_eq!(
+        copy_jobs(&service.engine),
+        2,
+        "one copy per existing snapshot, submitted before the run"
+    );
+    service
+        .drive_with_copies(&[run], std::future::pending::<()>())
+        .await
+        .expect("drive");
+    let (entries, copies) = store_view_open(&service);
+    assert_eq!(entries, 4, "two runs of two collections");
+    assert_eq!(
+        copies, 4,
+        "every snapshot, old and new, has its copy at nas"
+    );
+    emu.shutdown().await;
+}
+
+/// Catalog entries and copy records of an open service.
+fn store_view_open(service: &tcb_backup::backup::service::BackupService) -> (usize, usize) {
+    let entries = service.catalog.list(None, None).unwrap().len();
+    let copies = service.copy_records().all().unwrap().len();
+    (entries, copies)
+}

@@ -160,6 +160,7 @@ async fn scheduled_check_and_forget() {
         clients: Arc::new(apps),
         identity_file: None,
         destinations: Default::default(),
+        copy_policies: Vec::new(),
     };
     engine.register(maintenance.clone(), KindLimits::new(1));
 
@@ -213,7 +214,7 @@ async fn scheduled_check_and_forget() {
     .unwrap()
     .with_retry_delay(Duration::ZERO);
     let daemon = Daemon {
-        scheduler: Scheduler::new(engine.clone(), specs, TaskLauncher),
+        scheduler: Scheduler::new(engine.clone(), specs, TaskLauncher::default()),
         status: status.clone(),
         notifier: Some(notifier),
         reporter: Arc::new(TaskReporter),

@@ -158,3 +158,103 @@ async fn forget_verifies_plans_and_prunes() {
     let err = forget(&entries[1..3], &records, &empty, &mut hooks, now).unwrap_err();
     assert!(err.contains("no retention rule"), "{err}");
 }
+
+/// A destination's own retention (what `forget` and the daemon's scheduled forget apply after
+/// the local policy): the copies it forgets are deleted there and their records dropped, the
+/// local snapshots stay, and a copy at a destination that cannot be reached is kept with an
+/// error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_retention_deletes_only_its_own_copies() {
+    use std::sync::Arc;
+    use tcb_backup::destination::copy::{CopyRecord, CopyRecords, Destinations};
+    use tcb_backup::destination::local::LocalDir;
+    use tcb_backup::destination::{key_for, Destination};
+    use tcb_backup::retention::forget::{CatalogHooks, RemoteCopies};
+
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("snapshots");
+    let mut entries = Vec::new();
+    for (job, day) in [(1u64, 1u8), (2, 2), (3, 3)] {
+        let at = datetime!(2026-12-01 02:00 UTC).replace_day(day).unwrap();
+        entries.push(store(&root, "orders", job, at).await);
+    }
+    let engine = Engine::open(&dir.path().join("state"), EngineOptions::default()).unwrap();
+    let records = CopyRecords::new(engine.kv(CopyRecords::NAMESPACE));
+    let nas_dir = dir.path().join("nas");
+    let nas: Arc<dyn Destination> = Arc::new(LocalDir::new("nas", &nas_dir));
+    for e in &entries {
+        for dest in ["nas", "offsite"] {
+            let data = nas
+                .put_file(&key_for(&root, &e.data_path).unwrap(), &e.data_path)
+                .await
+                .unwrap();
+            let manifest = nas
+                .put_file(&key_for(&root, &e.manifest_path).unwrap(), &e.manifest_path)
+                .await
+                .unwrap();
+            records
+                .put(&CopyRecord {
+                    snapshot_id: e.id.clone(),
+                    destination: dest.into(),
+                    data,
+                    manifest,
+                })
+                .unwrap();
+        }
+    }
+    let mut destinations = Destinations::new();
+    destinations.insert(nas.clone());
+    let hooks = CatalogHooks::new(
+        &engine,
+        Some(RemoteCopies {
+            destinations,
+            runtime: tokio::runtime::Handle::current(),
+        }),
+    );
+    let keep_one = RetentionPolicy {
+        keep_last: 1,
+        min_keep: 1,
+        ..RetentionPolicy::default()
+    };
+    let policies = vec![
+        ("nas".to_string(), keep_one.clone()),
+        ("offsite".to_string(), keep_one),
+    ];
+    let verification = VerificationStore::new(engine.kv(VerificationStore::NAMESPACE));
+    let (_, checked) = tcb_backup::retention::forget::verify_unverified(
+        &entries,
+        &verification,
+        false,
+        datetime!(2026-12-05 00:00 UTC),
+    )
+    .unwrap();
+    let local: Vec<_> = entries
+        .iter()
+        .map(|e| (e.data_path.clone(), e.manifest_path.clone()))
+        .collect();
+    let out = tokio::task::spawn_blocking(move || {
+        hooks.forget_copies(&policies, &entries, &checked, true)
+    })
+    .await
+    .unwrap();
+
+    let nas_out = &out[0];
+    assert_eq!(nas_out.destination, "nas");
+    assert_eq!(nas_out.deleted, vec!["prod/orders/2", "prod/orders/1"]);
+    assert!(nas_out.errors.is_empty(), "{:?}", nas_out.errors);
+    for job in [1, 2] {
+        let id = format!("prod/orders/{job}");
+        assert!(records.get(&id, "nas").unwrap().is_none(), "{id} at nas");
+    }
+    let newest = records.get("prod/orders/3", "nas").unwrap().expect("kept");
+    assert!(nas_dir.join(&newest.data.key).is_file());
+    // "offsite" is not reachable from these hooks: its copies stay recorded, with errors.
+    let offsite = &out[1];
+    assert!(offsite.deleted.is_empty());
+    assert_eq!(offsite.errors.len(), 2, "{:?}", offsite.errors);
+    assert!(records.get("prod/orders/1", "offsite").unwrap().is_some());
+    // The local snapshots are untouched.
+    for (data, manifest) in &local {
+        assert!(data.is_file() && manifest.is_file(), "{}", data.display());
+    }
+}

@@ -17,17 +17,15 @@ use crate::backup::setup::Prepared;
 use crate::catalog::CatalogEntry;
 use crate::client::ConflictMode;
 use crate::config::CopyDestinationKind;
-use crate::destination::copy::{delete_copy, CopyRecords, Destinations};
+use crate::destination::copy::Destinations;
 use crate::destination::plan::{build_destinations, CopyPlan};
 use crate::restore::workflow::probe_target;
 use crate::restore::{ImportOutcome, RestorePlan, RestoreRequest, RestoreWorkflow};
 use crate::retention::forget::{
-    destination_plan, forget, verify_unverified, CatalogHooks, ForgetOptions, ForgetReport,
-    RemoteCopies,
+    forget, kept_entries, verify_unverified, CatalogHooks, DestinationForget, ForgetOptions,
+    ForgetReport, RemoteCopies,
 };
-use crate::retention::{
-    parse_duration, PolicyError, RetentionPlan, RetentionPolicy, DEFAULT_MIN_KEEP,
-};
+use crate::retention::{parse_duration, PolicyError, RetentionPolicy, DEFAULT_MIN_KEEP};
 use crate::verify::check::record_report;
 use crate::verify::test_restore::run_test_restore_with_identity;
 use crate::verify::{check_entries_with, CheckOptions, DataRead, VerificationStore};
@@ -514,12 +512,7 @@ pub async fn forget_cmd(
         min_keep: a.keep_min,
     };
     let config = crate::backup::setup::load(&g.config).map_err(setup_error)?;
-    let plan = CopyPlan::from_config(&config);
-    let destination_policies: Vec<(String, RetentionPolicy)> = plan
-        .destinations
-        .iter()
-        .filter_map(|d| d.retention.clone().map(|p| (d.name.clone(), p)))
-        .collect();
+    let destination_policies = CopyPlan::from_config(&config).retention_policies();
     // Without rules on the command line, only the destinations' own policies apply.
     let local = match policy.validate() {
         Ok(()) => true,
@@ -541,13 +534,11 @@ pub async fn forget_cmd(
         prune: a.prune,
         dry_run: a.dry_run,
     };
-    let copies = CopyRecords::new(engine.kv(CopyRecords::NAMESPACE));
-    let runtime = tokio::runtime::Handle::current();
     let mut hooks = CatalogHooks::new(
         &engine,
         Some(RemoteCopies {
-            destinations: destinations.clone(),
-            runtime: runtime.clone(),
+            destinations,
+            runtime: tokio::runtime::Handle::current(),
         }),
     );
     let (report, destination_reports) = tokio::task::spawn_blocking(move || {
@@ -564,39 +555,13 @@ pub async fn forget_cmd(
             };
             (report, records)
         };
-        let forgotten: std::collections::HashSet<&str> =
-            report.removed.iter().map(|(id, _)| id.as_str()).collect();
-        let remaining: Vec<CatalogEntry> = entries
-            .iter()
-            .filter(|e| !forgotten.contains(e.id.as_str()))
-            .cloned()
-            .collect();
-        let mut per_destination = Vec::new();
-        for (name, policy) in &destination_policies {
-            let has_copy = |e: &CatalogEntry| copies.get(&e.id, name).ok().flatten().is_some();
-            let plan = destination_plan(policy, &remaining, has_copy, &records);
-            let mut done = DestinationForget {
-                destination: name.clone(),
-                plan,
-                deleted: Vec::new(),
-                errors: Vec::new(),
-            };
-            if opts.prune && !opts.dry_run {
-                let ids: Vec<String> = done.plan.forget_ids().map(String::from).collect();
-                for id in ids {
-                    let result = match copies.get(&id, name) {
-                        Ok(Some(r)) => runtime.block_on(delete_copy(&destinations, &copies, &r)),
-                        Ok(None) => Ok(()),
-                        Err(e) => Err(e.to_string()),
-                    };
-                    match result {
-                        Ok(()) => done.deleted.push(id),
-                        Err(e) => done.errors.push(format!("{id}: {e}")),
-                    }
-                }
-            }
-            per_destination.push(done);
-        }
+        let kept = kept_entries(&entries, &report);
+        let per_destination = hooks.forget_copies(
+            &destination_policies,
+            &kept,
+            &records,
+            opts.prune && !opts.dry_run,
+        );
         Ok::<_, String>((report, per_destination))
     })
     .await
@@ -649,16 +614,6 @@ pub async fn forget_cmd(
         )));
     }
     Ok(ExitStatus::Ok)
-}
-
-/// What `forget` did with one destination's copies.
-#[derive(Debug, Serialize)]
-struct DestinationForget {
-    destination: String,
-    plan: RetentionPlan,
-    /// Snapshots whose copy here was deleted.
-    deleted: Vec<String>,
-    errors: Vec<String>,
 }
 
 fn print_destination_forget(d: &DestinationForget, out: &Output) {

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
 use tcb_state::{Engine, EngineError, JobFilter, JobId, JobStatus, KindLimits, SubmitOptions};
@@ -41,8 +41,14 @@ pub const RUN_KIND: &str = "backup.run";
 pub const COLLECTION_KIND: &str = "backup.collection";
 
 /// Submits what a fire asks for: a `backup.run` for a backup schedule, a
-/// `daemon.maintenance` job for a check or forget schedule.
-pub struct TaskLauncher;
+/// `daemon.maintenance` job for a check or forget schedule. Before a backup it catches up on
+/// copies (`BackupService::catch_up_copies`: copies that gave up are submitted again, those
+/// backing off are tried now), as `tcb-backup backup` does; the service is the one the
+/// reloads reconfigure, so the copy plan is always the current one.
+#[derive(Clone, Default)]
+pub struct TaskLauncher {
+    pub service: Option<Arc<Mutex<BackupService>>>,
+}
 
 impl Launcher for TaskLauncher {
     fn launch(
@@ -61,15 +67,37 @@ impl Launcher for TaskLauncher {
             Some(task) => {
                 engine.submit::<MaintenanceWorkflow>(MaintenanceState::Start(task), options)
             }
-            None => engine.submit::<RunWorkflow>(
-                RunState::Start {
-                    selection: RunSelection {
-                        envs: spec.envs.clone(),
-                        collections: spec.collections.clone(),
+            None => {
+                self.catch_up_copies();
+                engine.submit::<RunWorkflow>(
+                    RunState::Start {
+                        selection: RunSelection {
+                            envs: spec.envs.clone(),
+                            collections: spec.collections.clone(),
+                        },
                     },
-                },
-                options,
+                    options,
+                )
+            }
+        }
+    }
+}
+
+impl TaskLauncher {
+    /// Catches up on copies through the shared service (nothing without one).
+    pub fn catch_up_copies(&self) {
+        let Some(service) = &self.service else {
+            return;
+        };
+        let service = service.lock().unwrap_or_else(|p| p.into_inner());
+        match service.catch_up_copies() {
+            Ok(c) if c == Default::default() => {}
+            Ok(c) => tracing::info!(
+                restarted = c.restarted,
+                submitted = c.submitted,
+                "copies caught up"
             ),
+            Err(e) => tracing::warn!(error = %e, "cannot catch up on copies"),
         }
     }
 }
@@ -397,6 +425,8 @@ fn register_daemon_workflows(
                 .as_ref()
                 .and_then(|e| e.identity_file.clone()),
             destinations: service.destinations().clone(),
+            copy_policies: crate::destination::plan::CopyPlan::from_config(config)
+                .retention_policies(),
         },
         // One check or forget at a time: they read or delete the same files.
         KindLimits::new(1),
@@ -410,7 +440,8 @@ fn register_daemon_workflows(
 /// runs use the new ones (jobs resume from their committed state).
 pub struct Reconfigurer {
     path: PathBuf,
-    service: BackupService,
+    /// Shared with the [`TaskLauncher`].
+    service: Arc<Mutex<BackupService>>,
     status: Arc<BackupStatus>,
     counters: Arc<Counters>,
     current: Config,
@@ -423,6 +454,8 @@ impl Reconfigurer {
     /// error says what was wrong.
     pub fn reload(&mut self) -> Result<DaemonSettings, String> {
         let (config, settings) = load_settings(&self.path)?;
+        let shared = self.service.clone();
+        let mut service = shared.lock().unwrap_or_else(|p| p.into_inner());
         if config.state_dir != self.current.state_dir {
             return Err(format!(
                 "state_dir changed from {} to {}: a running daemon cannot move its state store; restart it instead",
@@ -441,7 +474,7 @@ impl Reconfigurer {
         // their running jobs can finish; new runs no longer select them.
         for app in &self.current.apps {
             if clients.get(&app.appid).is_none() {
-                if let Some(old) = self.service.clients().get(&app.appid) {
+                if let Some(old) = service.clients().get(&app.appid) {
                     tracing::info!(appid = %app.appid, "app removed from the configuration; its running jobs finish, no new runs");
                     clients.insert(&app.appid, old.clone(), Some(app.concurrency.max(1)));
                 }
@@ -463,14 +496,15 @@ impl Reconfigurer {
         if settings.shutdown_grace != self.settings.shutdown_grace {
             tracing::warn!("[daemon] shutdown_grace changed: it takes effect only on restart");
         }
-        self.service.reconfigure(
+        service.reconfigure(
             prepared.settings.clone(),
             clients.clone(),
             prepared.plan.clone(),
             prepared.concurrency,
             Arc::new(NoProgress),
         );
-        register_daemon_workflows(&self.service, &clients, &config, &prepared.settings.retry);
+        register_daemon_workflows(&service, &clients, &config, &prepared.settings.retry);
+        drop(service);
         self.status.set_config(&config);
         tracing::info!(
             apps = config.apps.len(),
@@ -511,15 +545,6 @@ pub async fn run_from_config(
         .open(Arc::new(NoProgress))
         .map_err(engine_start_error)?;
     register_daemon_workflows(&service, &clients, &config, &prepared.settings.retry);
-    // Copies left waiting out a back-off or failed by an earlier process start over now.
-    match service.catch_up_copies() {
-        Ok(c) => tracing::info!(
-            restarted = c.restarted,
-            submitted = c.submitted,
-            "copies caught up"
-        ),
-        Err(e) => tracing::warn!(error = %e, "cannot catch up on copies"),
-    }
     let engine = service.engine.clone();
     let started_at = engine.clock().now();
     let view = Arc::new(RwLock::new(DaemonView {
@@ -544,9 +569,15 @@ pub async fn run_from_config(
     };
     let notifier = Notifier::new(settings.alerts.clone())
         .map_err(|e| DaemonStartError::Other(e.to_string()))?;
+    let shared = Arc::new(Mutex::new(service.clone()));
+    let launcher = TaskLauncher {
+        service: Some(shared.clone()),
+    };
+    // Copies left waiting out a back-off or failed by an earlier process start over now.
+    launcher.catch_up_copies();
     let mut reconfigurer = Reconfigurer {
         path: opts.config_path.clone(),
-        service: service.clone(),
+        service: shared,
         status: source,
         counters,
         current: config,
@@ -554,7 +585,7 @@ pub async fn run_from_config(
         engine_slots,
     };
     let daemon = Daemon {
-        scheduler: Scheduler::new(engine.clone(), settings.schedules.clone(), TaskLauncher),
+        scheduler: Scheduler::new(engine.clone(), settings.schedules.clone(), launcher),
         status,
         notifier: Some(notifier),
         reporter: Arc::new(TaskReporter),

@@ -28,7 +28,8 @@ use crate::backup::settings::AppClients;
 use crate::catalog::CatalogEntry;
 use crate::destination::copy::Destinations;
 use crate::restore::RestoreWorkflow;
-use crate::retention::forget::{forget, CatalogHooks, ForgetOptions, RemoteCopies};
+use crate::retention::forget::{forget, kept_entries, CatalogHooks, ForgetOptions, RemoteCopies};
+use crate::retention::RetentionPolicy;
 use crate::verify::check::record_report;
 use crate::verify::test_restore::{
     finish_test_restore, plan_test_restore, Comparison, RestoreJobEnd,
@@ -127,6 +128,8 @@ pub struct MaintenanceWorkflow {
     /// Where the recorded copies of forgotten snapshots are deleted (`[[destinations]]`); a
     /// snapshot with a copy at a destination not in here is kept, with an error.
     pub destinations: Destinations,
+    /// The destinations with their own retention, applied to their copies after a forget.
+    pub copy_policies: Vec<(String, RetentionPolicy)>,
 }
 
 fn offset(t: SystemTime) -> OffsetDateTime {
@@ -399,23 +402,38 @@ impl MaintenanceWorkflow {
         let mut hooks = CatalogHooks::new(&engine, Some(remote));
         let by_id: BTreeMap<String, CatalogEntry> =
             entries.iter().map(|e| (e.id.clone(), e.clone())).collect();
-        let report =
-            tokio::task::spawn_blocking(move || forget(&entries, &store, &opts, &mut hooks, now))
-                .await
-                .map_err(internal)?
-                .map_err(StepError::permanent)?;
+        let policies = self.copy_policies.clone();
+        let (report, copies) = tokio::task::spawn_blocking(move || {
+            let report = forget(&entries, &store, &opts, &mut hooks, now)?;
+            let records = store.all().map_err(|e| e.to_string())?;
+            let kept = kept_entries(&entries, &report);
+            let copies = hooks.forget_copies(&policies, &kept, &records, opts.prune);
+            Ok::<_, String>((report, copies))
+        })
+        .await
+        .map_err(internal)?
+        .map_err(StepError::permanent)?;
         let forgettable = report.plan.forget_ids().count();
         let kept: usize = report.plan.groups.iter().map(|g| g.keep.len()).sum();
+        let errors = report.errors.len() + copies.iter().map(|d| d.errors.len()).sum::<usize>();
+        let copy_errors = copies.iter().flat_map(|d| {
+            d.errors
+                .iter()
+                .map(move |e| format!("copy at {}: {e}", d.destination))
+        });
         let mut problems: Vec<AlertItem> = report
             .errors
             .iter()
+            .cloned()
+            .chain(copy_errors)
             .map(|e| AlertItem {
                 env: String::new(),
                 collection: String::new(),
                 status: "forget failed".to_string(),
-                detail: Some(e.clone()),
+                detail: Some(e),
             })
             .collect();
+        let copies_forgotten: usize = copies.iter().map(|d| d.plan.forget_ids().count()).sum();
         for c in report.verified_now.failures() {
             if let Some(e) = by_id.get(&c.id) {
                 problems.push(item(e, "check failed", c.error.clone()));
@@ -425,14 +443,14 @@ impl MaintenanceWorkflow {
             task: "forget".to_string(),
             ok: problems.is_empty(),
             summary: format!(
-                "forget `{}`: {kept} kept, {forgettable} {}, {} error(s)",
+                "forget `{}`: {kept} kept, {forgettable} {}, {copies_forgotten} copies forgotten by their destinations' retention, {} error(s)",
                 task.schedule,
                 if report.deleted {
                     "deleted"
                 } else {
                     "to forget (prune is off)"
                 },
-                report.errors.len()
+                errors
             ),
             problems,
         };

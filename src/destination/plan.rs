@@ -57,6 +57,14 @@ impl CopyPlan {
         self.destinations.is_empty()
     }
 
+    /// The destinations that have their own retention, with it.
+    pub fn retention_policies(&self) -> Vec<(String, RetentionPolicy)> {
+        self.destinations
+            .iter()
+            .filter_map(|d| d.retention.clone().map(|p| (d.name.clone(), p)))
+            .collect()
+    }
+
     /// The destinations snapshots of `env` are copied to, in configuration order.
     pub fn for_env(&self, env: &str) -> Vec<String> {
         self.destinations

@@ -5,6 +5,10 @@
 //!
 //! Unverified snapshots are checked (files + sha256) before planning so that they can count;
 //! a snapshot whose check fails becomes `Failed` and never counts.
+//!
+//! Each destination with its own retention ([`CatalogHooks::forget_copies`]) then plans, and
+//! with `--prune` deletes, its copies of the snapshots kept locally. The CLI and the daemon's
+//! scheduled forget both run the two in that order.
 
 use std::collections::HashMap;
 
@@ -219,5 +223,85 @@ impl ForgetHooks for CatalogHooks {
             .remove(&entry.id)
             .map(|_| ())
             .map_err(|e| e.to_string())
+    }
+}
+
+/// What forget did with one destination's copies.
+#[derive(Debug, Serialize)]
+pub struct DestinationForget {
+    pub destination: String,
+    pub plan: RetentionPlan,
+    /// Snapshots whose copy here was deleted.
+    pub deleted: Vec<String>,
+    pub errors: Vec<String>,
+}
+
+/// The entries a forget run did not delete.
+pub fn kept_entries(entries: &[CatalogEntry], report: &ForgetReport) -> Vec<CatalogEntry> {
+    let removed: std::collections::HashSet<&str> =
+        report.removed.iter().map(|(id, _)| id.as_str()).collect();
+    entries
+        .iter()
+        .filter(|e| !removed.contains(e.id.as_str()))
+        .cloned()
+        .collect()
+}
+
+impl CatalogHooks {
+    /// Applies each destination's own `policies` to its copies of `entries` (the snapshots
+    /// kept locally; a copy forgotten here deletes only the copy), ranking them by `records`.
+    /// With `delete` the forgotten copies are deleted through the hooks' destinations (one
+    /// that cannot be reached gives an error and keeps the copy); without, only planned.
+    /// Blocking, like [`forget`].
+    pub fn forget_copies(
+        &self,
+        policies: &[(String, RetentionPolicy)],
+        entries: &[CatalogEntry],
+        records: &HashMap<String, VerificationRecord>,
+        delete: bool,
+    ) -> Vec<DestinationForget> {
+        let mut out = Vec::new();
+        for (name, policy) in policies {
+            let has_copy = |e: &CatalogEntry| self.copies.get(&e.id, name).ok().flatten().is_some();
+            let mut done = DestinationForget {
+                destination: name.clone(),
+                plan: destination_plan(policy, entries, has_copy, records),
+                deleted: Vec::new(),
+                errors: Vec::new(),
+            };
+            if delete {
+                let ids: Vec<String> = done.plan.forget_ids().map(String::from).collect();
+                for id in ids {
+                    match self.delete_copy_at(&id, name) {
+                        Ok(()) => done.deleted.push(id),
+                        Err(e) => done.errors.push(format!("{id}: {e}")),
+                    }
+                }
+            }
+            out.push(done);
+        }
+        out
+    }
+
+    fn delete_copy_at(&self, id: &str, destination: &str) -> Result<(), String> {
+        let Some(record) = self
+            .copies
+            .get(id, destination)
+            .map_err(|e| e.to_string())?
+        else {
+            return Ok(());
+        };
+        let Some(remote) = &self.remote else {
+            return Err(format!(
+                "the copy at {destination} cannot be deleted from here; kept"
+            ));
+        };
+        remote
+            .runtime
+            .block_on(crate::destination::copy::delete_copy(
+                &remote.destinations,
+                &self.copies,
+                &record,
+            ))
     }
 }

@@ -6,15 +6,16 @@
 //! the reference).
 
 mod backup_support;
+mod moto_support;
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
 use backup_support::*;
 use clap::Parser;
+use moto_support::{free_port, Moto};
 use serde_json::json;
 use tcb_backup::backup::catalog_store::SnapshotCatalog;
 use tcb_backup::backup::setup;
@@ -26,60 +27,6 @@ use tcb_backup::verify::{check_entries, CheckOptions, DataRead};
 use tcb_state::{Engine, EngineOptions, JobStatus};
 
 const BUCKET: &str = "tcb-copies-test";
-
-struct Moto {
-    child: Child,
-    port: u16,
-}
-
-impl Moto {
-    fn start(port: u16) -> Moto {
-        let child = Command::new("moto_server")
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("moto_server must be installed: pip install 'moto[server]'");
-        Moto { child, port }
-    }
-
-    /// Waits until the server answers, then creates the bucket (a restarted moto is empty).
-    async fn ready(&self) {
-        let http = reqwest::Client::new();
-        let url = format!("http://127.0.0.1:{}/{BUCKET}", self.port);
-        for _ in 0..600 {
-            if let Ok(resp) = http.put(&url).send().await {
-                assert!(
-                    resp.status().is_success(),
-                    "create bucket: {}",
-                    resp.status()
-                );
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("moto_server did not come up on port {}", self.port);
-    }
-
-    fn stop(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
 
 async fn object_exists(port: u16, key: &str) -> bool {
     let url = format!("http://127.0.0.1:{port}/{BUCKET}/copies/{key}");
@@ -236,7 +183,7 @@ secret_access_key_env = "TCB_COPIES_TEST_SK"
         ),
     );
     let moto = Moto::start(port);
-    moto.ready().await;
+    moto.ready(BUCKET).await;
 
     // 1. Both destinations up: every snapshot is copied to both before `backup` returns.
     let first = backup(&config).await;
@@ -284,7 +231,7 @@ secret_access_key_env = "TCB_COPIES_TEST_SK"
 
     // 3. The server is back: the next backup restarts the waiting copies and finishes them.
     let moto = Moto::start(port);
-    moto.ready().await;
+    moto.ready(BUCKET).await;
     let third = backup(&config).await;
     // A copy whose back-off already ran out just runs; one still waiting is restarted now.
     assert!(third.caught_up.restarted <= 2, "{:?}", third.caught_up);

@@ -3,13 +3,14 @@
 //! the copy job retries until the server is back, records the copy, and deleting the copies
 //! removes the objects.
 
-use std::net::TcpListener;
+mod moto_support;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use moto_support::{free_port, Moto};
 use tcb_backup::archive::{write_snapshot, ArchiveOptions};
 use tcb_backup::catalog::CatalogEntry;
 use tcb_backup::destination::copy::{
@@ -22,61 +23,6 @@ use tcb_backup::naming::snapshot_paths;
 use tcb_state::{Engine, EngineOptions, JobStatus, KindLimits, RetryPolicy};
 
 const BUCKET: &str = "tcb-backup-test";
-
-struct Moto {
-    child: Child,
-    port: u16,
-}
-
-impl Moto {
-    fn start(port: u16) -> Moto {
-        let child = Command::new("moto_server")
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("moto_server must be installed: pip install 'moto[server]'");
-        Moto { child, port }
-    }
-
-    /// Waits until the server answers, then creates the bucket (moto keeps state in memory:
-    /// a restarted server has none).
-    async fn ready(&self) {
-        let http = reqwest::Client::new();
-        let url = format!("http://127.0.0.1:{}/{BUCKET}", self.port);
-        for _ in 0..600 {
-            if let Ok(resp) = http.put(&url).send().await {
-                assert!(
-                    resp.status().is_success(),
-                    "create bucket: {}",
-                    resp.status()
-                );
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("moto_server did not come up on port {}", self.port);
-    }
-
-    fn stop(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
 
 async fn snapshot(root: &Path, job: u64) -> CatalogEntry {
     let at = time::OffsetDateTime::now_utc();
@@ -125,7 +71,7 @@ async fn s3_copy_survives_a_server_restart_and_forget_deletes_copies() {
     let root = dir.path().join("snapshots");
     let port = free_port();
     let moto = Moto::start(port);
-    moto.ready().await;
+    moto.ready(BUCKET).await;
 
     let s3 = S3Destination::new(
         "offsite",
@@ -202,7 +148,7 @@ async fn s3_copy_survives_a_server_restart_and_forget_deletes_copies() {
     // ...the local snapshot is untouched, and once the server is back the copy completes.
     assert!(second.data_path.exists());
     let moto = Moto::start(port);
-    moto.ready().await;
+    moto.ready(BUCKET).await;
     runner.await.unwrap().unwrap();
     let view = engine.job(job).unwrap().unwrap();
     assert_eq!(

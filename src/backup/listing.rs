@@ -3,6 +3,8 @@
 //! (verification records). Both live in their own kv namespaces, so recording a copy or a
 //! check never rewrites what the backup recorded; this module joins them for display.
 
+use std::collections::HashMap;
+
 use serde::{Deserialize, Serialize};
 use tcb_state::{Engine, EngineError};
 use time::OffsetDateTime;
@@ -104,17 +106,16 @@ pub fn annotate(
     engine: &Engine,
     records: Vec<SnapshotRecord>,
 ) -> Result<Vec<SnapshotListing>, EngineError> {
-    let copies = CopyRecords::new(engine.kv(CopyRecords::NAMESPACE)).all()?;
+    // Destinations by snapshot: the records come sorted by snapshot id then destination.
+    let mut copies: HashMap<String, Vec<String>> = HashMap::new();
+    for c in CopyRecords::new(engine.kv(CopyRecords::NAMESPACE)).all()? {
+        copies.entry(c.snapshot_id).or_default().push(c.destination);
+    }
     let verification = VerificationStore::new(engine.kv(VerificationStore::NAMESPACE)).all()?;
     Ok(records
         .into_iter()
         .map(|record| {
-            let mut names: Vec<String> = copies
-                .iter()
-                .filter(|c| c.snapshot_id == record.entry.id)
-                .map(|c| c.destination.clone())
-                .collect();
-            names.sort();
+            let names = copies.remove(&record.entry.id).unwrap_or_default();
             let status = SnapshotStatus::new(names, verification.get(&record.entry.id));
             SnapshotListing { record, status }
         })

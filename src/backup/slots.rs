@@ -113,12 +113,12 @@ impl ExportSlots {
         }
     }
 
-    /// The most slots held at once since this process started (benchmarks and tests).
+    /// The most slots held at once since this process started (for tests).
     pub fn high_water(&self) -> usize {
         self.lock().high_water
     }
 
-    /// Slots held now.
+    /// Slots held now (for tests).
     pub fn in_flight(&self) -> usize {
         self.lock().held.len()
     }

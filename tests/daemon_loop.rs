@@ -1,10 +1,11 @@
 //! The daemon loop on a manual clock (time moves only when the test says so): a fire at the
 //! nominal time starts a run, a successful run calls the heartbeat, a failed one posts an
 //! alert; a graceful shutdown in the middle of a run lets the running step commit, and the next
-//! start resumes the run to completion without starting it again.
+//! start resumes the run to completion without starting it again; a run whose end the loop's
+//! event subscription dropped (lagged) is still found and alerted on, once.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -112,6 +113,9 @@ struct Hooks {
     alerts: Mutex<Vec<serde_json::Value>>,
     heartbeats: AtomicU32,
     changed: Notify,
+    /// When set, the first alert's answer waits for `release` (a slow webhook).
+    hold_first_alert: AtomicBool,
+    release: Notify,
 }
 
 async fn hook_server() -> (String, Arc<Hooks>) {
@@ -119,6 +123,9 @@ async fn hook_server() -> (String, Arc<Hooks>) {
     async fn alert(State(h): State<Arc<Hooks>>, Json(v): Json<serde_json::Value>) -> &'static str {
         h.alerts.lock().unwrap().push(v);
         h.changed.notify_waiters();
+        if h.hold_first_alert.swap(false, Ordering::SeqCst) {
+            h.release.notified().await;
+        }
         "ok"
     }
     async fn beat(State(h): State<Arc<Hooks>>) -> &'static str {
@@ -155,12 +162,22 @@ fn nightly() -> ScheduleSpec {
 }
 
 fn open(dir: &std::path::Path, clock: &ManualClock, gate: &Arc<Gate>) -> Engine {
+    open_with(dir, clock, gate, EngineOptions::default().event_capacity)
+}
+
+fn open_with(
+    dir: &std::path::Path,
+    clock: &ManualClock,
+    gate: &Arc<Gate>,
+    event_capacity: usize,
+) -> Engine {
     let engine = Engine::open(
         dir,
         EngineOptions {
             clock: Arc::new(clock.clone()),
             // The hung step of the shutdown test is abandoned after this (real) deadline.
             shutdown_grace: Duration::from_millis(300),
+            event_capacity,
             ..EngineOptions::default()
         },
     )
@@ -378,4 +395,90 @@ async fn shutdown_mid_run_then_resume_to_completion() {
     assert_eq!(runs(&engine).len(), 1, "the restart started no second run");
     let _ = stop_tx.send(());
     within("the daemon to stop", task).await.unwrap().unwrap();
+}
+
+/// A one-step job of a kind the daemon does not watch: it only makes events.
+struct Noise;
+
+impl Workflow for Noise {
+    type State = ();
+    const KIND: &'static str = "test.noise";
+    const SCHEMA_VERSION: u32 = 1;
+    async fn step(&self, _ctx: StepContext, _s: ()) -> Result<Transition<()>, StepError> {
+        Ok(Transition::Complete {
+            state: (),
+            output: serde_json::json!({}),
+        })
+    }
+}
+
+async fn ended(engine: &Engine, job: JobId) -> JobStatus {
+    within("the job to end", async {
+        loop {
+            let status = engine.job(job).unwrap().unwrap().status();
+            if status.is_terminal() {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+}
+
+/// While the loop waits on a slow webhook, another run fails and more events follow, so the
+/// run's end is among the events the loop's subscription drops (capacity 1): the loop notices
+/// the lag, finds the run in the store and alerts on it — once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_that_ends_while_events_lag_is_still_alerted() {
+    let (base, hooks) = hook_server().await;
+    hooks.hold_first_alert.store(true, Ordering::SeqCst);
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(at("2026-12-03T02:00:00+08:00"));
+    let gate = Arc::new(Gate::default());
+    let engine = open_with(dir.path(), &clock, &gate, 1);
+    engine.register(Noise, KindLimits::default());
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let (_reload_tx, reload_rx) = mpsc::channel(1);
+    let task = tokio::spawn(daemon(&engine, true, Some(alert_settings(&base))).run(
+        async {
+            let _ = stop_rx.await;
+        },
+        reload_rx,
+    ));
+    // The scheduled run fails; the loop is now stuck delivering its alert.
+    until(&hooks, "the first alert", || {
+        hooks.alerts.lock().unwrap().len() == 1
+    })
+    .await;
+    let second = engine
+        .submit::<GatedRun>(
+            RunStep::First { fail: true },
+            SubmitOptions::label("schedule nightly @ by hand"),
+        )
+        .unwrap();
+    assert_eq!(ended(&engine, second).await, JobStatus::Failed);
+    let noise = engine
+        .submit::<Noise>((), SubmitOptions::default())
+        .unwrap();
+    assert_eq!(ended(&engine, noise).await, JobStatus::Succeeded);
+    hooks.release.notify_one();
+    until(&hooks, "the second run's alert", || {
+        hooks.alerts.lock().unwrap().len() >= 2
+    })
+    .await;
+    let runs: Vec<u64> = hooks
+        .alerts
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|a| a["run"].as_u64().unwrap())
+        .collect();
+    assert_eq!(runs[1], second.0, "{runs:?}");
+    let _ = stop_tx.send(());
+    within("the daemon to stop", task).await.unwrap().unwrap();
+    assert_eq!(
+        hooks.alerts.lock().unwrap().len(),
+        2,
+        "each run alerted once"
+    );
 }

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tcb_state::{Engine, EngineError, JobId, JobStatus};
+use tcb_state::{Engine, EngineError, JobFilter, JobId, JobStatus};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -163,6 +163,10 @@ impl<L: Launcher> Daemon<L> {
         let mut stale_alerted: HashSet<(String, String)> = HashSet::new();
         let mut next_stale_check = clock.now();
         let run_kind = self.status.run_kind.clone();
+        // Runs reported since the start (each run's end is judged once, whether its event was
+        // seen or found after the event channel lagged), and since when to look.
+        let mut reported: HashSet<JobId> = HashSet::new();
+        let started_at = clock.now();
         loop {
             let now = clock.now();
             let (outcomes, errors) = self.scheduler.tick(now);
@@ -187,9 +191,20 @@ impl<L: Launcher> Daemon<L> {
                 event = events.recv() => match event {
                     Ok(ev) if (ev.kind == run_kind || self.reporter.watches(&ev.kind))
                         && ev.status.is_terminal() => {
-                        self.run_finished(&engine, ev.id).await;
+                        if reported.insert(ev.id) {
+                            self.run_finished(&engine, ev.id).await;
+                        }
                     }
-                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        // Events were dropped (a busy loop, e.g. a slow webhook, on a big
+                        // run): a run's end may be among them, so ask the store instead.
+                        tracing::warn!(missed, "job events lagged; looking for runs that ended meanwhile");
+                        for run in self.ended_runs(&engine, &run_kind, started_at, &reported) {
+                            reported.insert(run);
+                            self.run_finished(&engine, run).await;
+                        }
+                    }
                     Err(broadcast::error::RecvError::Closed) => break,
                 },
                 () = clock.sleep_until(wake) => {}
@@ -246,6 +261,29 @@ impl<L: Launcher> Daemon<L> {
             Err(e) => {
                 self.status.counters.reload("rejected");
                 tracing::error!(error = %e, "reload rejected; keeping the previous configuration")
+            }
+        }
+    }
+
+    /// Runs (and watched jobs) that ended since `since` and were not reported yet, oldest first.
+    fn ended_runs(
+        &self,
+        engine: &Engine,
+        run_kind: &str,
+        since: SystemTime,
+        reported: &HashSet<JobId>,
+    ) -> Vec<JobId> {
+        match engine.list(&JobFilter::default()) {
+            Ok(jobs) => jobs
+                .into_iter()
+                .filter(|j| j.kind == run_kind || self.reporter.watches(&j.kind))
+                .filter(|j| j.status.is_terminal() && j.updated_at >= since)
+                .filter(|j| !reported.contains(&j.id))
+                .map(|j| j.id)
+                .collect(),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot list jobs after lagged events");
+                Vec::new()
             }
         }
     }

@@ -296,6 +296,41 @@ fn dst_fall_back_repeated_time_fires_once() {
 }
 
 #[test]
+fn dst_rules_hold_for_every_syntax() {
+    // Spring forward: the skipped 02:30 fires when the clocks jump, in the 5- and 7-field forms
+    // as in the 6-field one.
+    for expr in ["30 2 * * *", "0 30 2 * * * *", "0 30 2 * * * 2026"] {
+        assert_eq!(
+            next_n(expr, NY, "2026-03-07T03:00:00-05:00", 2),
+            ["2026-03-08T03:00:00-04:00", "2026-03-09T02:30:00-04:00"],
+            "{expr}"
+        );
+    }
+    // 8 March 2026 is a Sunday: the platform's weekday 0, in the 7-field form.
+    assert_eq!(
+        next_n("0 30 2 * * 0 *", NY, "2026-03-01T12:00:00-05:00", 2),
+        ["2026-03-08T03:00:00-04:00", "2026-03-15T02:30:00-04:00"]
+    );
+    // Fall back: the repeated 01:30 fires once.
+    for expr in ["30 1 * * *", "0 30 1 * * * *"] {
+        assert_eq!(
+            next_n(expr, NY, "2026-10-31T12:00:00-04:00", 2),
+            ["2026-11-01T01:30:00-04:00", "2026-11-02T01:30:00-05:00"],
+            "{expr}"
+        );
+    }
+    // An alias: @hourly runs the repeated 01:00 once.
+    assert_eq!(
+        next_n("@hourly", NY, "2026-11-01T00:30:00-04:00", 3),
+        [
+            "2026-11-01T01:00:00-04:00",
+            "2026-11-01T02:00:00-05:00",
+            "2026-11-01T03:00:00-05:00"
+        ]
+    );
+}
+
+#[test]
 fn last_at_or_before_finds_the_missed_nominal_time() {
     let s = Schedule::new("0 0 2 * * * *", None).unwrap();
     let last = s

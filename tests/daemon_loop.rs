@@ -482,3 +482,70 @@ async fn a_run_that_ends_while_events_lag_is_still_alerted() {
         "each run alerted once"
     );
 }
+
+/// Two collections: `orders` last backed up three days ago, `users` last night.
+struct OneStale;
+impl StatusSource for OneStale {
+    fn collections(&self) -> Result<Vec<CollectionStatus>, String> {
+        let row = |collection: &str, last: &str| CollectionStatus {
+            appid: "wx1".into(),
+            env: "prod".into(),
+            collection: collection.into(),
+            last_success: Some(at(last)),
+            ..CollectionStatus::default()
+        };
+        Ok(vec![
+            row("orders", "2026-11-30T02:05:00+08:00"),
+            row("users", "2026-12-03T02:05:00+08:00"),
+        ])
+    }
+    fn catalog(&self) -> Result<serde_json::Value, String> {
+        Ok(serde_json::json!([]))
+    }
+}
+
+/// The loop's freshness check posts one `stale` alert naming the stale collection only, and
+/// does not repeat it at the next check while the collection stays stale.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_collection_is_alerted_once() {
+    let (base, hooks) = hook_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(at("2026-12-03T10:00:00+08:00"));
+    let gate = Arc::new(Gate::default());
+    let engine = open(dir.path(), &clock, &gate);
+    let mut d = daemon(&engine, false, Some(alert_settings(&base)));
+    d.status.source = Arc::new(OneStale);
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let (_reload_tx, reload_rx) = mpsc::channel(1);
+    let task = tokio::spawn(d.run(
+        async {
+            let _ = stop_rx.await;
+        },
+        reload_rx,
+    ));
+    until(&hooks, "the stale alert", || {
+        !hooks.alerts.lock().unwrap().is_empty()
+    })
+    .await;
+    let alert = hooks.alerts.lock().unwrap()[0].clone();
+    assert_eq!(alert["event"], "stale");
+    let items = alert["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{alert:#}");
+    assert_eq!(items[0]["collection"], "orders");
+    assert!(
+        items[0]["detail"].as_str().unwrap().contains("3d"),
+        "{alert:#}"
+    );
+    // At 02:00 the loop fires the nightly run and checks freshness again (a check is due
+    // every hour) in the same pass, before the run ends: orders is still stale, no new alert.
+    let mut events = engine.subscribe();
+    clock.set(at("2026-12-04T02:00:00+08:00"));
+    within("the nightly run", async { events.recv().await.unwrap() }).await;
+    until(&hooks, "the heartbeat", || {
+        hooks.heartbeats.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    assert_eq!(hooks.alerts.lock().unwrap().len(), 1, "alerted once");
+    let _ = stop_tx.send(());
+    within("the daemon to stop", task).await.unwrap().unwrap();
+}

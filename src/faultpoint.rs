@@ -16,8 +16,9 @@
 /// The environment variable naming the point to crash at: `name` or `name:n` (n-th hit, from 1).
 pub const ENV_VAR: &str = "TCB_BACKUP_FAULTPOINT";
 
-/// Every point the code base declares, for the crash matrix and the docs.
-pub const POINTS: &[&str] = &[
+/// The points every plain backup passes, in the order it passes them (the crash matrix's
+/// sequence test crashes at each in turn on one backup).
+pub const BACKUP_POINTS: &[&str] = &[
     "backup.before_step.start",
     "backup.before_step.token_acquired",
     "backup.after_export_call",
@@ -32,6 +33,59 @@ pub const POINTS: &[&str] = &[
     "backup.after_catalog",
     // Hit 1: the run's first step (discovery); hit 2: after every child finished.
     "run.before_step",
+];
+
+/// The record step's points that only some backups pass: an unchanged export (its duplicate
+/// download removed) and a backup with `[[destinations]]` (its copies submitted).
+pub const RECORD_POINTS: &[&str] = &[
+    "backup.after_duplicate_removed",
+    "backup.after_copies_submitted",
+];
+
+/// The `copy.snapshot` workflow's points (src/destination/copy.rs).
+pub const COPY_POINTS: &[&str] = &[
+    "copy.after_data_put",
+    "copy.after_manifest_put",
+    "copy.after_record",
+];
+
+/// The `restore.collection` workflow's points (src/restore/workflow.rs).
+pub const RESTORE_POINTS: &[&str] = &[
+    "restore.after_create_collection",
+    "restore.after_upload",
+    "restore.after_import_mark",
+    "restore.after_import_call",
+    "restore.after_file_deleted",
+    "restore.after_mark_removed",
+];
+
+/// Every point the code base declares (the groups above, in that order), for the crash
+/// matrix's coverage check and the docs.
+pub const POINTS: &[&str] = &[
+    "backup.before_step.start",
+    "backup.before_step.token_acquired",
+    "backup.after_export_call",
+    "backup.before_step.export_created",
+    "backup.before_step.polling",
+    "download.mid_stream",
+    "archive.before_rename",
+    "archive.after_rename",
+    "backup.before_step.downloaded",
+    "manifest.before_rename",
+    "backup.after_manifest",
+    "backup.after_catalog",
+    "run.before_step",
+    "backup.after_duplicate_removed",
+    "backup.after_copies_submitted",
+    "copy.after_data_put",
+    "copy.after_manifest_put",
+    "copy.after_record",
+    "restore.after_create_collection",
+    "restore.after_upload",
+    "restore.after_import_mark",
+    "restore.after_import_call",
+    "restore.after_file_deleted",
+    "restore.after_mark_removed",
 ];
 
 /// Marks the named point; aborts the process if it is the armed one (test builds only).
@@ -140,6 +194,40 @@ mod tests {
         assert_eq!(parse_spec("a.b:x"), None);
         assert_eq!(parse_spec(":2"), None);
         assert_eq!(parse_spec(""), None);
+    }
+
+    #[test]
+    fn points_is_the_union_of_the_groups() {
+        let groups: Vec<&str> =
+            [BACKUP_POINTS, RECORD_POINTS, COPY_POINTS, RESTORE_POINTS].concat();
+        assert_eq!(POINTS, groups.as_slice());
+        let mut unique = groups.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), groups.len(), "a point is declared twice");
+    }
+
+    /// Every declared point (but the per-phase ones, built by `hit_at`) is hit somewhere.
+    #[test]
+    fn every_declared_point_is_hit_in_the_source() {
+        let sources = [
+            include_str!("backup/collection.rs"),
+            include_str!("backup/run.rs"),
+            include_str!("archive.rs"),
+            include_str!("manifest.rs"),
+            include_str!("destination/copy.rs"),
+            include_str!("restore/workflow.rs"),
+        ]
+        .concat();
+        for point in POINTS {
+            if point.starts_with("backup.before_step.") {
+                continue;
+            }
+            assert!(
+                sources.contains(&format!("hit(\"{point}\")")),
+                "{point} is declared but never hit"
+            );
+        }
     }
 
     #[test]

@@ -7,6 +7,9 @@
 //! One env of one app, three seeded collections plus one of ~600 kB (downloads of several
 //! chunks), concurrency 1 so that exactly one step is in flight when the process dies: then the
 //! export counters say precisely whether a committed export id was ever exported again.
+//!
+//! The restore and copy workflows' points, and the record step's points that only backups with
+//! unchanged exports or `[[destinations]]` pass, are in `crash_restore_copy.rs`.
 
 // Shared with the workflow tests (their file); its style lints are theirs.
 #[allow(clippy::field_reassign_with_default)]
@@ -100,13 +103,15 @@ crash_case!(after_catalog, "crn", "backup.after_catalog", 2, 0);
 /// rest of the sequence keeps running in CI.
 const KNOWN_BUGS: &[&str] = &[];
 
-/// Every point in turn on the same backup: a crash at each, restarting in between.
+/// Every point a plain backup passes, in turn on the same backup: a crash at each, restarting
+/// in between. (The record step's points for unchanged exports and copies, and the copy and
+/// restore workflows' points, have their cases in `crash_restore_copy.rs`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_at_every_point_in_one_backup() {
     let fx = Fixture::new("crz", 1, 3, 30, 2500, 1).await;
     let mut died = 0;
     let mut export_crashes = 0;
-    for point in faultpoint::POINTS {
+    for point in faultpoint::BACKUP_POINTS {
         if KNOWN_BUGS.contains(point) {
             continue;
         }
@@ -131,13 +136,25 @@ async fn crash_at_every_point_in_one_backup() {
     fx.emu.shutdown().await;
 }
 
+/// Every declared point has a case here or in `crash_restore_copy.rs`, and the backup points
+/// the sequence test walks are all in the plain backup's group.
 #[test]
 fn every_declared_point_is_in_the_matrix() {
-    let source = include_str!("crash_matrix.rs");
+    let sources = [
+        include_str!("crash_matrix.rs"),
+        include_str!("crash_restore_copy.rs"),
+    ]
+    .concat();
     for point in faultpoint::POINTS {
         assert!(
-            source.contains(&format!("\"{point}\",")),
+            sources.contains(&format!("\"{point}\",")),
             "{point} has no crash case"
+        );
+    }
+    for point in faultpoint::BACKUP_POINTS {
+        assert!(
+            include_str!("crash_matrix.rs").contains(&format!("\"{point}\",")),
+            "{point} has no case in crash_matrix.rs"
         );
     }
 }

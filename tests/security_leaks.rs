@@ -3,14 +3,19 @@
 //! force-refreshed by "another service", then every byte the tool produced — stdout and stderr
 //! of every process, every file of the state store, the destination and the config dir — is
 //! searched for the app secret and every access token the emulator ever issued: zero hits.
-//! Also: files 0600 and directories 0700 in the state store and the destination.
+//! Also: files 0600 and directories 0700 in the state store and the destination; and the same
+//! search for an S3 destination's access key id and secret access key (a `moto_server` on
+//! 127.0.0.1, as in `restore_s3_copy.rs`) through a crash mid-copy, an S3 outage, copies and
+//! deletes of copies, in every output and file and in every object stored in the bucket.
 
 // Shared with the workflow tests (their file); its style lints are theirs.
 #[allow(clippy::field_reassign_with_default)]
 mod backup_support;
 mod crash_support;
+mod moto_support;
 
 use std::path::Path;
+use std::process::Output;
 use std::time::Duration;
 
 use crash_support::{assert_died_at, Fixture};
@@ -199,5 +204,164 @@ async fn state_store_is_private() {
     fx.backup_until_done(1).await;
     let bad = private_modes(&fx.state_dir());
     assert!(bad.is_empty(), "not private:\n{}", bad.join("\n"));
+    fx.emu.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// S3 credentials
+
+const BUCKET: &str = "tcb-leak-test";
+/// Distinctive values (moto accepts any keys): a hit cannot be a coincidence.
+const ACCESS_KEY_ID: &str = "AKIATCBLEAKTEST7Q2W";
+const SECRET_ACCESS_KEY: &str = "tcbLeak/Secret+Key0123456789abcdefGHIJKLmn";
+
+/// A moto server on `port` with the test's bucket (a restarted moto is empty).
+async fn started_moto(port: u16) -> moto_support::Moto {
+    let moto = moto_support::Moto::start(port);
+    moto.ready(BUCKET).await;
+    moto
+}
+
+fn keep(transcripts: &mut Vec<(String, Vec<u8>)>, what: &str, out: Output) {
+    transcripts.push((format!("{what} stdout"), out.stdout));
+    transcripts.push((format!("{what} stderr"), out.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_s3_key_anywhere() {
+    let fx = Fixture::new("ses3", 1, 2, 30, 600, 2).await;
+    let port = moto_support::free_port();
+    std::env::set_var("TCB_SEC_S3_AK", ACCESS_KEY_ID);
+    std::env::set_var("TCB_SEC_S3_SK", SECRET_ACCESS_KEY);
+    let nas = fx.add_local_destination("nas");
+    let mut config = std::fs::read_to_string(&fx.config).unwrap();
+    config.push_str(&format!(
+        r#"
+[[destinations]]
+name = "offsite"
+kind = "s3"
+bucket = "{BUCKET}"
+prefix = "copies"
+endpoint = "http://127.0.0.1:{port}"
+access_key_id_env = "TCB_SEC_S3_AK"
+secret_access_key_env = "TCB_SEC_S3_SK"
+"#
+    ));
+    std::fs::write(&fx.config, config).unwrap();
+    let mut transcripts: Vec<(String, Vec<u8>)> = Vec::new();
+    let cli = |args: &'static [&'static str]| {
+        let config = fx.config.clone();
+        async move { crash_support::run(&config, args, &TRACE, Duration::from_secs(120)).await }
+    };
+
+    // 1. A backup at trace level that dies in the middle of a copy (S3 or local).
+    let moto = started_moto(port).await;
+    let mut env = TRACE.to_vec();
+    env.push((faultpoint::ENV_VAR, "copy.after_data_put:2"));
+    let out = fx.backup(&env, Duration::from_secs(120)).await;
+    assert_died_at(&out, "copy.after_data_put");
+    keep(&mut transcripts, "crashed backup", out);
+
+    // 2. S3 down: the resumed copies fail (connection refused) and wait out a back-off.
+    moto.stop();
+    let out = cli(&["--json", "backup", "--resume-only"]).await;
+    assert!(out.status.success(), "{}", crash_support::stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.contains("\"pending\""),
+        "copies pending while S3 is down: {text}"
+    );
+    keep(&mut transcripts, "backup during the outage", out);
+
+    // 3. S3 back: the copies finish; a second backup (unchanged: shared data objects), a
+    //    forget that deletes the older snapshots' copies, and the listings.
+    let moto = started_moto(port).await;
+    for (what, args) in [
+        ("resumed backup", &["--json", "backup", "--resume-only"][..]),
+        ("second backup", &["--json", "backup"]),
+        ("forget", &["-vvv", "forget", "--keep-last", "1", "--prune"]),
+        ("snapshots", &["-vvv", "--json", "snapshots"]),
+        ("jobs", &["-vvv", "jobs", "--all"]),
+        ("config check", &["-vvv", "config", "check"]),
+    ] {
+        let out = crash_support::run(&fx.config, args, &TRACE, Duration::from_secs(120)).await;
+        assert!(
+            out.status.success(),
+            "{what}: {}",
+            crash_support::stderr(&out)
+        );
+        if what == "snapshots" {
+            // Every remaining snapshot is held by both destinations.
+            let listing: Vec<serde_json::Value> =
+                serde_json::from_slice(&out.stdout).expect("snapshots --json");
+            assert_eq!(listing.len(), 3, "{listing:#?}");
+            for row in &listing {
+                assert_eq!(
+                    row["copies"],
+                    serde_json::json!(["nas", "offsite"]),
+                    "{row:#}"
+                );
+            }
+        }
+        keep(&mut transcripts, what, out);
+    }
+    let objects = moto.objects(BUCKET).await;
+    assert!(
+        objects.len() >= 6,
+        "the bucket holds the copies: {:?}",
+        objects.iter().map(|(k, _)| k).collect::<Vec<_>>()
+    );
+
+    let mut needles = vec![
+        (
+            "the S3 access key id".to_string(),
+            ACCESS_KEY_ID.to_string(),
+        ),
+        (
+            "the S3 secret access key".to_string(),
+            SECRET_ACCESS_KEY.to_string(),
+        ),
+        ("the app secret".to_string(), fx.apps[0].secret.clone()),
+    ];
+    for (i, t) in fx.emu.control().issued_tokens().iter().enumerate() {
+        needles.push((format!("access token #{i}"), t.token.clone()));
+    }
+    let mut leaks = Vec::new();
+    let mut log_bytes = 0usize;
+    for (what, bytes) in &transcripts {
+        log_bytes += bytes.len();
+        for h in hits(bytes, &needles) {
+            leaks.push(format!("{what}: {h}"));
+        }
+    }
+    assert!(log_bytes > 100_000, "only {log_bytes} bytes of output");
+    // The state store, the snapshots, the local destination and the config dir...
+    let mut files = 0;
+    for file in backup_support::walk(fx.dir.path()) {
+        let bytes = std::fs::read(&file).expect("read file");
+        files += 1;
+        for h in hits(&bytes, &needles) {
+            leaks.push(format!("{}: {h}", file.display()));
+        }
+    }
+    assert!(
+        backup_support::walk(&nas).len() >= 6,
+        "the local destination was searched too"
+    );
+    // ...and what the S3 destination stores.
+    let mut object_bytes = 0;
+    for (key, bytes) in &objects {
+        object_bytes += bytes.len();
+        for h in hits(bytes, &needles) {
+            leaks.push(format!("s3://{BUCKET}/{key}: {h}"));
+        }
+    }
+    assert!(leaks.is_empty(), "secrets found:\n{}", leaks.join("\n"));
+    eprintln!(
+        "security (S3): searched {log_bytes} bytes of output, {files} files and {} objects ({object_bytes} bytes) for the S3 keys, the secret and {} tokens: 0 hits",
+        objects.len(),
+        needles.len() - 3
+    );
+    moto.stop();
     fx.emu.shutdown().await;
 }

@@ -436,12 +436,18 @@ impl CollectionWorkflow {
                     StepError::retryable(format!("{what}: removing the duplicate file: {e}"))
                 })?;
             tracing::info!(%target, snapshot = %snapshot_id, reused = ?m.data_reused_from, "unchanged since the previous snapshot: its data file is shared");
+            crate::faultpoint::hit("backup.after_duplicate_removed");
         }
         if let Some(copies) = &self.copies {
             let entry = crate::catalog::CatalogEntry::new(m.clone(), &paths.manifest);
-            copies
+            let submitted = copies
                 .submit(&entry)
                 .map_err(|e| StepError::retryable(format!("{what}: submitting copies: {e}")))?;
+            if !submitted.is_empty() {
+                // Copy jobs exist, Recorded is not committed: the repeat submits them again
+                // (the dedupe key returns the pending ones).
+                crate::faultpoint::hit("backup.after_copies_submitted");
+            }
         }
         if let Some(info_collection) = &st.spec.record_collection {
             self.record_info_document(ctx, &target, info_collection, &snapshot_id, &m)

@@ -15,7 +15,7 @@ use crate::backup::report::{collection_row, RunReport};
 use crate::backup::service::{BackupService, DriveOutcome};
 use crate::backup::setup::{self, Prepared, SetupError};
 use crate::backup::state::RunSelection;
-use crate::destination::plan::{CatchUp, CopyLine, CopyStatus};
+use crate::destination::plan::{copies_settled, CatchUp, CopyLine, CopyStatus};
 
 use super::args::{
     BackupArgs, CatalogCommand, Cli, Command, ConfigCommand, EmulatorArgs, GlobalArgs, InitArgs,
@@ -257,8 +257,13 @@ pub(crate) async fn run_backup(
             .await
             .map_err(engine_error)?;
         interrupted = outcome == DriveOutcome::Interrupted;
-    } else if !interrupted && unfinished.is_empty() && copies_caught_up != CatchUp::default() {
-        // Nothing to back up, but copies to finish.
+    } else if !interrupted
+        && unfinished.is_empty()
+        && (copies_caught_up != CatchUp::default()
+            || !copies_settled(&service.engine).map_err(CliError::error)?)
+    {
+        // Nothing to back up, but copies to finish: restarted or submitted by the catch-up,
+        // or left running by a process that died (the catch-up leaves those alone).
         let outcome = service
             .drive_with_copies(&[], interrupt.clone().cancelled_owned())
             .await

@@ -249,6 +249,9 @@ impl Workflow for CopyWorkflow {
                         .await
                         .map_err(step_error)?,
                 };
+                // The data object is complete at the destination, Manifest not committed: the
+                // repeat puts it again (overwriting).
+                crate::faultpoint::hit("copy.after_data_put");
                 s.phase = CopyPhase::Manifest { data };
                 Ok(Transition::Next(s))
             }
@@ -257,6 +260,8 @@ impl Workflow for CopyWorkflow {
                     .put_file(&s.manifest_key, &s.manifest_path)
                     .await
                     .map_err(step_error)?;
+                // Both files are at the destination, no record yet.
+                crate::faultpoint::hit("copy.after_manifest_put");
                 let record = CopyRecord {
                     snapshot_id: s.snapshot_id.clone(),
                     destination: s.destination.clone(),
@@ -266,6 +271,8 @@ impl Workflow for CopyWorkflow {
                 self.records
                     .put(&record)
                     .map_err(|e| StepError::retryable(format!("recording the copy: {e}")))?;
+                // Recorded (keyed by snapshot and destination), the job not completed.
+                crate::faultpoint::hit("copy.after_record");
                 let output = serde_json::to_value(&record).unwrap_or(serde_json::Value::Null);
                 Ok(Transition::Complete { state: s, output })
             }

@@ -286,6 +286,8 @@ impl Workflow for RestoreWorkflow {
                             ));
                         }
                     }
+                    // Created, Upload not committed: the repeat finds it empty and goes on.
+                    crate::faultpoint::hit("restore.after_create_collection");
                 }
                 s.phase = RestorePhase::Upload;
                 Ok(Transition::Next(s))
@@ -319,6 +321,9 @@ impl Workflow for RestoreWorkflow {
                         s.snapshot_id, streamed.bytes, streamed.sha256, s.manifest.bytes_raw, s.manifest.sha256_raw
                     )));
                 }
+                // In the env's storage, StartImport not committed: the repeat uploads again
+                // to the same path.
+                crate::faultpoint::hit("restore.after_upload");
                 s.phase = RestorePhase::StartImport { file_id };
                 Ok(Transition::Next(s))
             }
@@ -336,6 +341,8 @@ impl Workflow for RestoreWorkflow {
                     s.mode
                 };
                 self.marks.put(&key, &(calls + 1)).map_err(store_err)?;
+                // Counted, not called: the repeat calls it once, in upsert mode.
+                crate::faultpoint::hit("restore.after_import_mark");
                 let req = ImportRequest {
                     collection_name: s.collection.clone(),
                     file_path: s.storage_path.clone(),
@@ -346,6 +353,9 @@ impl Workflow for RestoreWorkflow {
                 let import_job_id = client.import(&s.env, &req).await.map_err(|e| {
                     api_step_error(&format!("starting the import into {target}"), &e)
                 })?;
+                // Running on the server, its id not committed: the repeat starts a second
+                // import (upsert), which converges on the same documents.
+                crate::faultpoint::hit("restore.after_import_call");
                 tracing::info!(job = %ctx.job_id, import_job_id, %target, restarted, "import started");
                 s.phase = RestorePhase::Poll {
                     file_id,
@@ -432,9 +442,13 @@ impl Workflow for RestoreWorkflow {
                         }),
                     Err(e) => Some(format!("deleting {file_id}: {e}")),
                 };
+                // The upload is gone, its import-call counter not: the repeat deletes again
+                // (not found counts as deleted) and removes the counter.
+                crate::faultpoint::hit("restore.after_file_deleted");
                 if let Err(e) = self.marks.remove(&ctx.job_id.to_string()) {
                     tracing::warn!(job = %ctx.job_id, error = %e, "cannot drop the import call record");
                 }
+                crate::faultpoint::hit("restore.after_mark_removed");
                 let output = serde_json::to_value(&outcome).unwrap_or(serde_json::Value::Null);
                 let complete = outcome.is_complete();
                 s.phase = RestorePhase::Cleanup { file_id, outcome };

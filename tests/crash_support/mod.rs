@@ -77,6 +77,19 @@ impl Fixture {
         self.dir.path().join("state")
     }
 
+    /// Adds a `[[destinations]]` table of kind "local" named `name` to the config; returns its
+    /// directory (beside the snapshots, not under them).
+    pub fn add_local_destination(&self, name: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        let mut text = std::fs::read_to_string(&self.config).expect("read config");
+        text.push_str(&format!(
+            "\n[[destinations]]\nname = \"{name}\"\nkind = \"local\"\npath = \"{}\"\n",
+            path.display()
+        ));
+        std::fs::write(&self.config, text).expect("write config");
+        path
+    }
+
     /// Every (env, collection) the emulator holds for the test app.
     pub fn targets(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
@@ -114,9 +127,15 @@ impl Fixture {
 
     /// Runs `backup` until it exits 0 (at most `max` times), returning the last output.
     pub async fn backup_until_done(&self, max: usize) -> Output {
+        self.until_done(&["--json", "backup"], max).await
+    }
+
+    /// Runs the binary with `args` (no fault point) until it exits 0, at most `max` times;
+    /// returns the last output.
+    pub async fn until_done(&self, args: &[&str], max: usize) -> Output {
         let mut last = None;
         for _ in 0..max {
-            let out = self.backup(&[], Duration::from_secs(120)).await;
+            let out = run(&self.config, args, &[], Duration::from_secs(120)).await;
             let ok = out.status.success();
             last = Some(out);
             if ok {
@@ -126,7 +145,7 @@ impl Fixture {
         let out = last.expect("at least one run");
         assert!(
             out.status.success(),
-            "backup did not finish: {}\nstderr:\n{}\nstdout:\n{}",
+            "{args:?} did not finish: {}\nstderr:\n{}\nstdout:\n{}",
             describe(&out.status),
             String::from_utf8_lossy(&out.stderr),
             String::from_utf8_lossy(&out.stdout)
@@ -171,13 +190,31 @@ impl Fixture {
         &self,
         manifest_temps: bool,
     ) -> (Vec<(PathBuf, Manifest)>, usize) {
+        self.check_invariants_with(1, manifest_temps).await
+    }
+
+    /// [`Fixture::check_invariants`] after `per_collection` backups of unchanged collections:
+    /// that many snapshots of each (later ones may share an earlier one's data file).
+    pub async fn check_invariants_n(&self, per_collection: usize) -> Vec<(PathBuf, Manifest)> {
+        self.check_invariants_with(per_collection, false).await.0
+    }
+
+    async fn check_invariants_with(
+        &self,
+        per_collection: usize,
+        manifest_temps: bool,
+    ) -> (Vec<(PathBuf, Manifest)>, usize) {
         let targets = self.targets();
         let found = backup_support::manifests(&self.snapshots_dir());
-        let mut seen = BTreeSet::new();
+        let mut seen: BTreeMap<(String, String), usize> = BTreeMap::new();
         for (path, m) in &found {
+            let n = seen
+                .entry((m.env.clone(), m.collection.clone()))
+                .or_default();
+            *n += 1;
             assert!(
-                seen.insert((m.env.clone(), m.collection.clone())),
-                "two snapshots of {}/{} (second: {})",
+                *n <= per_collection,
+                "{n} snapshots of {}/{} (the last: {})",
                 m.env,
                 m.collection,
                 path.display()
@@ -187,8 +224,12 @@ impl Fixture {
                 .unwrap_or_else(|e| panic!("{} does not verify: {e}", data.display()));
             backup_support::check_snapshot(path, m, &self.emu);
         }
-        let have: Vec<_> = seen.into_iter().collect();
-        assert_eq!(have, targets, "one snapshot per collection");
+        let have: Vec<_> = seen.keys().cloned().collect();
+        assert_eq!(have, targets, "snapshots of every collection");
+        assert!(
+            seen.values().all(|n| *n == per_collection),
+            "{per_collection} snapshot(s) per collection: {seen:?}"
+        );
         let tolerated = self.check_no_stray_files(&found, manifest_temps);
 
         let catalog = self.catalog().await;
@@ -198,7 +239,11 @@ impl Fixture {
             .collect();
         let unique: BTreeSet<&str> = ids.iter().copied().collect();
         assert_eq!(unique.len(), ids.len(), "duplicate catalog ids: {ids:?}");
-        assert_eq!(ids.len(), targets.len(), "one catalog entry per collection");
+        assert_eq!(
+            ids.len(),
+            targets.len() * per_collection,
+            "one catalog entry per snapshot"
+        );
 
         // Nothing active or failed: a run whose failed collections were retried ends by their
         // new outcome (retrying a collection reopens its run).

@@ -40,6 +40,39 @@ impl Moto {
         panic!("moto_server did not come up on port {}", self.port);
     }
 
+    /// Every object in `bucket`: (key, bytes). One listing page is enough for a test.
+    #[allow(dead_code)] // not every test that includes this module reads objects back
+    pub async fn objects(&self, bucket: &str) -> Vec<(String, Vec<u8>)> {
+        let http = reqwest::Client::new();
+        let base = format!("http://127.0.0.1:{}/{bucket}", self.port);
+        let listing = http
+            .get(format!("{base}?list-type=2&max-keys=1000"))
+            .send()
+            .await
+            .expect("list the bucket")
+            .text()
+            .await
+            .expect("listing body");
+        assert!(
+            !listing.contains("<IsTruncated>true</IsTruncated>"),
+            "more than one page of objects"
+        );
+        let mut out = Vec::new();
+        for part in listing.split("<Key>").skip(1) {
+            let key = part.split("</Key>").next().unwrap_or("").to_string();
+            let body = http
+                .get(format!("{base}/{key}"))
+                .send()
+                .await
+                .expect("get an object")
+                .bytes()
+                .await
+                .expect("object body");
+            out.push((key, body.to_vec()));
+        }
+        out
+    }
+
     pub fn stop(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

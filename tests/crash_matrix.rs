@@ -25,7 +25,7 @@ use tcb_backup::faultpoint;
 /// (1 only when the crash falls between the export call and the commit of its id).
 async fn crash_at(prefix: &str, point: &str, nth: u32, orphans: usize) {
     assert!(
-        faultpoint::POINTS.contains(&point),
+        faultpoint::is_declared(point),
         "{point} is not a declared fault point"
     );
     let fx = Fixture::new(prefix, 1, 3, 30, 2500, 1).await;
@@ -145,7 +145,7 @@ fn every_declared_point_is_in_the_matrix() {
         include_str!("crash_restore_copy.rs"),
     ]
     .concat();
-    for point in faultpoint::POINTS {
+    for point in faultpoint::points() {
         assert!(
             sources.contains(&format!("\"{point}\",")),
             "{point} has no crash case"

@@ -38,7 +38,7 @@ const NAS: &str = "nas";
 
 fn declared(point: &str) {
     assert!(
-        faultpoint::POINTS.contains(&point),
+        faultpoint::is_declared(point),
         "{point} is not a declared fault point"
     );
 }
@@ -166,6 +166,7 @@ restore_case!(
     1,
     false
 );
+restore_case!(restore_mid_upload, "rmu", "restore.mid_upload", 1, false);
 restore_case!(
     restore_after_upload,
     "rcb",

@@ -84,6 +84,9 @@ impl DecompressedBody {
                     // The upload gave up; its error is the one that matters.
                     return Ok(None);
                 }
+                // Part of the file is on its way to the env's storage, the rest not: the repeat
+                // uploads the whole file again to the same path.
+                crate::faultpoint::hit("restore.mid_upload");
             }
             Ok(Some(Streamed {
                 bytes: total,

@@ -6,6 +6,7 @@
 //! per-kind limits with leases, retries with exponential backoff and full jitter, fans out to
 //! child jobs, and resumes interrupted jobs after a crash. See `docs/engine.md`.
 
+pub mod bench;
 mod clock;
 mod engine;
 mod error;

@@ -3,7 +3,7 @@
 //! A durable step of the backup workflow calls [`hit`] with a stable name at the moment a crash
 //! would be most damaging (between a side effect and the commit that records it, between a
 //! write and its rename, in the middle of a download). When the process was started with
-//! `TCB_BACKUP_FAULTPOINT=<name>[:<n>]`, the n-th hit (default: the first) of that point aborts
+//! `TCB_BACKUP_FAULTPOINT=<name>[:<n>]`, the n-th hit (default: the first) of that point kills
 //! the process on the spot: no destructor, no flush, no unwinding — the same as a `kill -9`
 //! from the workflow's point of view. The tests then restart the binary and check that nothing
 //! was lost or duplicated.
@@ -74,7 +74,7 @@ pub fn is_declared(name: &str) -> bool {
     points().any(|p| p == name)
 }
 
-/// Marks the named point; aborts the process if it is the armed one (test builds only).
+/// Marks the named point; kills the process (SIGKILL) if it is the armed one (test builds only).
 #[inline]
 pub fn hit(name: &str) {
     #[cfg(any(debug_assertions, feature = "faultpoints"))]
@@ -162,7 +162,13 @@ mod armed {
         let n = a.hits.fetch_add(1, Ordering::SeqCst) + 1;
         if n == a.nth {
             // One line on stderr so a test can tell this crash from any other death.
-            let _ = writeln!(std::io::stderr(), "faultpoint {} hit {n}: aborting", a.name);
+            let _ = writeln!(std::io::stderr(), "faultpoint {} hit {n}: killing", a.name);
+            // SIGKILL, as `kill -9` would: no handler, no destructor, no flush, no core dump.
+            // SAFETY: kill(2) on our own pid has no memory-safety precondition.
+            unsafe {
+                libc::kill(libc::getpid(), libc::SIGKILL);
+            }
+            // Unreachable in practice (SIGKILL cannot be caught); never carry on past the point.
             std::process::abort();
         }
     }

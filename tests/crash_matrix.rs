@@ -1,7 +1,7 @@
 //! The crash matrix: for every durable point of the backup workflow (each transition, the
 //! export call before its id is committed, mid-download, between write and rename of the data
 //! file and of the manifest, between manifest, catalog and the final commit, both steps of the
-//! run job), run the real binary with `TCB_BACKUP_FAULTPOINT` set so it aborts exactly there,
+//! run job), run the real binary with `TCB_BACKUP_FAULTPOINT` set so it is killed (SIGKILL) exactly there,
 //! restart it without the variable, and check the invariants of `crash_support`.
 //!
 //! One env of one app, three seeded collections plus one of ~600 kB (downloads of several
@@ -122,7 +122,7 @@ async fn crash_at_every_point_in_one_backup() {
             break; // finished before reaching this point: nothing left to crash
         }
         // A point the remaining work no longer passes lets the run finish with success above;
-        // anything else must be the armed abort.
+        // anything else must be the armed kill.
         assert_died_at(&out, point);
         died += 1;
         if *point == "backup.after_export_call" {

@@ -1,7 +1,7 @@
 //! The crash matrix, continued: the durable points of the restore workflow, of the copy
 //! workflow, and the record step's points only some backups pass (an unchanged export, copies
 //! submitted). As in `crash_matrix.rs`, the real binary runs with `TCB_BACKUP_FAULTPOINT` set so
-//! it aborts exactly there, is started again without it, and the outcome is checked:
+//! it is killed (SIGKILL) exactly there, is started again without it, and the outcome is checked:
 //!
 //! - a restore (`tcb-backup restore ID --to-collection C`, resumed by `tcb-backup restore`)
 //!   ends Succeeded with exactly the snapshot's documents in the target, no record failed, one

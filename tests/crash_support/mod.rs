@@ -381,14 +381,14 @@ pub fn describe(status: &ExitStatus) -> String {
     }
 }
 
-/// The process died at the armed fault point (SIGABRT after the faultpoint line).
+/// The process died at the armed fault point (SIGKILL after the faultpoint line).
 pub fn assert_died_at(out: &Output, point: &str) {
     use std::os::unix::process::ExitStatusExt;
     let err = stderr(out);
     assert_eq!(
         out.status.signal(),
-        Some(6),
-        "expected an abort at {point}, got {}; stderr:\n{err}",
+        Some(9),
+        "expected a SIGKILL at {point}, got {}; stderr:\n{err}",
         describe(&out.status)
     );
     assert!(

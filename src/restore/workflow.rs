@@ -7,6 +7,12 @@
 //! for the same restore job runs in upsert mode (unless the operator forced insert into a
 //! non-empty collection), which converges on the same documents whatever the first one did,
 //! instead of failing every record as a duplicate. The report says when this happened.
+//!
+//! Once the file is in the env's storage (plaintext, even for an encrypted snapshot), every way
+//! the job can end goes through a step that deletes it: success through `Cleanup`, a permanent
+//! failure (a hash mismatch, an import ending in `fail`, a poll timeout, a refused import call,
+//! retries used up) through `Abandon`, which persists the failure reason first so the deletion
+//! survives a crash and runs again, then fails the job with that reason.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -89,6 +95,29 @@ pub enum RestorePhase {
         file_id: String,
         outcome: ImportOutcome,
     },
+    /// The restore failed for good after the upload: delete the uploaded file and the
+    /// import-call counter, then fail the job with `error` (persisted so a crash in between
+    /// repeats the deletion and still reports the original reason).
+    Abandon {
+        file_id: String,
+        error: String,
+    },
+}
+
+impl RestorePhase {
+    /// The phase's name, as in the persisted state and the `restore.before_step.<name>` fault
+    /// points.
+    pub fn name(&self) -> &'static str {
+        match self {
+            RestorePhase::Verify => "verify",
+            RestorePhase::PrepareTarget => "prepare_target",
+            RestorePhase::Upload => "upload",
+            RestorePhase::StartImport { .. } => "start_import",
+            RestorePhase::Poll { .. } => "poll",
+            RestorePhase::Cleanup { .. } => "cleanup",
+            RestorePhase::Abandon { .. } => "abandon",
+        }
+    }
 }
 
 /// The persisted state of one restore job (no token, no secret).
@@ -170,6 +199,60 @@ impl RestoreWorkflow {
         self
     }
 
+    /// A step error once the file is in the env's storage: a permanent one, or a retryable one
+    /// on the last attempt the retry policy allows, moves the job to [`RestorePhase::Abandon`]
+    /// (committed before anything else happens) instead of failing it with the upload left
+    /// behind. Other retryable errors are retried as usual.
+    fn after_upload(
+        &self,
+        ctx: &StepContext,
+        mut s: RestoreState,
+        file_id: String,
+        err: StepError,
+    ) -> Result<Transition<RestoreState>, StepError> {
+        let error = match err {
+            StepError::Permanent { message } => message,
+            StepError::Retryable { message, .. } if ctx.attempt >= self.retry.max_attempts => {
+                format!("{message} (gave up after {} attempts)", ctx.attempt)
+            }
+            retryable => return Err(retryable),
+        };
+        s.phase = RestorePhase::Abandon { file_id, error };
+        Ok(Transition::Next(s))
+    }
+
+    /// Deletes the uploaded file from the env's storage and the job's import-call counter.
+    /// Returns why the file could not be deleted, if it could not; a file already gone counts
+    /// as deleted, so a repeat after a crash is harmless.
+    async fn remove_upload(
+        &self,
+        client: &CloudBaseClient,
+        job_id: tcb_state::JobId,
+        env: &str,
+        file_id: &str,
+    ) -> Option<String> {
+        let file_id = file_id.to_string();
+        let failed = match client
+            .batch_delete_file(env, std::slice::from_ref(&file_id))
+            .await
+        {
+            // -503003 (file not found): an earlier attempt already deleted it.
+            Ok(results) => results
+                .iter()
+                .find(|r| r.status != 0 && r.status != -503003)
+                .map(|r| format!("deleting {}: status {} {}", r.fileid, r.status, r.errmsg)),
+            Err(e) => Some(format!("deleting {file_id}: {e}")),
+        };
+        // The upload is gone, its import-call counter not: the repeat deletes again (not found
+        // counts as deleted) and removes the counter.
+        crate::faultpoint::hit("restore.after_file_deleted");
+        if let Err(e) = self.marks.remove(&job_id.to_string()) {
+            tracing::warn!(job = %job_id, error = %e, "cannot drop the import call record");
+        }
+        crate::faultpoint::hit("restore.after_mark_removed");
+        failed
+    }
+
     fn client(&self, s: &RestoreState) -> Result<&CloudBaseClient, StepError> {
         self.clients.get(&s.appid).ok_or_else(|| {
             StepError::permanent(format!(
@@ -244,6 +327,8 @@ impl Workflow for RestoreWorkflow {
         mut s: RestoreState,
     ) -> Result<Transition<RestoreState>, StepError> {
         let target = format!("{}/{}", s.env, s.collection);
+        // The phase committed, its step not run yet: the repeat runs it from the start.
+        crate::faultpoint::hit_at("restore.before_step", s.phase.name());
         match s.phase.clone() {
             RestorePhase::Verify => {
                 let path = s.data_path.clone();
@@ -316,10 +401,11 @@ impl Workflow for RestoreWorkflow {
                 if streamed.sha256 != s.manifest.sha256_raw
                     || streamed.bytes != s.manifest.bytes_raw
                 {
-                    return Err(StepError::permanent(format!(
+                    let error = StepError::permanent(format!(
                         "restore of {}: the uploaded data ({} bytes, sha256 {}) does not match the manifest ({} bytes, sha256 {}); not importing it",
                         s.snapshot_id, streamed.bytes, streamed.sha256, s.manifest.bytes_raw, s.manifest.sha256_raw
-                    )));
+                    ));
+                    return self.after_upload(&ctx, s, file_id, error);
                 }
                 // In the env's storage, StartImport not committed: the repeat uploads again
                 // to the same path.
@@ -328,7 +414,10 @@ impl Workflow for RestoreWorkflow {
                 Ok(Transition::Next(s))
             }
             RestorePhase::StartImport { file_id } => {
-                let client = self.client(&s)?;
+                let client = match self.client(&s) {
+                    Ok(client) => client,
+                    Err(e) => return self.after_upload(&ctx, s, file_id, e),
+                };
                 let key = ctx.job_id.to_string();
                 let store_err = |e: tcb_state::EngineError| {
                     StepError::retryable(format!("recording the import call: {e}"))
@@ -350,9 +439,14 @@ impl Workflow for RestoreWorkflow {
                     stop_on_error: s.stop_on_error,
                     conflict_mode: mode,
                 };
-                let import_job_id = client.import(&s.env, &req).await.map_err(|e| {
-                    api_step_error(&format!("starting the import into {target}"), &e)
-                })?;
+                let import_job_id = match client.import(&s.env, &req).await {
+                    Ok(id) => id,
+                    Err(e) => {
+                        let error =
+                            api_step_error(&format!("starting the import into {target}"), &e);
+                        return self.after_upload(&ctx, s, file_id, error);
+                    }
+                };
                 // Running on the server, its id not committed: the repeat starts a second
                 // import (upsert), which converges on the same documents.
                 crate::faultpoint::hit("restore.after_import_call");
@@ -373,12 +467,18 @@ impl Workflow for RestoreWorkflow {
                 next_interval_ms,
                 restarted_import,
             } => {
-                let client = self.client(&s)?;
+                let client = match self.client(&s) {
+                    Ok(client) => client,
+                    Err(e) => return self.after_upload(&ctx, s, file_id, e),
+                };
                 let what = format!("import job {import_job_id} into {target}");
-                let info = client
-                    .query_migrate_job(&s.env, import_job_id)
-                    .await
-                    .map_err(|e| api_step_error(&what, &e))?;
+                let info = match client.query_migrate_job(&s.env, import_job_id).await {
+                    Ok(info) => info,
+                    Err(e) => {
+                        let error = api_step_error(&what, &e);
+                        return self.after_upload(&ctx, s, file_id, error);
+                    }
+                };
                 match info.status {
                     MigrateStatus::Success => {
                         let outcome = ImportOutcome {
@@ -396,19 +496,23 @@ impl Workflow for RestoreWorkflow {
                         s.phase = RestorePhase::Cleanup { file_id, outcome };
                         Ok(Transition::Next(s))
                     }
-                    MigrateStatus::Fail => Err(StepError::permanent(format!(
-                        "{what} failed: {} ({} records imported, {} failed)",
-                        info.message.as_deref().unwrap_or("no message"),
-                        info.record_success,
-                        info.record_fail
-                    ))),
+                    MigrateStatus::Fail => {
+                        let error = StepError::permanent(format!(
+                            "{what} failed: {} ({} records imported, {} failed)",
+                            info.message.as_deref().unwrap_or("no message"),
+                            info.record_success,
+                            info.record_fail
+                        ));
+                        self.after_upload(&ctx, s, file_id, error)
+                    }
                     MigrateStatus::Running(status) => {
                         let waited = unix_ms(ctx.now).saturating_sub(first_poll_ms);
                         if waited > self.poll.max_wait.as_millis() as u64 {
-                            return Err(StepError::permanent(format!(
+                            let error = StepError::permanent(format!(
                                 "{what} is still {status} after {}s; giving up (the import may still finish on the server)",
                                 waited / 1000
-                            )));
+                            ));
+                            return self.after_upload(&ctx, s, file_id, error);
                         }
                         let at = ctx.now + Duration::from_millis(next_interval_ms);
                         let grown = (next_interval_ms as f64 * self.poll.multiplier) as u64;
@@ -429,26 +533,9 @@ impl Workflow for RestoreWorkflow {
             } => {
                 let client = self.client(&s)?;
                 // Best effort: the restore is done; a leftover upload is reported, not fatal.
-                outcome.cleanup_error = match client
-                    .batch_delete_file(&s.env, std::slice::from_ref(&file_id))
-                    .await
-                {
-                    // -503003 (file not found): an earlier attempt already deleted it.
-                    Ok(results) => results
-                        .iter()
-                        .find(|r| r.status != 0 && r.status != -503003)
-                        .map(|r| {
-                            format!("deleting {}: status {} {}", r.fileid, r.status, r.errmsg)
-                        }),
-                    Err(e) => Some(format!("deleting {file_id}: {e}")),
-                };
-                // The upload is gone, its import-call counter not: the repeat deletes again
-                // (not found counts as deleted) and removes the counter.
-                crate::faultpoint::hit("restore.after_file_deleted");
-                if let Err(e) = self.marks.remove(&ctx.job_id.to_string()) {
-                    tracing::warn!(job = %ctx.job_id, error = %e, "cannot drop the import call record");
-                }
-                crate::faultpoint::hit("restore.after_mark_removed");
+                outcome.cleanup_error = self
+                    .remove_upload(client, ctx.job_id, &s.env, &file_id)
+                    .await;
                 let output = serde_json::to_value(&outcome).unwrap_or(serde_json::Value::Null);
                 let complete = outcome.is_complete();
                 s.phase = RestorePhase::Cleanup { file_id, outcome };
@@ -456,6 +543,27 @@ impl Workflow for RestoreWorkflow {
                     Transition::Complete { state: s, output }
                 } else {
                     Transition::CompletePartial { state: s, output }
+                })
+            }
+            RestorePhase::Abandon { file_id, error } => {
+                let failed = match self.clients.get(&s.appid) {
+                    Some(client) => {
+                        self.remove_upload(client, ctx.job_id, &s.env, &file_id)
+                            .await
+                    }
+                    None => Some(format!("app {} is not configured", s.appid)),
+                };
+                Err(match failed {
+                    None => StepError::permanent(error),
+                    // The plaintext upload must not stay: retried while the policy allows,
+                    // and the original reason stays in front either way.
+                    Some(why) if ctx.attempt < self.retry.max_attempts => StepError::retryable(
+                        format!("{error} (removing the uploaded file {file_id} failed, retrying: {why})"),
+                    ),
+                    Some(why) => StepError::permanent(format!(
+                        "{error} (the uploaded file {file_id} could not be removed from env {} storage: {why})",
+                        s.env
+                    )),
                 })
             }
         }

@@ -51,11 +51,15 @@ pub const COPY_POINTS: &[&str] = &[
 
 /// The `restore.collection` workflow's points (src/restore/workflow.rs).
 pub const RESTORE_POINTS: &[&str] = &[
+    // Verify → PrepareTarget committed: the repeat checks the target again.
+    "restore.before_step.prepare_target",
     "restore.after_create_collection",
     "restore.mid_upload",
     "restore.after_upload",
     "restore.after_import_mark",
     "restore.after_import_call",
+    // Poll committed with the import job id: the repeat polls that import, starts none.
+    "restore.before_step.poll",
     "restore.after_file_deleted",
     "restore.after_mark_removed",
 ];
@@ -197,7 +201,15 @@ mod tests {
         assert_eq!(unique.len(), all.len(), "a point is declared twice");
     }
 
-    /// Every declared point (but the per-phase ones, built by `hit_at`) is hit somewhere.
+    /// The per-phase points (`hit_at(prefix, phase.name())`): each prefix, with the source that
+    /// names the phases.
+    const PER_PHASE: &[(&str, &str)] = &[
+        ("backup.before_step", include_str!("backup/state.rs")),
+        ("restore.before_step", include_str!("restore/workflow.rs")),
+    ];
+
+    /// Every declared point is hit somewhere: by name, or (a per-phase point) by `hit_at` with
+    /// its prefix, for a phase that exists.
     #[test]
     fn every_declared_point_is_hit_in_the_source() {
         let sources = [
@@ -211,7 +223,19 @@ mod tests {
         ]
         .concat();
         for point in points() {
-            if point.starts_with("backup.before_step.") {
+            let per_phase = PER_PHASE.iter().find_map(|(prefix, names)| {
+                let phase = point.strip_prefix(prefix)?.strip_prefix('.')?;
+                Some((prefix, phase, names))
+            });
+            if let Some((prefix, phase, names)) = per_phase {
+                assert!(
+                    sources.contains(&format!("hit_at(\"{prefix}\", ")),
+                    "{point}: nothing calls hit_at(\"{prefix}\", ..)"
+                );
+                assert!(
+                    names.contains(&format!("=> \"{phase}\"")),
+                    "{point}: {phase} is not a phase name"
+                );
                 continue;
             }
             assert!(

@@ -166,6 +166,13 @@ restore_case!(
     1,
     false
 );
+restore_case!(
+    restore_before_prepare_target,
+    "rcg",
+    "restore.before_step.prepare_target",
+    1,
+    false
+);
 restore_case!(restore_mid_upload, "rmu", "restore.mid_upload", 1, false);
 restore_case!(
     restore_after_upload,
@@ -187,6 +194,13 @@ restore_case!(
     "restore.after_import_call",
     2,
     true
+);
+restore_case!(
+    restore_before_poll,
+    "rch",
+    "restore.before_step.poll",
+    1,
+    false
 );
 restore_case!(
     restore_after_file_deleted,

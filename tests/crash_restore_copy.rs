@@ -7,9 +7,12 @@
 //!   ends Succeeded with exactly the snapshot's documents in the target, no record failed, one
 //!   import on the server (two only when the crash fell between the import call and the commit
 //!   of its id, the second in upsert mode), the uploaded file deleted and its import-call
-//!   counter removed;
+//!   counter removed, and the backup's invariants of `crash_support` kept (the source snapshot
+//!   verifies, nothing was exported again); killed mid-upload, the emulator saw a cut-off POST
+//!   and stored nothing at the path;
 //! - a backup with a `kind = "local"` destination (`tcb-backup backup`, resumed by
-//!   `tcb-backup backup --resume-only`) keeps every invariant of `crash_support`, and every
+//!   `tcb-backup backup --resume-only`) keeps every invariant of `crash_support` (exports
+//!   included: one per snapshot, none repeated), and every
 //!   snapshot ends with exactly one copy record whose files at the destination are identical
 //!   to the local ones, with no temp file and nothing else there.
 //!
@@ -30,6 +33,7 @@ use tcb_backup::backup::catalog_store::SnapshotCatalog;
 use tcb_backup::catalog::CatalogEntry;
 use tcb_backup::destination::copy::{CopyRecords, CopyState};
 use tcb_backup::faultpoint;
+use tcb_backup::manifest::Manifest;
 use tcb_backup::restore::IMPORT_MARKS_NAMESPACE;
 use tcb_state::{Engine, EngineOptions, JobFilter, JobStatus};
 
@@ -60,25 +64,45 @@ fn messages(stdout: &[u8], kind: &str) -> Vec<Value> {
 // ---------------------------------------------------------------------------------------------
 // Restore
 
-/// Back up one collection, restore it into a new collection crashing at the `nth` hit of
-/// `point`, resume with `restore`, check. `imports`: import jobs the server may see (2 only
-/// when the crash fell after the import call, before its commit); `restarted`: whether the
-/// workflow must report a restarted import (its call counter was committed before the crash).
-async fn restore_crash_at(prefix: &str, point: &str, imports: usize, restarted: bool) {
+/// A backed-up fixture and the snapshot a restore case restores.
+struct Restoring {
+    fx: Fixture,
+    env: String,
+    source: String,
+    records: u64,
+}
+
+/// Back up one collection (plus, with `big_records`, the `big` collection of several upload
+/// chunks, which is then the one restored) and restore it into a new collection, crashing at
+/// `spec` (`point[:n]`).
+async fn restore_until_crash(
+    prefix: &str,
+    point: &str,
+    spec: &str,
+    big_records: usize,
+) -> Restoring {
     declared(point);
-    let fx = Fixture::new(prefix, 1, 1, 300, 0, 1).await;
+    let fx = Fixture::new(prefix, 1, 1, 300, big_records, 1).await;
     fx.backup_until_done(1).await;
     let env = fx.apps[0].envs[0].clone();
+    let source = if big_records > 0 {
+        "big".to_string()
+    } else {
+        fx.targets()[0].1.clone()
+    };
     let catalog = fx.catalog().await;
-    assert_eq!(catalog.len(), 1);
-    let id = catalog[0]["id"].as_str().expect("snapshot id").to_string();
-    let source = fx.targets()[0].1.clone();
+    let id = catalog
+        .iter()
+        .find(|e| e["manifest"]["collection"] == source.as_str())
+        .and_then(|e| e["id"].as_str())
+        .unwrap_or_else(|| panic!("no snapshot of {source}: {catalog:?}"))
+        .to_string();
     let records = fx.emu.control().documents(&env, &source).unwrap().len() as u64;
 
     let out = crash_support::run(
         &fx.config,
         &["--json", "restore", &id, "--to-collection", RESTORED],
-        &[(faultpoint::ENV_VAR, point)],
+        &[(faultpoint::ENV_VAR, spec)],
         Duration::from_secs(120),
     )
     .await;
@@ -87,7 +111,27 @@ async fn restore_crash_at(prefix: &str, point: &str, imports: usize, restarted: 
         messages(&out.stdout, "result").is_empty(),
         "no result before the crash"
     );
+    Restoring {
+        fx,
+        env,
+        source,
+        records,
+    }
+}
 
+/// Resume with `restore` and check. `imports`: import jobs the server may see (2 only when the
+/// crash fell after the import call, before its commit); `restarted`: whether the workflow must
+/// report a restarted import (its call counter was committed before the crash). Then the
+/// backup's own invariants: the source snapshots still verify, nothing was exported again.
+async fn resume_and_check(r: &Restoring, imports: usize, restarted: bool) {
+    let Restoring {
+        fx,
+        env,
+        source,
+        records,
+        ..
+    } = r;
+    let records = *records;
     let out = fx.until_done(&["--json", "restore"], 1).await;
     let results = messages(&out.stdout, "result");
     assert_eq!(results.len(), 1, "one restore resumed: {results:?}");
@@ -103,14 +147,14 @@ async fn restore_crash_at(prefix: &str, point: &str, imports: usize, restarted: 
 
     // Exactly the snapshot's documents, once each: the import was not doubled.
     let control = fx.emu.control();
-    let restored = control.documents(&env, RESTORED).expect("target exists");
+    let restored = control.documents(env, RESTORED).expect("target exists");
     assert_eq!(restored.len() as u64, records, "documents in the target");
     assert_eq!(
         sorted_docs(restored),
-        sorted_docs(control.documents(&env, &source).unwrap())
+        sorted_docs(control.documents(env, source).unwrap())
     );
     let import_jobs: Vec<_> = control
-        .jobs(&env)
+        .jobs(env)
         .into_iter()
         .filter(|j| !j.export)
         .collect();
@@ -124,12 +168,11 @@ async fn restore_crash_at(prefix: &str, point: &str, imports: usize, restarted: 
         "imports started: {import_jobs:?}"
     );
     // The uploaded export was deleted from the env's storage.
-    let leftovers: Vec<_> = control
-        .files(&env)
-        .into_iter()
-        .filter(|(path, _)| path.starts_with("tcb-backup-restore/"))
-        .collect();
-    assert!(leftovers.is_empty(), "uploads left: {leftovers:?}");
+    assert_eq!(
+        restore_uploads(fx, env),
+        Vec::<String>::new(),
+        "uploads left"
+    );
 
     // One restore job, resumed (not started again), Succeeded; its counter is gone.
     let engine = Engine::open(&fx.state_dir(), EngineOptions::default()).unwrap();
@@ -147,7 +190,31 @@ async fn restore_crash_at(prefix: &str, point: &str, imports: usize, restarted: 
         .unwrap();
     assert!(marks.is_empty(), "import-call counters left: {marks:?}");
     drop(engine);
-    fx.emu.shutdown().await;
+
+    // The backup side is untouched: with the restored collection (which has no snapshot of its
+    // own) out of the way, every collection still has its one verifying snapshot, no job is
+    // open, and no collection was exported twice.
+    control.drop_collection(env, RESTORED).expect("drop target");
+    let found = fx.check_invariants().await;
+    fx.check_exports(&found, 0);
+}
+
+/// The paths of the env's storage under the restore's upload prefix.
+fn restore_uploads(fx: &Fixture, env: &str) -> Vec<String> {
+    fx.emu
+        .control()
+        .files(env)
+        .into_iter()
+        .map(|(path, _)| path)
+        .filter(|path| path.starts_with("tcb-backup-restore/"))
+        .collect()
+}
+
+/// A restore crashed at the first hit of `point`, resumed, checked.
+async fn restore_crash_at(prefix: &str, point: &str, imports: usize, restarted: bool) {
+    let r = restore_until_crash(prefix, point, point, 0).await;
+    resume_and_check(&r, imports, restarted).await;
+    r.fx.emu.shutdown().await;
 }
 
 macro_rules! restore_case {
@@ -173,7 +240,42 @@ restore_case!(
     1,
     false
 );
-restore_case!(restore_mid_upload, "rmu", "restore.mid_upload", 1, false);
+
+/// Killed while the COS POST is under way: the `big` snapshot is over two upload chunks (256
+/// KiB) of export, and the kill falls when the body asks for its second chunk, the first sent.
+/// The emulator saw a cut-off upload (a malformed POST, nothing stored at the path); the
+/// resumed restore uploads the whole file again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_mid_upload() {
+    let point = "restore.mid_upload";
+    // ~250 bytes a record: about 730 KiB of export, three chunks.
+    let r = restore_until_crash("rmu", point, &format!("{point}:2"), 3000).await;
+    let raw = backup_support::manifests(&r.fx.snapshots_dir())
+        .into_iter()
+        .find(|(_, m)| m.collection == r.source)
+        .map(|(_, m)| m.bytes_raw)
+        .expect("the big snapshot's manifest");
+    assert!(raw > 2 * 256 * 1024, "{raw} bytes: fewer than 3 chunks");
+    let control = r.fx.emu.control();
+    assert_eq!(control.calls("uploadfile"), 1, "the upload was started");
+    assert_eq!(
+        restore_uploads(&r.fx, &r.env),
+        Vec::<String>::new(),
+        "a partial upload is stored"
+    );
+    resume_and_check(&r, 1, false).await;
+    // The first POST ended cut off (a malformed form: the server read part of the body, then
+    // the connection died), the second succeeded.
+    let posts = control
+        .counters()
+        .endpoints
+        .get("cos_upload")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(posts.http_statuses.get(&400), Some(&1), "{posts:?}");
+    assert_eq!(posts.calls, 2, "{posts:?}");
+    r.fx.emu.shutdown().await;
+}
 restore_case!(
     restore_after_upload,
     "rcb",
@@ -305,6 +407,22 @@ fn check_copies(fx: &Fixture, nas: &Path) -> usize {
     jobs.values().map(Vec::len).sum()
 }
 
+/// No second export, no orphan: each collection's exports on the server are exactly the
+/// export job ids of its snapshots (`crash_support::check_exports` for several snapshots per
+/// collection, where only the newest is the newest export).
+fn one_export_per_snapshot(fx: &Fixture, found: &[(std::path::PathBuf, Manifest)]) {
+    let mut want: BTreeMap<(String, String), Vec<u64>> = BTreeMap::new();
+    for (_, m) in found {
+        want.entry((m.env.clone(), m.collection.clone()))
+            .or_default()
+            .push(m.export_job_id);
+    }
+    for ids in want.values_mut() {
+        ids.sort_unstable();
+    }
+    assert_eq!(fx.exports(), want, "exports on the server vs snapshots");
+}
+
 /// A backup of two collections copied to a local destination, crashing at the `nth` hit of
 /// `point` (in the second backup when `second`: an unchanged export, whose snapshots share the
 /// first ones' data files), resumed with `backup --resume-only`, checked.
@@ -338,6 +456,9 @@ async fn copy_crash_at(prefix: &str, point: &str, nth: u32, second: bool) -> usi
             .filter(|(_, m)| m.data_reused_from.is_some())
             .count();
         assert_eq!(shared, 2, "unchanged exports share the data file");
+        one_export_per_snapshot(&fx, &found);
+    } else {
+        fx.check_exports(&found, 0);
     }
     let copy_jobs = check_copies(&fx, &nas);
     fx.emu.shutdown().await;
@@ -398,6 +519,7 @@ async fn copy_in_a_catch_up_resumes() {
         .await;
     let found = fx.check_invariants().await;
     assert_eq!(found.len(), 2);
+    one_export_per_snapshot(&fx, &found);
     assert_eq!(check_copies(&fx, &nas), 2, "the catch-up's two copy jobs");
     fx.emu.shutdown().await;
 }

@@ -84,9 +84,6 @@ impl DecompressedBody {
                     // The upload gave up; its error is the one that matters.
                     return Ok(None);
                 }
-                // Part of the file is on its way to the env's storage, the rest not: the repeat
-                // uploads the whole file again to the same path.
-                crate::faultpoint::hit("restore.mid_upload");
             }
             Ok(Some(Streamed {
                 bytes: total,
@@ -94,7 +91,14 @@ impl DecompressedBody {
             }))
         });
         let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
+            let item = rx.recv().await?;
+            // The HTTP body asks for chunk n once it has written chunk n-1 to the connection
+            // (the reader runs ahead by the channel's capacity, so counting here, not there,
+            // is what makes hit n mean "n-1 chunks sent"): part of the file is in the COS
+            // POST, the request not finished. The repeat uploads the whole file again to the
+            // same path.
+            crate::faultpoint::hit("restore.mid_upload");
+            Some((item, rx))
         });
         Ok(DecompressedBody {
             body: reqwest::Body::wrap_stream(stream),

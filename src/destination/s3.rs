@@ -1,6 +1,12 @@
 //! S3-compatible object storage through the `object_store` crate. Files are streamed as a
-//! multipart upload (flat memory whatever the size; a failed upload is aborted, so no partial
-//! object becomes visible) and the stored size is checked with a HEAD afterwards.
+//! multipart upload of 8 MiB parts, two in flight (flat memory whatever the size). Until the
+//! upload is completed no object is visible at the key; a failed part or completion aborts
+//! the upload (so the server drops the parts it holds — when it is reachable; a server that
+//! died keeps nothing or lets the bucket's lifecycle rules clean up). The stored size is
+//! checked with a HEAD afterwards.
+//!
+//! The parts are driven here rather than by `object_store::WriteMultipart`, whose `finish`
+//! returns a failed part's error without aborting the upload.
 //!
 //! The crate's own request retries are kept short: an outage is the copy workflow's business
 //! (durable, with long backoff), not something to wait out inside one step.
@@ -10,14 +16,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as ObjectPath;
-use object_store::{BackoffConfig, ObjectStore, RetryConfig, WriteMultipart};
+use object_store::{
+    BackoffConfig, MultipartUpload, ObjectStore, PutPayload, RetryConfig, UploadPart,
+};
 use tokio::io::AsyncReadExt;
 
 use super::{Destination, DestinationError, RemoteObject};
 
 const PART_SIZE: usize = 8 * 1024 * 1024;
+/// Parts uploading at once (memory: this many parts plus the one being read).
+const PARTS_IN_FLIGHT: usize = 2;
 
 pub struct S3Destination {
     name: String,
@@ -109,42 +120,89 @@ impl S3Destination {
 
     async fn upload(&self, key: &str, local: &Path) -> Result<RemoteObject, DestinationError> {
         let path = self.path(key);
-        let io = |e: std::io::Error| DestinationError::Transient {
-            destination: self.name.clone(),
-            message: format!("reading {}: {e}", local.display()),
-        };
-        let mut file = tokio::fs::File::open(local).await.map_err(io)?;
-        let upload = self
+        let mut file = tokio::fs::File::open(local)
+            .await
+            .map_err(|e| self.read_error(local, e))?;
+        let mut upload = self
             .store
             .put_multipart(&path)
             .await
             .map_err(|e| self.classify(&format!("starting upload of {path}"), e))?;
-        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
-        let mut buf = vec![0u8; 1024 * 1024];
+        let mut in_flight = FuturesUnordered::new();
+        match self
+            .send_parts(&mut file, local, &path, upload.as_mut(), &mut in_flight)
+            .await
+        {
+            Ok(total) => match upload.complete().await {
+                Ok(_) => self.check_size(&path, key, total).await,
+                Err(e) => {
+                    abort(upload, in_flight).await;
+                    Err(self.classify(&format!("finishing upload of {path}"), e))
+                }
+            },
+            Err(e) => {
+                abort(upload, in_flight).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Reads `file` in parts and uploads them, at most [`PARTS_IN_FLIGHT`] at once; returns
+    /// the bytes sent once every part is stored. At least one (maybe empty) part is sent: S3
+    /// completes no upload without one.
+    async fn send_parts(
+        &self,
+        file: &mut tokio::fs::File,
+        local: &Path,
+        path: &ObjectPath,
+        upload: &mut dyn MultipartUpload,
+        in_flight: &mut FuturesUnordered<UploadPart>,
+    ) -> Result<u64, DestinationError> {
+        let part_failed = |e| self.classify(&format!("uploading {path}"), e);
         let mut total = 0u64;
         loop {
-            let n = match file.read(&mut buf).await {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) => {
-                    let _ = writer.abort().await;
-                    return Err(io(e));
-                }
-            };
-            if let Err(e) = writer.wait_for_capacity(2).await {
-                let _ = writer.abort().await;
-                return Err(self.classify(&format!("uploading {path}"), e));
+            let mut part = Vec::with_capacity(PART_SIZE);
+            let n = (&mut *file)
+                .take(PART_SIZE as u64)
+                .read_to_end(&mut part)
+                .await
+                .map_err(|e| self.read_error(local, e))?;
+            if n == 0 && total > 0 {
+                break;
             }
-            writer.write(buf.get(..n).unwrap_or_default());
+            while in_flight.len() >= PARTS_IN_FLIGHT {
+                if let Some(Err(e)) = in_flight.next().await {
+                    return Err(part_failed(e));
+                }
+            }
             total += n as u64;
+            in_flight.push(upload.put_part(PutPayload::from(part)));
+            if n < PART_SIZE {
+                break;
+            }
         }
-        writer
-            .finish()
-            .await
-            .map_err(|e| self.classify(&format!("finishing upload of {path}"), e))?;
+        while let Some(done) = in_flight.next().await {
+            done.map_err(part_failed)?;
+        }
+        Ok(total)
+    }
+
+    fn read_error(&self, local: &Path, e: std::io::Error) -> DestinationError {
+        DestinationError::Transient {
+            destination: self.name.clone(),
+            message: format!("reading {}: {e}", local.display()),
+        }
+    }
+
+    async fn check_size(
+        &self,
+        path: &ObjectPath,
+        key: &str,
+        total: u64,
+    ) -> Result<RemoteObject, DestinationError> {
         let head = self
             .store
-            .head(&path)
+            .head(path)
             .await
             .map_err(|e| self.classify(&format!("checking {path}"), e))?;
         if head.size != total {
@@ -161,6 +219,16 @@ impl S3Destination {
             remote_id: None,
             bytes: total,
         })
+    }
+}
+
+/// Stops the parts still uploading and aborts the upload, so the server drops the parts it
+/// holds. Best effort: the server may be the reason the upload failed; the error that made us
+/// abort is the one reported.
+async fn abort(mut upload: Box<dyn MultipartUpload>, in_flight: FuturesUnordered<UploadPart>) {
+    drop(in_flight);
+    if let Err(e) = upload.abort().await {
+        tracing::debug!(error = %e, "aborting a failed multipart upload");
     }
 }
 

@@ -257,3 +257,64 @@ async fn tricky_documents_survive_backup_restore_and_a_second_export() {
     assert_eq!(doc["nested"]["level1"]["level2"]["values"][2]["deep"], "ü");
     emu.shutdown().await;
 }
+
+/// `restore --env` into an env that is not one of the snapshot's app's envs in the
+/// configuration (here: an env of another configured app) is refused before anything is
+/// submitted, exit 1, naming the app's envs; another env of the same app is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_into_an_env_of_another_app_is_refused_at_plan_time() {
+    let apps = test_apps("renv", 2, 2);
+    let emu = start(emulator_config(&apps, 1, 10)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &emu.base_url(), &apps, 2);
+    let out = run(&config, &["backup"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let (own, other_app) = (&apps[0], &apps[1]);
+    let (id, _) = snapshot_ids(&dir.path().join("snapshots"))
+        .into_iter()
+        .find(|(id, _)| id.starts_with(&format!("{}/", own.envs[0])))
+        .expect("a snapshot of the first app's first env");
+
+    let foreign = &other_app.envs[0];
+    let out = run(
+        &config,
+        &["restore", &id, "--env", foreign, "--to-collection", "moved"],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let own_envs = own.envs.join(", ");
+    assert!(
+        err.contains(foreign.as_str()) && err.contains(&own.appid) && err.contains(&own_envs),
+        "{err}"
+    );
+    // Nothing was submitted or started.
+    let engine = Engine::open(&dir.path().join("state"), Default::default()).unwrap();
+    let restores = engine
+        .list(&JobFilter {
+            kind: Some("restore.collection".into()),
+            ..JobFilter::default()
+        })
+        .unwrap();
+    assert!(restores.is_empty(), "{restores:?}");
+    drop(engine);
+    assert!(emu.control().jobs(foreign).iter().all(|j| j.export));
+    assert_eq!(emu.control().documents(foreign, "moved"), None);
+
+    // Another env of the snapshot's own app is a valid target.
+    let out = run(
+        &config,
+        &[
+            "restore",
+            &id,
+            "--env",
+            &own.envs[1],
+            "--to-collection",
+            "moved",
+            "--dry-run",
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    emu.shutdown().await;
+}

@@ -218,6 +218,8 @@ pub async fn restore(g: &GlobalArgs, a: RestoreArgs, out: Output) -> Result<Exit
     };
     let mut plan =
         RestorePlan::new(&entry, &req, now_utc()).map_err(|e| CliError::error(e.to_string()))?;
+    plan.check_env_in(&prepared.config.apps)
+        .map_err(|e| CliError::error(e.to_string()))?;
     let client = service.clients().get(&plan.appid).cloned().ok_or_else(|| {
         CliError::error(format!(
             "app {} of snapshot {} is not in the configuration",

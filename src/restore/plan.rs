@@ -9,6 +9,7 @@ use time::OffsetDateTime;
 
 use crate::catalog::CatalogEntry;
 use crate::client::ConflictMode;
+use crate::config::AppConfig;
 use crate::naming;
 
 use super::workflow::{RestorePhase, RestoreState};
@@ -68,6 +69,14 @@ pub enum PlanError {
     NeedsIdentity {
         snapshot: String,
         recipients: String,
+    },
+    #[error(
+        "env {env} is not an env of app {appid} in the configuration (its envs: {envs}): a snapshot is restored into an env of its own app; pick one of those with --env, or add the env to the app's [[apps.envs]]"
+    )]
+    EnvNotInApp {
+        env: String,
+        appid: String,
+        envs: String,
     },
     #[error(
         "target collection {env}/{collection} already holds {documents} documents: restoring would mix them with the snapshot; use --mode upsert (replace documents with the same _id) or --force (insert; duplicate _ids fail), or pick another --to-collection"
@@ -161,6 +170,28 @@ impl RestorePlan {
             storage_path,
             encrypted: m.encryption.is_some(),
             identity_file: m.encryption.as_ref().and(req.identity_file.clone()),
+        })
+    }
+
+    /// The target env must be one the configuration lists for the target app: any other env
+    /// would only fail later, at the API, once the snapshot was verified. An app missing from
+    /// the configuration is left to the caller, which needs its client anyway.
+    pub fn check_env_in(&self, apps: &[AppConfig]) -> Result<(), PlanError> {
+        let Some(app) = apps.iter().find(|a| a.appid == self.appid) else {
+            return Ok(());
+        };
+        if app.envs.iter().any(|e| e.id == self.env) {
+            return Ok(());
+        }
+        Err(PlanError::EnvNotInApp {
+            env: self.env.clone(),
+            appid: self.appid.clone(),
+            envs: app
+                .envs
+                .iter()
+                .map(|e| e.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
         })
     }
 

@@ -62,6 +62,9 @@ pub const RESTORE_POINTS: &[&str] = &[
     "restore.before_step.poll",
     "restore.after_file_deleted",
     "restore.after_mark_removed",
+    // A failure after the upload committed (Abandon), the upload not yet deleted: the repeat
+    // deletes it and fails with the committed reason.
+    "restore.before_step.abandon",
 ];
 
 /// The declared groups; a point belongs to exactly one.

@@ -12,7 +12,8 @@
 //!   and stored nothing at the path;
 //! - a backup with a `kind = "local"` destination (`tcb-backup backup`, resumed by
 //!   `tcb-backup backup --resume-only`) keeps every invariant of `crash_support` (exports
-//!   included: one per snapshot, none repeated), and every
+//!   included: every snapshot from the newest export, at most the one orphan a kill can leave
+//!   when it falls in another collection's export call, before its id is committed), and every
 //!   snapshot ends with exactly one copy record whose files at the destination are identical
 //!   to the local ones, with no temp file and nothing else there.
 //!
@@ -32,6 +33,7 @@ use serde_json::Value;
 use tcb_backup::backup::catalog_store::SnapshotCatalog;
 use tcb_backup::catalog::CatalogEntry;
 use tcb_backup::destination::copy::{CopyRecords, CopyState};
+use tcb_backup::emulator::{FaultAction, FaultRule};
 use tcb_backup::faultpoint;
 use tcb_backup::manifest::Manifest;
 use tcb_backup::restore::IMPORT_MARKS_NAMESPACE;
@@ -74,16 +76,20 @@ struct Restoring {
 
 /// Back up one collection (plus, with `big_records`, the `big` collection of several upload
 /// chunks, which is then the one restored) and restore it into a new collection, crashing at
-/// `spec` (`point[:n]`).
+/// `spec` (`point[:n]`), with `fault` injected into the emulator once the backup is done.
 async fn restore_until_crash(
     prefix: &str,
     point: &str,
     spec: &str,
     big_records: usize,
+    fault: Option<FaultRule>,
 ) -> Restoring {
     declared(point);
     let fx = Fixture::new(prefix, 1, 1, 300, big_records, 1).await;
     fx.backup_until_done(1).await;
+    if let Some(rule) = fault {
+        fx.emu.control().add_fault(rule);
+    }
     let env = fx.apps[0].envs[0].clone();
     let source = if big_records > 0 {
         "big".to_string()
@@ -212,7 +218,7 @@ fn restore_uploads(fx: &Fixture, env: &str) -> Vec<String> {
 
 /// A restore crashed at the first hit of `point`, resumed, checked.
 async fn restore_crash_at(prefix: &str, point: &str, imports: usize, restarted: bool) {
-    let r = restore_until_crash(prefix, point, point, 0).await;
+    let r = restore_until_crash(prefix, point, point, 0, None).await;
     resume_and_check(&r, imports, restarted).await;
     r.fx.emu.shutdown().await;
 }
@@ -247,9 +253,15 @@ restore_case!(
 /// resumed restore uploads the whole file again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restore_mid_upload() {
-    let point = "restore.mid_upload";
     // ~250 bytes a record: about 730 KiB of export, three chunks.
-    let r = restore_until_crash("rmu", point, &format!("{point}:2"), 3000).await;
+    let r = restore_until_crash(
+        "rmu",
+        "restore.mid_upload",
+        "restore.mid_upload:2",
+        3000,
+        None,
+    )
+    .await;
     let raw = backup_support::manifests(&r.fx.snapshots_dir())
         .into_iter()
         .find(|(_, m)| m.collection == r.source)
@@ -318,6 +330,85 @@ restore_case!(
     1,
     false
 );
+
+/// The import ends in `fail`; killed once that failure is committed (the `Abandon` phase),
+/// before the plaintext upload is deleted. The resumed restore deletes it and its import-call
+/// counter, and the job fails with the import's own reason; the source snapshot is untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_before_abandon() {
+    let fail = FaultRule::next(
+        "databasemigrateimport",
+        1,
+        FaultAction::FailJob {
+            message: "import exploded".into(),
+        },
+    );
+    let r = restore_until_crash(
+        "rci",
+        "restore.before_step.abandon",
+        "restore.before_step.abandon",
+        0,
+        Some(fail),
+    )
+    .await;
+    assert_eq!(
+        restore_uploads(&r.fx, &r.env).len(),
+        1,
+        "the crash left the upload in storage"
+    );
+
+    let out = crash_support::run(
+        &r.fx.config,
+        &["--json", "restore"],
+        &[],
+        Duration::from_secs(120),
+    )
+    .await;
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        crash_support::stderr(&out)
+    );
+    let results = messages(&out.stdout, "result");
+    assert_eq!(results.len(), 1, "one restore resumed: {results:?}");
+    assert_eq!(results[0]["status"], "failed", "{:#}", results[0]);
+    let error = results[0]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("import exploded"), "{error}");
+    assert_eq!(
+        restore_uploads(&r.fx, &r.env),
+        Vec::<String>::new(),
+        "uploads left"
+    );
+    let import_jobs = r.fx.emu.control().jobs(&r.env);
+    assert_eq!(import_jobs.iter().filter(|j| !j.export).count(), 1);
+
+    let engine = Engine::open(&r.fx.state_dir(), EngineOptions::default()).unwrap();
+    let jobs = engine
+        .list(&JobFilter {
+            kind: Some("restore.collection".into()),
+            ..JobFilter::default()
+        })
+        .unwrap();
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    assert_eq!(jobs[0].status, JobStatus::Failed);
+    let marks = engine
+        .kv(IMPORT_MARKS_NAMESPACE)
+        .scan_prefix::<u32>("")
+        .unwrap();
+    assert!(marks.is_empty(), "import-call counters left: {marks:?}");
+    drop(engine);
+
+    // The failed restore is the only open job, so the source is checked directly: its one
+    // snapshot verifies, nothing was exported twice.
+    let found = backup_support::manifests(&r.fx.snapshots_dir());
+    assert_eq!(found.len(), 1);
+    for (path, m) in &found {
+        tcb_backup::archive::verify_snapshot(&m.data_path(path), m, true).expect("verifies");
+    }
+    r.fx.check_exports(&found, 0);
+    r.fx.emu.shutdown().await;
+}
 
 // ---------------------------------------------------------------------------------------------
 // Copies (and the record step's points that need them)
@@ -407,20 +498,33 @@ fn check_copies(fx: &Fixture, nas: &Path) -> usize {
     jobs.values().map(Vec::len).sum()
 }
 
-/// No second export, no orphan: each collection's exports on the server are exactly the
-/// export job ids of its snapshots (`crash_support::check_exports` for several snapshots per
-/// collection, where only the newest is the newest export).
-fn one_export_per_snapshot(fx: &Fixture, found: &[(std::path::PathBuf, Manifest)]) {
-    let mut want: BTreeMap<(String, String), Vec<u64>> = BTreeMap::new();
-    for (_, m) in found {
-        want.entry((m.env.clone(), m.collection.clone()))
-            .or_default()
-            .push(m.export_job_id);
+/// The exports on the server against the snapshots (`crash_support::check_exports`, for any
+/// number of snapshots per collection): every snapshot comes from an export, the newest export
+/// of each collection is a snapshot's, and at most `max_orphans` exports in all are no
+/// snapshot's.
+fn check_exports_n(fx: &Fixture, found: &[(std::path::PathBuf, Manifest)], max_orphans: usize) {
+    let exports = fx.exports();
+    let mut orphans = 0;
+    for ((env, collection), ids) in &exports {
+        let snapshots: Vec<u64> = found
+            .iter()
+            .filter(|(_, m)| &m.env == env && &m.collection == collection)
+            .map(|(_, m)| m.export_job_id)
+            .collect();
+        assert!(
+            snapshots.iter().all(|id| ids.contains(id)),
+            "{env}/{collection}: a snapshot from no export: {snapshots:?} vs {ids:?}"
+        );
+        assert!(
+            ids.last().is_some_and(|newest| snapshots.contains(newest)),
+            "{env}/{collection}: the newest export is no snapshot's: {snapshots:?} vs {ids:?}"
+        );
+        orphans += ids.len() - snapshots.len();
     }
-    for ids in want.values_mut() {
-        ids.sort_unstable();
-    }
-    assert_eq!(fx.exports(), want, "exports on the server vs snapshots");
+    assert!(
+        orphans <= max_orphans,
+        "{orphans} orphaned exports, at most {max_orphans} allowed: {exports:?}"
+    );
 }
 
 /// A backup of two collections copied to a local destination, crashing at the `nth` hit of
@@ -456,10 +560,11 @@ async fn copy_crash_at(prefix: &str, point: &str, nth: u32, second: bool) -> usi
             .filter(|(_, m)| m.data_reused_from.is_some())
             .count();
         assert_eq!(shared, 2, "unchanged exports share the data file");
-        one_export_per_snapshot(&fx, &found);
-    } else {
-        fx.check_exports(&found, 0);
     }
+    // The copy of the first collection runs while the second one is backed up: the kill can
+    // fall between the second's export call and the commit of its id (the one window where an
+    // export is orphaned by design), so one orphan at most.
+    check_exports_n(&fx, &found, 1);
     let copy_jobs = check_copies(&fx, &nas);
     fx.emu.shutdown().await;
     copy_jobs
@@ -519,7 +624,8 @@ async fn copy_in_a_catch_up_resumes() {
         .await;
     let found = fx.check_invariants().await;
     assert_eq!(found.len(), 2);
-    one_export_per_snapshot(&fx, &found);
+    // The backup was done before the catch-up started: no export can be orphaned.
+    fx.check_exports(&found, 0);
     assert_eq!(check_copies(&fx, &nas), 2, "the catch-up's two copy jobs");
     fx.emu.shutdown().await;
 }

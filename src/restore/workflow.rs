@@ -546,20 +546,25 @@ impl Workflow for RestoreWorkflow {
                 })
             }
             RestorePhase::Abandon { file_id, error } => {
-                let failed = match self.clients.get(&s.appid) {
-                    Some(client) => {
-                        self.remove_upload(client, ctx.job_id, &s.env, &file_id)
-                            .await
-                    }
-                    None => Some(format!("app {} is not configured", s.appid)),
+                let Some(client) = self.clients.get(&s.appid) else {
+                    // Nothing can delete it; retrying cannot change that.
+                    return Err(StepError::permanent(format!(
+                        "{error} (the uploaded file {file_id} was not removed: app {} is not configured)",
+                        s.appid
+                    )));
                 };
+                let failed = self
+                    .remove_upload(client, ctx.job_id, &s.env, &file_id)
+                    .await;
                 Err(match failed {
                     None => StepError::permanent(error),
                     // The plaintext upload must not stay: retried while the policy allows,
                     // and the original reason stays in front either way.
-                    Some(why) if ctx.attempt < self.retry.max_attempts => StepError::retryable(
-                        format!("{error} (removing the uploaded file {file_id} failed, retrying: {why})"),
-                    ),
+                    Some(why) if ctx.attempt < self.retry.max_attempts => {
+                        StepError::retryable(format!(
+                            "{error} (removing the uploaded file {file_id} failed, retrying: {why})"
+                        ))
+                    }
                     Some(why) => StepError::permanent(format!(
                         "{error} (the uploaded file {file_id} could not be removed from env {} storage: {why})",
                         s.env

@@ -253,3 +253,65 @@ async fn catalog_rebuild_follows_the_files() {
     let doc: Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(doc["status"], "succeeded");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catalog_rebuild_recreates_a_lost_state_store_from_the_files() {
+    let apps = test_apps("lost", 1, 2);
+    let emu = start(emulator_config(&apps, 2, 15)).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), &emu.base_url(), &apps, 2);
+    let out = run(&["backup"], &config).await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    emu.shutdown().await;
+    let before = run(&["--json", "snapshots"], &config).await;
+    let before: Value = serde_json::from_slice(&before.stdout).expect("one JSON document");
+    let summary = |list: &Value| -> Vec<(String, u64, u64)> {
+        let mut rows: Vec<(String, u64, u64)> = list
+            .as_array()
+            .expect("array")
+            .iter()
+            .map(|s| {
+                (
+                    s["id"].as_str().expect("id").to_string(),
+                    s["manifest"]["records"].as_u64().expect("records"),
+                    s["manifest"]["bytes_raw"].as_u64().expect("bytes"),
+                )
+            })
+            .collect();
+        rows.sort();
+        rows
+    };
+    let expected = summary(&before);
+    assert_eq!(expected.len(), 4, "two envs of two collections: {before}");
+
+    // The state store is lost; the files on disk are all that is left.
+    std::fs::remove_dir_all(dir.path().join("state")).expect("rm state");
+    let out = run(&["snapshots"], &config).await;
+    assert_eq!(out.status.code(), Some(10), "{}", describe(&out));
+    let out = run(&["--json", "catalog", "rebuild"], &config).await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    assert_eq!(doc["entries"], 4, "{doc}");
+    assert_eq!(doc["problems"], serde_json::json!([]), "{doc}");
+
+    let after = run(&["--json", "snapshots"], &config).await;
+    assert_eq!(after.status.code(), Some(0), "{}", describe(&after));
+    let after: Value = serde_json::from_slice(&after.stdout).expect("one JSON document");
+    assert_eq!(summary(&after), expected);
+    let by_id = |list: &Value, id: &str| -> Value {
+        list.as_array()
+            .and_then(|l| l.iter().find(|s| s["id"] == id).cloned())
+            .expect("listed")
+    };
+    for (id, _, _) in &expected {
+        let (old, new) = (by_id(&before, id), by_id(&after, id));
+        assert_eq!(old["manifest"], new["manifest"], "{id}");
+        assert!(new["job"].is_null(), "no job of this store made {id}");
+    }
+
+    // Rebuilding still refuses a store someone else holds.
+    let _engine = tcb_state::Engine::open(&dir.path().join("state"), Default::default())
+        .expect("this process takes the store");
+    let out = run(&["catalog", "rebuild"], &config).await;
+    assert_eq!(out.status.code(), Some(11), "{}", describe(&out));
+}

@@ -83,6 +83,22 @@ pub(crate) fn open_existing_store(g: &GlobalArgs) -> Result<(Engine, Prepared), 
     Ok((engine, prepared))
 }
 
+/// Opens the store of a configuration, creating it when it is missing: `catalog rebuild` works
+/// from the files alone, and a lost state directory is the main reason to run it.
+fn open_or_create_store(g: &GlobalArgs) -> Result<(Engine, Prepared), CliError> {
+    let config = setup::load(&g.config).map_err(setup_error)?;
+    let prepared = setup::prepare_offline(&config).map_err(setup_error)?;
+    if !prepared.state_dir.exists() {
+        tracing::info!(
+            state_dir = %prepared.state_dir.display(),
+            "no state store: creating an empty one to rebuild the catalog into"
+        );
+    }
+    let engine =
+        Engine::open(&prepared.state_dir, prepared.engine_options.clone()).map_err(engine_error)?;
+    Ok((engine, prepared))
+}
+
 /// Opens the full service (clients, workflows) of the configuration.
 pub(crate) fn open_service(
     config_path: &Path,
@@ -732,7 +748,7 @@ fn cancel(g: &GlobalArgs, a: JobArg, out: Output) -> Result<ExitStatus, CliError
 // ---------------------------------------------------------------- catalog
 
 fn catalog_rebuild(g: &GlobalArgs, out: Output) -> Result<ExitStatus, CliError> {
-    let (engine, prepared) = open_existing_store(g)?;
+    let (engine, prepared) = open_or_create_store(g)?;
     let catalog = SnapshotCatalog::new(engine.kv(SnapshotCatalog::NAMESPACE));
     let result = catalog
         .rebuild(&prepared.destination)

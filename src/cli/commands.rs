@@ -775,7 +775,7 @@ fn catalog_rebuild(g: &GlobalArgs, out: Output) -> Result<ExitStatus, CliError> 
 
 // ---------------------------------------------------------------- emulator
 
-async fn emulator(a: EmulatorArgs, _out: Output) -> Result<ExitStatus, CliError> {
+async fn emulator(a: EmulatorArgs, out: Output) -> Result<ExitStatus, CliError> {
     let opts = crate::emulator::StandaloneOptions {
         listen: a.listen,
         data_dir: a.data,
@@ -783,8 +783,12 @@ async fn emulator(a: EmulatorArgs, _out: Output) -> Result<ExitStatus, CliError>
         seed_records: a.seed_records,
         config: None,
     };
-    crate::emulator::run_standalone(opts)
-        .await
-        .map_err(|e| CliError::error(e.to_string()))?;
+    // The banner is what a user copies into a config, so it goes to stdout, never to the logs.
+    crate::emulator::run_standalone(opts, |banner| {
+        out.message("emulator", banner);
+        out.text(&banner.to_text());
+    })
+    .await
+    .map_err(|e| CliError::error(e.to_string()))?;
     Ok(ExitStatus::Ok)
 }

@@ -4,7 +4,7 @@
 #[path = "backup_support/mod.rs"]
 mod backup_support;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use backup_support::*;
@@ -314,4 +314,89 @@ async fn catalog_rebuild_recreates_a_lost_state_store_from_the_files() {
         .expect("this process takes the store");
     let out = run(&["catalog", "rebuild"], &config).await;
     assert_eq!(out.status.code(), Some(11), "{}", describe(&out));
+}
+
+/// `write_config` with explicit collection lists instead of discovery.
+fn explicit_config(dir: &Path, base_url: &str, apps: &[TestApp], collections: &[&str]) -> PathBuf {
+    let config = write_config(dir, base_url, apps, 2);
+    let list = collections
+        .iter()
+        .map(|c| format!("{c:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let text = std::fs::read_to_string(&config)
+        .expect("read config")
+        .replace(
+            r#"discover = { include = ["*"] }"#,
+            &format!("collections = [{list}]"),
+        );
+    std::fs::write(&config, text).expect("write config");
+    config
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_env_or_collection_exits_1_before_any_secret_is_fetched() {
+    let apps = test_apps("selerr", 1, 2);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = explicit_config(dir.path(), "http://127.0.0.1:9", &apps, &["users"]);
+    // No secret to fetch: resolving it would be a credential error (12), not this one.
+    std::env::remove_var(&apps[0].secret_env);
+
+    let out = run(&["--json", "backup", "--env", "nope"], &config).await;
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let last = json_lines(&out).pop().expect("an error line");
+    let message = last["message"].as_str().unwrap_or("");
+    assert!(
+        message.contains("nope") && apps[0].envs.iter().all(|e| message.contains(e.as_str())),
+        "names the configured envs: {message}"
+    );
+
+    let out = run(&["backup", "--collection", "ordres"], &config).await;
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("ordres") && err.contains("configured: users"),
+        "{}",
+        describe(&out)
+    );
+    assert!(!dir.path().join("state").exists(), "nothing was started");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collection_name_matching_nothing_is_warned_about() {
+    let apps = test_apps("selwarn", 1, 1);
+    let emu = start(emulator_config(&apps, 3, 10)).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = explicit_config(dir.path(), &emu.base_url(), &apps, &["users", "orders"]);
+    let out = run(
+        &["--json", "backup", "--collection", "users", "ordres"],
+        &config,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--collection ordres"),
+        "{}",
+        describe(&out)
+    );
+    let lines = json_lines(&out);
+    let summary = lines
+        .iter()
+        .find(|l| l["message_type"] == "summary")
+        .expect("a summary line");
+    assert_eq!(summary["succeeded"], 1, "only users: {summary}");
+    let warnings = summary["warnings"].as_array().expect("warnings");
+    assert_eq!(warnings.len(), 1, "{summary}");
+    assert!(warnings[0].as_str().unwrap_or("").contains("ordres"));
+
+    // With discovery the check happens once the run has listed the collections.
+    let config = write_config(dir.path(), &emu.base_url(), &apps, 2);
+    let out = run(&["backup", "--collection", "users", "zzz"], &config).await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--collection zzz"),
+        "{}",
+        describe(&out)
+    );
+    emu.shutdown().await;
 }

@@ -202,6 +202,8 @@ pub struct BackupSummary {
     pub copies_failed: usize,
     /// Copies of earlier snapshots restarted or resubmitted at the start.
     pub copies_caught_up: CatchUp,
+    /// Parts of the selection that matched nothing (a `--collection` no selected env lists).
+    pub warnings: Vec<String>,
 }
 
 pub(crate) async fn backup(
@@ -209,12 +211,19 @@ pub(crate) async fn backup(
     a: BackupArgs,
     out: Output,
 ) -> Result<ExitStatus, CliError> {
-    let display = Arc::new(ProgressDisplay::new(ProgressMode::detect(out.is_json())));
-    let (service, prepared) = open_service(&g.config, display.clone())?;
     let selection = RunSelection {
         envs: a.envs,
         collections: a.collections,
     };
+    // A mistyped --env or --collection is reported before any secret is fetched.
+    let config = setup::load(&g.config).map_err(setup_error)?;
+    let offline = setup::prepare_offline(&config).map_err(setup_error)?;
+    offline
+        .plan
+        .check_selection(&selection)
+        .map_err(CliError::error)?;
+    let display = Arc::new(ProgressDisplay::new(ProgressMode::detect(out.is_json())));
+    let (service, prepared) = open_service(&g.config, display.clone())?;
     let summary = run_backup(&service, &prepared, selection, a.resume_only, &display, out).await?;
     finish_backup(&summary, &display, out)
 }
@@ -228,6 +237,13 @@ pub(crate) async fn run_backup(
     display: &ProgressDisplay,
     out: Output,
 ) -> Result<BackupSummary, CliError> {
+    let warnings = prepared
+        .plan
+        .check_selection(&selection)
+        .map_err(CliError::error)?;
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
     prepared
         .preflight(service, &selection)
         .await
@@ -317,6 +333,7 @@ pub(crate) async fn run_backup(
         .filter(|c| c.status == CopyStatus::Failed)
         .count();
     Ok(BackupSummary {
+        warnings,
         copies,
         copies_pending,
         copies_failed,

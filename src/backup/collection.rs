@@ -44,9 +44,10 @@ pub struct CollectionWorkflow {
     slots: Option<Arc<ExportSlots>>,
 }
 
-/// How long a job without an export slot waits before it looks again on its own; it is
-/// normally woken as soon as a slot frees up.
-const SLOT_RECHECK: Duration = Duration::from_secs(5);
+/// How long a job without an export slot waits before it looks again on its own. It is woken
+/// as soon as a slot frees up (released, or reclaimed from a job that ended: see
+/// [`ExportSlots`]), so this is only a safety net; each re-check adds a history entry.
+const SLOT_RECHECK: Duration = Duration::from_secs(60);
 
 /// The engine kv namespace of [`CollectionWorkflow`]'s failed-export markers.
 pub const FAILED_EXPORTS_NAMESPACE: &str = "failed_exports";

@@ -140,7 +140,16 @@ pub async fn run(a: BenchArgs, out: Output) -> Result<ExitStatus, CliError> {
     } else {
         out.text(&report.to_text());
     }
-    Ok(ExitStatus::Ok)
+    // A figure past its limit is a failed benchmark: scripts and CI see it in the exit code.
+    // (A child reports to its parent, which decides, so it exits 0 with its figures.)
+    Ok(if report.all_ok {
+        ExitStatus::Ok
+    } else {
+        if !out.is_json() {
+            eprintln!("tcb-backup: bench: some figures MISSED their limits");
+        }
+        ExitStatus::Error
+    })
 }
 
 /// Runs one scenario in a child process of this binary and reads its reports.

@@ -111,7 +111,21 @@ impl CollectionWorkflow {
         mut st: CollectionState,
     ) -> Result<Transition<CollectionState>, StepError> {
         let target = st.spec.target.clone();
-        let client = self.client(&target)?;
+        st.started_at.get_or_insert(odt(ctx.now));
+        st.phase = self.token_acquired(ctx, &target, None).await?;
+        self.phase_event(ctx, &target, "token_acquired", None, None);
+        Ok(Transition::Next(st))
+    }
+
+    /// Makes sure the app has a token (the client's in-memory cache usually has one: no call)
+    /// and returns the phase recording until when it is valid — never the token itself.
+    async fn token_acquired(
+        &self,
+        ctx: &StepContext,
+        target: &Target,
+        replaces_failed_export: Option<u64>,
+    ) -> Result<Phase, StepError> {
+        let client = self.client(target)?;
         let expires = client.ensure_token().await.map_err(|e| {
             step_error(
                 &format!("access token for app {} ({target})", target.appid),
@@ -119,12 +133,10 @@ impl CollectionWorkflow {
                 ctx.now,
             )
         })?;
-        st.started_at.get_or_insert(odt(ctx.now));
-        st.phase = Phase::TokenAcquired {
+        Ok(Phase::TokenAcquired {
             token_expires_at: odt(expires),
-        };
-        self.phase_event(ctx, &target, "token_acquired", None, None);
-        Ok(Transition::Next(st))
+            replaces_failed_export,
+        })
     }
 
     async fn create_export(
@@ -209,12 +221,13 @@ impl CollectionWorkflow {
         let marker = ctx.job_id.to_string();
         if let Ok(Some(failed)) = self.failed_exports.get::<u64>(&marker) {
             if failed == export.job_id {
-                // A retry of a job whose export failed on the server: start a new export.
+                // A retry of a job whose export failed on the server: start a new export,
+                // with a token as a first attempt would (the marker goes only once we have it).
+                st.phase = self
+                    .token_acquired(ctx, &target, Some(export.job_id))
+                    .await?;
                 let _ = self.failed_exports.remove(&marker);
                 tracing::info!(%target, export_job = export.job_id, "export failed earlier; creating a new one");
-                st.phase = Phase::TokenAcquired {
-                    token_expires_at: odt(ctx.now),
-                };
                 return Ok(Transition::Next(st));
             }
         }

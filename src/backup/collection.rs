@@ -49,6 +49,9 @@ pub struct CollectionWorkflow {
 /// [`ExportSlots`]), so this is only a safety net; each re-check adds a history entry.
 const SLOT_RECHECK: Duration = Duration::from_secs(60);
 
+/// `databaseadd`'s answer when the collection is missing (see the errcode table).
+const COLLECTION_DOES_NOT_EXIST: i64 = -502005;
+
 /// The engine kv namespace of [`CollectionWorkflow`]'s failed-export markers.
 pub const FAILED_EXPORTS_NAMESPACE: &str = "failed_exports";
 
@@ -514,7 +517,16 @@ impl CollectionWorkflow {
         });
         let name = serde_json::Value::String(info_collection.to_string());
         let query = format!("db.collection({name}).add({{data: [{doc}]}})");
-        match client.database_add(&target.env, &query).await {
+        let mut added = client.database_add(&target.env, &query).await;
+        if added.as_ref().err().and_then(|e| e.errcode()) == Some(COLLECTION_DOES_NOT_EXIST) {
+            // The first snapshot of an env: create the info collection, then add again. (A
+            // concurrent job may have created it meanwhile; its error is then harmless.)
+            if let Err(e) = client.add_collection(&target.env, info_collection).await {
+                tracing::debug!(%target, error = %e, "creating the backup info collection");
+            }
+            added = client.database_add(&target.env, &query).await;
+        }
+        match added {
             Ok(_) => Ok(()),
             Err(e) if e.class().is_retryable() => Err(step_error(
                 &format!("recording {snapshot_id} in {info_collection}"),

@@ -93,6 +93,9 @@ async fn locked_store_exits_11() {
         "{}",
         describe(&out)
     );
+    // `cancel` needs the store too (documented limitation): it cannot act while it is held.
+    let out = run(&["cancel", "1"], &config).await;
+    assert_eq!(out.status.code(), Some(11), "{}", describe(&out));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

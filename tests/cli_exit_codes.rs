@@ -4,7 +4,7 @@
 #[path = "backup_support/mod.rs"]
 mod backup_support;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use backup_support::*;
@@ -93,6 +93,9 @@ async fn locked_store_exits_11() {
         "{}",
         describe(&out)
     );
+    // `cancel` needs the store too (documented limitation): it cannot act while it is held.
+    let out = run(&["cancel", "1"], &config).await;
+    assert_eq!(out.status.code(), Some(11), "{}", describe(&out));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -252,4 +255,151 @@ async fn catalog_rebuild_follows_the_files() {
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     let doc: Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(doc["status"], "succeeded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catalog_rebuild_recreates_a_lost_state_store_from_the_files() {
+    let apps = test_apps("lost", 1, 2);
+    let emu = start(emulator_config(&apps, 2, 15)).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), &emu.base_url(), &apps, 2);
+    let out = run(&["backup"], &config).await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    emu.shutdown().await;
+    let before = run(&["--json", "snapshots"], &config).await;
+    let before: Value = serde_json::from_slice(&before.stdout).expect("one JSON document");
+    let summary = |list: &Value| -> Vec<(String, u64, u64)> {
+        let mut rows: Vec<(String, u64, u64)> = list
+            .as_array()
+            .expect("array")
+            .iter()
+            .map(|s| {
+                (
+                    s["id"].as_str().expect("id").to_string(),
+                    s["manifest"]["records"].as_u64().expect("records"),
+                    s["manifest"]["bytes_raw"].as_u64().expect("bytes"),
+                )
+            })
+            .collect();
+        rows.sort();
+        rows
+    };
+    let expected = summary(&before);
+    assert_eq!(expected.len(), 4, "two envs of two collections: {before}");
+
+    // The state store is lost; the files on disk are all that is left.
+    std::fs::remove_dir_all(dir.path().join("state")).expect("rm state");
+    let out = run(&["snapshots"], &config).await;
+    assert_eq!(out.status.code(), Some(10), "{}", describe(&out));
+    let out = run(&["--json", "catalog", "rebuild"], &config).await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    assert_eq!(doc["entries"], 4, "{doc}");
+    assert_eq!(doc["problems"], serde_json::json!([]), "{doc}");
+
+    let after = run(&["--json", "snapshots"], &config).await;
+    assert_eq!(after.status.code(), Some(0), "{}", describe(&after));
+    let after: Value = serde_json::from_slice(&after.stdout).expect("one JSON document");
+    assert_eq!(summary(&after), expected);
+    let by_id = |list: &Value, id: &str| -> Value {
+        list.as_array()
+            .and_then(|l| l.iter().find(|s| s["id"] == id).cloned())
+            .expect("listed")
+    };
+    for (id, _, _) in &expected {
+        let (old, new) = (by_id(&before, id), by_id(&after, id));
+        assert_eq!(old["manifest"], new["manifest"], "{id}");
+        assert!(new["job"].is_null(), "no job of this store made {id}");
+    }
+
+    // Rebuilding still refuses a store someone else holds.
+    let _engine = tcb_state::Engine::open(&dir.path().join("state"), Default::default())
+        .expect("this process takes the store");
+    let out = run(&["catalog", "rebuild"], &config).await;
+    assert_eq!(out.status.code(), Some(11), "{}", describe(&out));
+}
+
+/// `write_config` with explicit collection lists instead of discovery.
+fn explicit_config(dir: &Path, base_url: &str, apps: &[TestApp], collections: &[&str]) -> PathBuf {
+    let config = write_config(dir, base_url, apps, 2);
+    let list = collections
+        .iter()
+        .map(|c| format!("{c:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let text = std::fs::read_to_string(&config)
+        .expect("read config")
+        .replace(
+            r#"discover = { include = ["*"] }"#,
+            &format!("collections = [{list}]"),
+        );
+    std::fs::write(&config, text).expect("write config");
+    config
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_env_or_collection_exits_1_before_any_secret_is_fetched() {
+    let apps = test_apps("selerr", 1, 2);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = explicit_config(dir.path(), "http://127.0.0.1:9", &apps, &["users"]);
+    // No secret to fetch: resolving it would be a credential error (12), not this one.
+    std::env::remove_var(&apps[0].secret_env);
+
+    let out = run(&["--json", "backup", "--env", "nope"], &config).await;
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let last = json_lines(&out).pop().expect("an error line");
+    let message = last["message"].as_str().unwrap_or("");
+    assert!(
+        message.contains("nope") && apps[0].envs.iter().all(|e| message.contains(e.as_str())),
+        "names the configured envs: {message}"
+    );
+
+    let out = run(&["backup", "--collection", "ordres"], &config).await;
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("ordres") && err.contains("configured: users"),
+        "{}",
+        describe(&out)
+    );
+    assert!(!dir.path().join("state").exists(), "nothing was started");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collection_name_matching_nothing_is_warned_about() {
+    let apps = test_apps("selwarn", 1, 1);
+    let emu = start(emulator_config(&apps, 3, 10)).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = explicit_config(dir.path(), &emu.base_url(), &apps, &["users", "orders"]);
+    let out = run(
+        &["--json", "backup", "--collection", "users", "ordres"],
+        &config,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--collection ordres"),
+        "{}",
+        describe(&out)
+    );
+    let lines = json_lines(&out);
+    let summary = lines
+        .iter()
+        .find(|l| l["message_type"] == "summary")
+        .expect("a summary line");
+    assert_eq!(summary["succeeded"], 1, "only users: {summary}");
+    let warnings = summary["warnings"].as_array().expect("warnings");
+    assert_eq!(warnings.len(), 1, "{summary}");
+    assert!(warnings[0].as_str().unwrap_or("").contains("ordres"));
+
+    // With discovery the check happens once the run has listed the collections.
+    let config = write_config(dir.path(), &emu.base_url(), &apps, 2);
+    let out = run(&["backup", "--collection", "users", "zzz"], &config).await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--collection zzz"),
+        "{}",
+        describe(&out)
+    );
+    emu.shutdown().await;
 }

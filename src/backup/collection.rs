@@ -44,9 +44,13 @@ pub struct CollectionWorkflow {
     slots: Option<Arc<ExportSlots>>,
 }
 
-/// How long a job without an export slot waits before it looks again on its own; it is
-/// normally woken as soon as a slot frees up.
-const SLOT_RECHECK: Duration = Duration::from_secs(5);
+/// How long a job without an export slot waits before it looks again on its own. It is woken
+/// as soon as a slot frees up (released, or reclaimed from a job that ended: see
+/// [`ExportSlots`]), so this is only a safety net; each re-check adds a history entry.
+const SLOT_RECHECK: Duration = Duration::from_secs(60);
+
+/// `databaseadd`'s answer when the collection is missing (see the errcode table).
+const COLLECTION_DOES_NOT_EXIST: i64 = -502005;
 
 /// The engine kv namespace of [`CollectionWorkflow`]'s failed-export markers.
 pub const FAILED_EXPORTS_NAMESPACE: &str = "failed_exports";
@@ -110,7 +114,21 @@ impl CollectionWorkflow {
         mut st: CollectionState,
     ) -> Result<Transition<CollectionState>, StepError> {
         let target = st.spec.target.clone();
-        let client = self.client(&target)?;
+        st.started_at.get_or_insert(odt(ctx.now));
+        st.phase = self.token_acquired(ctx, &target, None).await?;
+        self.phase_event(ctx, &target, "token_acquired", None, None);
+        Ok(Transition::Next(st))
+    }
+
+    /// Makes sure the app has a token (the client's in-memory cache usually has one: no call)
+    /// and returns the phase recording until when it is valid — never the token itself.
+    async fn token_acquired(
+        &self,
+        ctx: &StepContext,
+        target: &Target,
+        replaces_failed_export: Option<u64>,
+    ) -> Result<Phase, StepError> {
+        let client = self.client(target)?;
         let expires = client.ensure_token().await.map_err(|e| {
             step_error(
                 &format!("access token for app {} ({target})", target.appid),
@@ -118,12 +136,10 @@ impl CollectionWorkflow {
                 ctx.now,
             )
         })?;
-        st.started_at.get_or_insert(odt(ctx.now));
-        st.phase = Phase::TokenAcquired {
+        Ok(Phase::TokenAcquired {
             token_expires_at: odt(expires),
-        };
-        self.phase_event(ctx, &target, "token_acquired", None, None);
-        Ok(Transition::Next(st))
+            replaces_failed_export,
+        })
     }
 
     async fn create_export(
@@ -208,12 +224,13 @@ impl CollectionWorkflow {
         let marker = ctx.job_id.to_string();
         if let Ok(Some(failed)) = self.failed_exports.get::<u64>(&marker) {
             if failed == export.job_id {
-                // A retry of a job whose export failed on the server: start a new export.
+                // A retry of a job whose export failed on the server: start a new export,
+                // with a token as a first attempt would (the marker goes only once we have it).
+                st.phase = self
+                    .token_acquired(ctx, &target, Some(export.job_id))
+                    .await?;
                 let _ = self.failed_exports.remove(&marker);
                 tracing::info!(%target, export_job = export.job_id, "export failed earlier; creating a new one");
-                st.phase = Phase::TokenAcquired {
-                    token_expires_at: odt(ctx.now),
-                };
                 return Ok(Transition::Next(st));
             }
         }
@@ -500,7 +517,16 @@ impl CollectionWorkflow {
         });
         let name = serde_json::Value::String(info_collection.to_string());
         let query = format!("db.collection({name}).add({{data: [{doc}]}})");
-        match client.database_add(&target.env, &query).await {
+        let mut added = client.database_add(&target.env, &query).await;
+        if added.as_ref().err().and_then(|e| e.errcode()) == Some(COLLECTION_DOES_NOT_EXIST) {
+            // The first snapshot of an env: create the info collection, then add again. (A
+            // concurrent job may have created it meanwhile; its error is then harmless.)
+            if let Err(e) = client.add_collection(&target.env, info_collection).await {
+                tracing::debug!(%target, error = %e, "creating the backup info collection");
+            }
+            added = client.database_add(&target.env, &query).await;
+        }
+        match added {
             Ok(_) => Ok(()),
             Err(e) if e.class().is_retryable() => Err(step_error(
                 &format!("recording {snapshot_id} in {info_collection}"),

@@ -158,6 +158,60 @@ impl BackupPlan {
             .collect())
     }
 
+    /// Checks a command-line selection against the configuration before anything runs (and
+    /// before any secret is fetched). An unknown env, or `--collection` names none of which
+    /// any selected env lists, is an error naming what is configured. Names that match nothing
+    /// while others match come back as warnings: the run goes ahead without them. Envs that
+    /// discover their collections cannot be checked here; [`BackupPlan::unmatched`] reports
+    /// on them once the run has listed their collections.
+    pub fn check_selection(&self, selection: &RunSelection) -> Result<Vec<String>, String> {
+        let envs = self.envs(selection)?;
+        if selection.collections.is_empty() || envs.iter().any(|(_, e)| e.needs_discovery()) {
+            return Ok(Vec::new());
+        }
+        let configured: BTreeSet<&str> = envs
+            .iter()
+            .flat_map(|(_, e)| match &e.collections {
+                CollectionSelection::Explicit(names) => names.as_slice(),
+                CollectionSelection::Discover { .. } => &[],
+            })
+            .map(String::as_str)
+            .collect();
+        let unknown: Vec<&str> = selection
+            .collections
+            .iter()
+            .map(String::as_str)
+            .filter(|c| !configured.contains(c))
+            .collect();
+        let listed = || configured.iter().copied().collect::<Vec<_>>().join(", ");
+        if unknown.len() == selection.collections.len() {
+            return Err(format!(
+                "--collection {} matches no configured collection of the selected env(s) (configured: {})",
+                unknown.join(", "),
+                listed()
+            ));
+        }
+        Ok(unknown
+            .iter()
+            .map(|c| {
+                format!(
+                    "--collection {c} matches no configured collection of the selected env(s) (configured: {}); skipped",
+                    listed()
+                )
+            })
+            .collect())
+    }
+
+    /// The `--collection` names that none of `specs` (what a run resolved) backs up.
+    pub fn unmatched<'a>(selection: &'a RunSelection, specs: &[CollectionSpec]) -> Vec<&'a str> {
+        selection
+            .collections
+            .iter()
+            .map(String::as_str)
+            .filter(|c| !specs.iter().any(|s| s.target.collection == *c))
+            .collect()
+    }
+
     /// Narrows an env's selected collection names by the run's `--collection` filter and
     /// validates them.
     pub fn finish(
@@ -253,5 +307,68 @@ mod tests {
         );
         assert_eq!(specs.len(), 1);
         assert_eq!(problems.len(), 1);
+    }
+
+    fn two_envs() -> BackupPlan {
+        let mut test = env(CollectionSelection::Explicit(vec!["users".into()]));
+        test.id = "test".into();
+        BackupPlan {
+            apps: vec![PlanApp {
+                appid: "wx".into(),
+                envs: vec![
+                    env(CollectionSelection::Explicit(vec![
+                        "orders".into(),
+                        "users".into(),
+                    ])),
+                    test,
+                ],
+            }],
+        }
+    }
+
+    fn sel(envs: &[&str], collections: &[&str]) -> RunSelection {
+        RunSelection {
+            envs: envs.iter().map(|s| s.to_string()).collect(),
+            collections: collections.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn selection_check_names_what_is_configured() {
+        let plan = two_envs();
+        let err = plan.check_selection(&sel(&["nope"], &[])).unwrap_err();
+        assert!(
+            err.contains("\"nope\"") && err.contains("prod, test"),
+            "{err}"
+        );
+        assert_eq!(plan.check_selection(&sel(&[], &["orders"])), Ok(vec![]));
+        // Every name unknown (in the selected envs) is an error...
+        let err = plan
+            .check_selection(&sel(&["test"], &["orders"]))
+            .unwrap_err();
+        assert!(
+            err.contains("--collection orders") && err.contains("configured: users"),
+            "{err}"
+        );
+        // ...some unknown is a warning naming each.
+        let warnings = plan
+            .check_selection(&sel(&[], &["users", "ordres"]))
+            .unwrap();
+        assert_eq!(warnings.len(), 1);
+        assert!(warnings[0].contains("--collection ordres"), "{warnings:?}");
+    }
+
+    #[test]
+    fn discovering_envs_are_checked_after_listing() {
+        let mut plan = two_envs();
+        plan.apps[0].envs[1].collections = CollectionSelection::Discover {
+            include: vec![],
+            exclude: vec![],
+        };
+        // Cannot be known before listing: no error, no warning yet.
+        assert_eq!(plan.check_selection(&sel(&[], &["zzz"])), Ok(vec![]));
+        let selection = sel(&[], &["orders", "zzz"]);
+        let specs = vec![plan.apps[0].envs[0].spec("wx", "orders")];
+        assert_eq!(BackupPlan::unmatched(&selection, &specs), vec!["zzz"]);
     }
 }

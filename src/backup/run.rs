@@ -112,6 +112,13 @@ impl Workflow for RunWorkflow {
                 for p in &problems {
                     tracing::warn!(run = %ctx.job_id, "{p}");
                 }
+                // A misspelt name would otherwise just be missing from the run.
+                for name in BackupPlan::unmatched(&selection, &targets) {
+                    tracing::warn!(
+                        run = %ctx.job_id,
+                        "--collection {name} matches no collection of the selected env(s); skipped"
+                    );
+                }
                 if targets.is_empty() {
                     let message = if problems.is_empty() {
                         "no collection matches the selection".to_string()

@@ -76,26 +76,47 @@ pub struct Prepared {
     pub clients: Option<AppClients>,
 }
 
+/// The poll schedule a `[poll]` table asks for.
+pub fn poll_policy(poll: &config::PollConfig) -> PollPolicy {
+    PollPolicy {
+        initial: poll.initial_interval,
+        min: poll.initial_interval.min(PollPolicy::default().min),
+        max: poll.max_interval,
+        // `multiplier` caps how fast the waits grow; the schedule itself is proportional.
+        max_growth: poll.multiplier.max(1.0),
+        stall_timeout: poll.stall_timeout,
+        ..PollPolicy::default()
+    }
+}
+
+/// The step retry policy a `[retry]` table asks for.
+pub fn retry_policy(retry: &config::RetryConfig) -> RetryPolicy {
+    RetryPolicy {
+        initial_interval: retry.initial_interval,
+        multiplier: retry.multiplier,
+        max_interval: retry.max_interval,
+        max_attempts: retry.max_attempts,
+        max_elapsed: retry.max_elapsed,
+    }
+}
+
+/// The settings a configuration that leaves `[poll]` and `[retry]` out gets, storing under
+/// `destination` (what the benchmarks measure: what users run).
+pub fn default_settings(destination: PathBuf) -> WorkflowSettings {
+    WorkflowSettings {
+        poll: poll_policy(&config::PollConfig::default()),
+        retry: retry_policy(&config::RetryConfig::default()),
+        ..WorkflowSettings::new(destination)
+    }
+}
+
 /// Prepares without touching secrets (read-only commands, `config check`).
 pub fn prepare_offline(config: &Config) -> Result<Prepared, SetupError> {
     let settings = WorkflowSettings {
         destination: config.destination.root.clone(),
         zstd_level: config.destination.zstd_level,
-        poll: PollPolicy {
-            initial: config.poll.initial_interval,
-            min: config.poll.initial_interval.min(PollPolicy::default().min),
-            max: config.poll.max_interval,
-            max_growth: config.poll.multiplier.max(1.0),
-            stall_timeout: config.poll.stall_timeout,
-            ..PollPolicy::default()
-        },
-        retry: RetryPolicy {
-            initial_interval: config.retry.initial_interval,
-            multiplier: config.retry.multiplier,
-            max_interval: config.retry.max_interval,
-            max_attempts: config.retry.max_attempts,
-            max_elapsed: config.retry.max_elapsed,
-        },
+        poll: poll_policy(&config.poll),
+        retry: retry_policy(&config.retry),
         encryption: config
             .encryption
             .as_ref()

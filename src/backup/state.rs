@@ -117,6 +117,11 @@ pub enum Phase {
     TokenAcquired {
         #[serde(with = "time::serde::rfc3339")]
         token_expires_at: OffsetDateTime,
+        /// Set when the job came back here because its export (this server job id) failed
+        /// on the server and is being retried with a new one. Absent in stores written before
+        /// the field existed (serde default), which decode as a first attempt.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        replaces_failed_export: Option<u64>,
     },
     /// The export job exists on the server; committed before any status call.
     ExportCreated {
@@ -222,11 +227,38 @@ mod tests {
         let mut st = CollectionState::new(spec);
         st.phase = Phase::TokenAcquired {
             token_expires_at: OffsetDateTime::UNIX_EPOCH,
+            replaces_failed_export: None,
         };
         let json = serde_json::to_string(&st).unwrap();
         assert!(json.contains("\"state\":\"TokenAcquired\""));
         assert!(!json.contains("access_token"));
+        assert!(!json.contains("replaces_failed_export"), "{json}");
         let back: CollectionState = serde_json::from_str(&json).unwrap();
         assert_eq!(back, st);
+
+        st.phase = Phase::TokenAcquired {
+            token_expires_at: OffsetDateTime::UNIX_EPOCH,
+            replaces_failed_export: Some(1234),
+        };
+        let json = serde_json::to_string(&st).unwrap();
+        assert!(json.contains("\"replaces_failed_export\":1234"), "{json}");
+        let back: CollectionState = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, st);
+    }
+
+    #[test]
+    fn a_token_acquired_state_of_an_older_store_still_decodes() {
+        let old = r#"{"spec":{"target":{"appid":"wx1","env":"prod","collection":"orders"},
+            "query":"db.collection(\"orders\").get()","file_type":"json"},
+            "started_at":"2026-12-01T00:00:00Z",
+            "phase":{"state":"TokenAcquired","token_expires_at":"2026-12-01T02:00:00Z"}}"#;
+        let st: CollectionState = serde_json::from_str(old).unwrap();
+        assert!(matches!(
+            st.phase,
+            Phase::TokenAcquired {
+                replaces_failed_export: None,
+                ..
+            }
+        ));
     }
 }

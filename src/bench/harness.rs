@@ -14,7 +14,7 @@ use url::Url;
 use crate::backup::progress::{ProgressEvent, ProgressSink, Target};
 use crate::backup::{
     AppClients, BackupPlan, BackupService, CollectionSelection, Concurrency, PlanApp, PlanEnv,
-    RunReport, RunSelection, WorkflowSettings,
+    RunReport, RunSelection,
 };
 use crate::client::{AppCredentials, ClientConfig, CloudBaseClient, FnClock, Secret, TokenMode};
 use crate::emulator::{
@@ -261,7 +261,8 @@ impl Harness {
         let service = BackupService::open(
             &scratch.path().join("state"),
             options,
-            WorkflowSettings::new(root.clone()),
+            // The defaults a configuration gets, so the figures are what users see.
+            crate::backup::setup::default_settings(root.clone()),
             clients,
             plan,
             Concurrency {

@@ -140,7 +140,21 @@ pub async fn run(a: BenchArgs, out: Output) -> Result<ExitStatus, CliError> {
     } else {
         out.text(&report.to_text());
     }
-    Ok(ExitStatus::Ok)
+    let status = exit_status(&report);
+    if status != ExitStatus::Ok && !out.is_json() {
+        eprintln!("tcb-backup: bench: some figures MISSED their limits");
+    }
+    Ok(status)
+}
+
+/// A figure past its limit is a failed benchmark: scripts and CI see it in the exit code. (A
+/// child reports to its parent, which decides, so a child exits 0 with its figures.)
+fn exit_status(report: &BenchReport) -> ExitStatus {
+    if report.all_ok {
+        ExitStatus::Ok
+    } else {
+        ExitStatus::Error
+    }
 }
 
 /// Runs one scenario in a child process of this binary and reads its reports.
@@ -169,4 +183,31 @@ async fn run_child(s: Scenario, a: &BenchArgs) -> Result<Vec<ScenarioReport>, Cl
             s.name()
         ))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::report::{Figure, LimitOp};
+
+    fn report(value: f64) -> BenchReport {
+        let mut r = ScenarioReport::new("fanout", "t");
+        r.push(Figure::info("informational", 1e9, "s"));
+        r.push(Figure::limited(
+            "wall time",
+            value,
+            "s",
+            LimitOp::Le,
+            23.0,
+            "",
+        ));
+        BenchReport::new("tcb-backup bench".into(), vec![r])
+    }
+
+    #[test]
+    fn a_missed_limit_exits_1_and_info_figures_never_do() {
+        assert_eq!(exit_status(&report(22.0)), ExitStatus::Ok);
+        assert_eq!(exit_status(&report(24.0)), ExitStatus::Error);
+        assert_eq!(ExitStatus::Error.code(), 1);
+    }
 }

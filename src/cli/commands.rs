@@ -83,6 +83,22 @@ pub(crate) fn open_existing_store(g: &GlobalArgs) -> Result<(Engine, Prepared), 
     Ok((engine, prepared))
 }
 
+/// Opens the store of a configuration, creating it when it is missing: `catalog rebuild` works
+/// from the files alone, and a lost state directory is the main reason to run it.
+fn open_or_create_store(g: &GlobalArgs) -> Result<(Engine, Prepared), CliError> {
+    let config = setup::load(&g.config).map_err(setup_error)?;
+    let prepared = setup::prepare_offline(&config).map_err(setup_error)?;
+    if !prepared.state_dir.exists() {
+        tracing::info!(
+            state_dir = %prepared.state_dir.display(),
+            "no state store: creating an empty one to rebuild the catalog into"
+        );
+    }
+    let engine =
+        Engine::open(&prepared.state_dir, prepared.engine_options.clone()).map_err(engine_error)?;
+    Ok((engine, prepared))
+}
+
 /// Opens the full service (clients, workflows) of the configuration.
 pub(crate) fn open_service(
     config_path: &Path,
@@ -186,6 +202,8 @@ pub struct BackupSummary {
     pub copies_failed: usize,
     /// Copies of earlier snapshots restarted or resubmitted at the start.
     pub copies_caught_up: CatchUp,
+    /// Parts of the selection that matched nothing (a `--collection` no selected env lists).
+    pub warnings: Vec<String>,
 }
 
 pub(crate) async fn backup(
@@ -193,12 +211,19 @@ pub(crate) async fn backup(
     a: BackupArgs,
     out: Output,
 ) -> Result<ExitStatus, CliError> {
-    let display = Arc::new(ProgressDisplay::new(ProgressMode::detect(out.is_json())));
-    let (service, prepared) = open_service(&g.config, display.clone())?;
     let selection = RunSelection {
         envs: a.envs,
         collections: a.collections,
     };
+    // A mistyped --env or --collection is reported before any secret is fetched.
+    let config = setup::load(&g.config).map_err(setup_error)?;
+    let offline = setup::prepare_offline(&config).map_err(setup_error)?;
+    offline
+        .plan
+        .check_selection(&selection)
+        .map_err(CliError::error)?;
+    let display = Arc::new(ProgressDisplay::new(ProgressMode::detect(out.is_json())));
+    let (service, prepared) = open_service(&g.config, display.clone())?;
     let summary = run_backup(&service, &prepared, selection, a.resume_only, &display, out).await?;
     finish_backup(&summary, &display, out)
 }
@@ -212,6 +237,13 @@ pub(crate) async fn run_backup(
     display: &ProgressDisplay,
     out: Output,
 ) -> Result<BackupSummary, CliError> {
+    let warnings = prepared
+        .plan
+        .check_selection(&selection)
+        .map_err(CliError::error)?;
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
     prepared
         .preflight(service, &selection)
         .await
@@ -301,6 +333,7 @@ pub(crate) async fn run_backup(
         .filter(|c| c.status == CopyStatus::Failed)
         .count();
     Ok(BackupSummary {
+        warnings,
         copies,
         copies_pending,
         copies_failed,
@@ -732,7 +765,7 @@ fn cancel(g: &GlobalArgs, a: JobArg, out: Output) -> Result<ExitStatus, CliError
 // ---------------------------------------------------------------- catalog
 
 fn catalog_rebuild(g: &GlobalArgs, out: Output) -> Result<ExitStatus, CliError> {
-    let (engine, prepared) = open_existing_store(g)?;
+    let (engine, prepared) = open_or_create_store(g)?;
     let catalog = SnapshotCatalog::new(engine.kv(SnapshotCatalog::NAMESPACE));
     let result = catalog
         .rebuild(&prepared.destination)
@@ -759,7 +792,7 @@ fn catalog_rebuild(g: &GlobalArgs, out: Output) -> Result<ExitStatus, CliError> 
 
 // ---------------------------------------------------------------- emulator
 
-async fn emulator(a: EmulatorArgs, _out: Output) -> Result<ExitStatus, CliError> {
+async fn emulator(a: EmulatorArgs, out: Output) -> Result<ExitStatus, CliError> {
     let opts = crate::emulator::StandaloneOptions {
         listen: a.listen,
         data_dir: a.data,
@@ -767,8 +800,12 @@ async fn emulator(a: EmulatorArgs, _out: Output) -> Result<ExitStatus, CliError>
         seed_records: a.seed_records,
         config: None,
     };
-    crate::emulator::run_standalone(opts)
-        .await
-        .map_err(|e| CliError::error(e.to_string()))?;
+    // The banner is what a user copies into a config, so it goes to stdout, never to the logs.
+    crate::emulator::run_standalone(opts, |banner| {
+        out.message("emulator", banner);
+        out.text(&banner.to_text());
+    })
+    .await
+    .map_err(|e| CliError::error(e.to_string()))?;
     Ok(ExitStatus::Ok)
 }

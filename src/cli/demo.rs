@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 
+use crate::archive::fsutil::{sync_dir, TempFile};
 use crate::backup::state::RunSelection;
 use crate::emulator::{self, EmulatorConfig, SeedSpec};
 
@@ -17,8 +18,10 @@ use super::exit::{CliError, ExitStatus};
 use super::output::Output;
 use super::progress::{ProgressDisplay, ProgressMode};
 
-/// The environment variable the demo config reads the emulator app's secret from.
-const SECRET_ENV: &str = "TCB_BACKUP_DEMO_SECRET";
+/// The file (in the demo directory, mode 0600) the demo config reads the emulator app's secret
+/// from. A file rather than an environment variable: setting one in a running multi-threaded
+/// process is not sound, and a file is how a real deployment should keep it anyway.
+const SECRET_FILE: &str = "demo-secret";
 
 /// Big collections added on top of the seeded ones: (env index, name, records, payload bytes).
 const BIG: &[(usize, &str, usize, usize)] =
@@ -69,13 +72,13 @@ pub async fn run(_g: &GlobalArgs, a: DemoArgs, out: Output) -> Result<ExitStatus
             .map_err(|e| CliError::error(format!("demo: seeding {name}: {e}")))?;
     }
 
-    std::env::set_var(SECRET_ENV, &app.secret);
+    write_private(&dir, SECRET_FILE, app.secret.as_bytes())?;
     let config_path = dir.join("tcb-backup.toml");
-    std::fs::write(
-        &config_path,
-        demo_config(&dir, &emu.base_url(), &app.appid, &app.envs),
-    )
-    .map_err(|e| CliError::error(format!("cannot write {}: {e}", config_path.display())))?;
+    write_private(
+        &dir,
+        "tcb-backup.toml",
+        demo_config(&emu.base_url(), &app.appid, &app.envs).as_bytes(),
+    )?;
     out.text(&format!(
         "demo: emulator at {} (app {}, envs {}); config {}",
         emu.base_url(),
@@ -111,7 +114,7 @@ pub async fn run(_g: &GlobalArgs, a: DemoArgs, out: Output) -> Result<ExitStatus
     Ok(status)
 }
 
-fn demo_config(dir: &Path, base_url: &str, appid: &str, envs: &[String]) -> String {
+fn demo_config(base_url: &str, appid: &str, envs: &[String]) -> String {
     let mut text = format!(
         r#"# Written by `tcb-backup demo`: backs up the in-process emulator the demo starts.
 state_dir = "state"
@@ -130,7 +133,7 @@ max_interval = "2s"
 
 [[apps]]
 appid = "{appid}"
-secret_env = "{SECRET_ENV}"
+secret_file = "{SECRET_FILE}"
 api_base = "{base_url}"
 "#
     );
@@ -139,8 +142,21 @@ api_base = "{base_url}"
             "\n[[apps.envs]]\nid = \"{env}\"\ndiscover = {{ include = [\"*\"] }}\n"
         ));
     }
-    let _ = dir;
     text
+}
+
+/// Writes `dir/name` with mode 0600, whole or not at all (temp file, fsync, rename, directory
+/// fsync), replacing an earlier demo's.
+fn write_private(dir: &Path, name: &str, content: &[u8]) -> Result<(), CliError> {
+    use std::io::Write;
+    let path = dir.join(name);
+    let failed =
+        |e: std::io::Error| CliError::error(format!("cannot write {}: {e}", path.display()));
+    let tmp = TempFile::create(dir, name).map_err(failed)?;
+    tmp.file().write_all(content).map_err(failed)?;
+    tmp.file().sync_all().map_err(failed)?;
+    tmp.persist_replacing(&path).map_err(failed)?;
+    sync_dir(dir).map_err(failed)
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), CliError> {

@@ -295,30 +295,74 @@ pub async fn start_standalone(
         cfg.seed = Some(spec);
     }
     let handle = start(cfg, opts.listen).await?;
-    let mut banner = format!(
-        "tcb-backup emulator listening on {base}\n  api_base: {base}\n",
-        base = handle.base_url()
-    );
-    for app in handle.apps() {
-        banner.push_str(&format!(
-            "  appid:  {}\n  secret: {}\n  envs:   {}\n",
-            app.appid,
-            app.secret,
-            app.envs.join(", ")
-        ));
-    }
-    banner.push_str(&format!(
-        "  control API: {}/_emulator/  (Ctrl-C to stop)\n",
-        handle.base_url()
-    ));
+    let banner = StandaloneBanner::of(&handle).to_text();
     Ok((handle, banner))
+}
+
+/// What a standalone emulator announces: what to put in a config to use it. The secrets are
+/// the emulator's own demo secrets (it accepts nothing else), printed on stdout for the user to
+/// copy, never logged.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StandaloneBanner {
+    pub api_base: String,
+    pub apps: Vec<BannerApp>,
+    pub control_api: String,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BannerApp {
+    pub appid: String,
+    pub secret: String,
+    pub envs: Vec<String>,
+}
+
+impl StandaloneBanner {
+    pub fn of(handle: &EmulatorHandle) -> Self {
+        StandaloneBanner {
+            api_base: handle.base_url(),
+            apps: handle
+                .apps()
+                .iter()
+                .map(|a| BannerApp {
+                    appid: a.appid.clone(),
+                    secret: a.secret.clone(),
+                    envs: a.envs.clone(),
+                })
+                .collect(),
+            control_api: format!("{}/_emulator/", handle.base_url()),
+        }
+    }
+
+    pub fn to_text(&self) -> String {
+        let mut text = format!(
+            "tcb-backup emulator listening on {base}\n  api_base: {base}\n",
+            base = self.api_base
+        );
+        for app in &self.apps {
+            text.push_str(&format!(
+                "  appid:  {}\n  secret: {}\n  envs:   {}\n",
+                app.appid,
+                app.secret,
+                app.envs.join(", ")
+            ));
+        }
+        text.push_str(&format!(
+            "  control API: {}  (Ctrl-C to stop)\n",
+            self.control_api
+        ));
+        text
+    }
 }
 
 /// Serve until Ctrl-C, after printing the appid, secret, env ids and base URL it accepts; then
 /// save to `data_dir` if given.
-pub async fn run_standalone(opts: StandaloneOptions) -> Result<(), EmulatorError> {
-    let (handle, banner) = start_standalone(opts).await?;
-    print!("{banner}");
+/// `announce` prints the banner (as text or JSON: the caller's choice).
+pub async fn run_standalone(
+    opts: StandaloneOptions,
+    announce: impl FnOnce(&StandaloneBanner),
+) -> Result<(), EmulatorError> {
+    let (handle, _) = start_standalone(opts).await?;
+    announce(&StandaloneBanner::of(&handle));
     let _ = tokio::signal::ctrl_c().await;
     handle.shutdown().await;
     Ok(())

@@ -2,7 +2,8 @@
 //! nominal time starts a run, a successful run calls the heartbeat, a failed one posts an
 //! alert; a graceful shutdown in the middle of a run lets the running step commit, and the next
 //! start resumes the run to completion without starting it again; a run whose end the loop's
-//! event subscription dropped (lagged) is still found and alerted on, once.
+//! event subscription dropped (lagged) is still found and alerted on, once; a webhook that
+//! never answers holds back neither the next fire nor the shutdown.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -128,6 +129,13 @@ async fn hook_server() -> (String, Arc<Hooks>) {
         }
         "ok"
     }
+    /// A webhook that takes the request and never answers.
+    async fn hang(State(h): State<Arc<Hooks>>, Json(v): Json<serde_json::Value>) -> &'static str {
+        h.alerts.lock().unwrap().push(v);
+        h.changed.notify_waiters();
+        std::future::pending::<()>().await;
+        "never"
+    }
     async fn beat(State(h): State<Arc<Hooks>>) -> &'static str {
         h.heartbeats.fetch_add(1, Ordering::SeqCst);
         h.changed.notify_waiters();
@@ -135,6 +143,7 @@ async fn hook_server() -> (String, Arc<Hooks>) {
     }
     let app = Router::new()
         .route("/alert", post(alert))
+        .route("/hang", post(hang))
         .route("/beat", get(beat))
         .with_state(hooks.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -210,6 +219,7 @@ fn daemon(engine: &Engine, fail: bool, alerts: Option<AlertSettings>) -> Daemon<
         bound: None,
         reloader: None,
         stale_check_every: Duration::from_secs(3600),
+        delivery_grace: Duration::from_millis(200),
     }
 }
 
@@ -425,9 +435,9 @@ async fn ended(engine: &Engine, job: JobId) -> JobStatus {
     .await
 }
 
-/// While the loop waits on a slow webhook, another run fails and more events follow, so the
-/// run's end is among the events the loop's subscription drops (capacity 1): the loop notices
-/// the lag, finds the run in the store and alerts on it — once.
+/// While a slow webhook holds the first alert, another run fails and more events follow on a
+/// subscription of capacity 1, so the run's end may be among the dropped events: either way
+/// (from the event, or from the store after the lag) it is alerted on — once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_that_ends_while_events_lag_is_still_alerted() {
     let (base, hooks) = hook_server().await;
@@ -548,4 +558,53 @@ async fn a_stale_collection_is_alerted_once() {
     assert_eq!(hooks.alerts.lock().unwrap().len(), 1, "alerted once");
     let _ = stop_tx.send(());
     within("the daemon to stop", task).await.unwrap().unwrap();
+}
+
+/// A webhook that takes the alert and never answers: the next scheduled fire still starts on
+/// time, and a shutdown is prompt (the pending deliveries get `delivery_grace`, then are
+/// dropped) — not the ~50 s of attempts × HTTP timeout the delivery would otherwise take.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_that_never_answers_delays_neither_fires_nor_shutdown() {
+    let (base, hooks) = hook_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(at("2026-12-03T02:00:00+08:00"));
+    let gate = Arc::new(Gate::default());
+    let engine = open(dir.path(), &clock, &gate);
+    let mut settings = alert_settings(&base);
+    settings.webhook = Some(SecretUrl(format!("{base}/hang")));
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let (_reload_tx, reload_rx) = mpsc::channel(1);
+    let task = tokio::spawn(daemon(&engine, true, Some(settings)).run(
+        async {
+            let _ = stop_rx.await;
+        },
+        reload_rx,
+    ));
+    // The first run fails; its alert is now stuck on the webhook.
+    until(&hooks, "the first alert to reach the webhook", || {
+        hooks.alerts.lock().unwrap().len() == 1
+    })
+    .await;
+    // The next night's fire starts at once, not after the stuck delivery.
+    let mut events = engine.subscribe();
+    clock.set(at("2026-12-04T02:00:00+08:00"));
+    let ev = tokio::time::timeout(Duration::from_secs(5), events.recv())
+        .await
+        .expect("the next fire was held back by the stuck webhook")
+        .unwrap();
+    assert_eq!(ev.kind, "test.run");
+    assert_eq!(runs(&engine).len(), 2);
+    until(&hooks, "the second alert to reach the webhook", || {
+        hooks.alerts.lock().unwrap().len() == 2
+    })
+    .await;
+    // Both deliveries still hang; the stop does not wait for them.
+    let asked = std::time::Instant::now();
+    let _ = stop_tx.send(());
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("the shutdown waited on the stuck webhook")
+        .unwrap()
+        .unwrap();
+    assert!(asked.elapsed() < Duration::from_secs(5));
 }

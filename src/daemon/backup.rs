@@ -593,6 +593,7 @@ pub async fn run_from_config(
         bound: opts.bound,
         reloader: Some(Box::new(move || reconfigurer.reload())),
         stale_check_every: Duration::from_secs(300),
+        delivery_grace: super::delivery::DEFAULT_SHUTDOWN_GRACE,
     };
     for s in &settings.schedules {
         let next = jiff::Timestamp::try_from(started_at)

@@ -8,10 +8,12 @@
 //! - [`backup`]: the loop wired to the backup workflow and a config file; signal handling
 //! - [`status`], [`page`]: the HTTP listener (JSON, `/metrics`, freshness page)
 //! - [`metrics`], [`freshness`], [`alerts`]: what the listener and the alerts report
+//! - [`delivery`]: alert and heartbeat deliveries off the loop (bounded; short grace at stop)
 
 pub mod alerts;
 pub mod backup;
 pub mod client;
+pub mod delivery;
 pub mod freshness;
 pub mod maintenance;
 pub mod metrics;

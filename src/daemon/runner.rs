@@ -1,6 +1,7 @@
 //! The daemon loop: ticks the scheduler at each fire time, runs the engine, serves the status
 //! listener, reacts to finished runs (alerts, heartbeat, counters), checks staleness, reloads
-//! on request and shuts down gracefully.
+//! on request and shuts down gracefully. Alerts and heartbeats are delivered from spawned tasks
+//! ([`super::delivery`]): a slow webhook never holds back a signal or a scheduled fire.
 //!
 //! It is generic over how a fire starts a run ([`Launcher`]) and how a finished run is judged
 //! ([`RunReporter`]), so tests drive it with stand-in workflows and a manual clock; the real
@@ -17,7 +18,9 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::alerts::{Alert, AlertItem, Notifier};
+use super::delivery::Deliveries;
 use super::freshness::human_duration;
+use super::metrics::Counters;
 use super::scheduler::{FireOutcome, Launcher, Scheduler};
 use super::settings::{AlertEvent, DaemonSettings};
 use super::status::{serve, StatusContext};
@@ -110,6 +113,9 @@ pub struct Daemon<L: Launcher> {
     pub reloader: Option<Reloader>,
     /// How often freshness is checked for staleness alerts.
     pub stale_check_every: Duration,
+    /// At shutdown, how long alert deliveries still pending get before they are dropped
+    /// (runs alongside the engine's own grace, so it adds nothing when shorter).
+    pub delivery_grace: Duration,
 }
 
 impl<L: Launcher> Daemon<L> {
@@ -160,6 +166,7 @@ impl<L: Launcher> Daemon<L> {
         };
 
         tokio::pin!(shutdown);
+        let mut deliveries = Deliveries::default();
         let mut stale_alerted: HashSet<(String, String)> = HashSet::new();
         let mut next_stale_check = clock.now();
         let run_kind = self.status.run_kind.clone();
@@ -175,7 +182,7 @@ impl<L: Launcher> Daemon<L> {
             }
             self.record(outcomes);
             if now >= next_stale_check {
-                self.check_stale(&mut stale_alerted).await;
+                self.check_stale(&mut stale_alerted, &mut deliveries);
                 next_stale_check = now + self.stale_check_every;
             }
             let wake = self
@@ -192,17 +199,17 @@ impl<L: Launcher> Daemon<L> {
                     Ok(ev) if (ev.kind == run_kind || self.reporter.watches(&ev.kind))
                         && ev.status.is_terminal() => {
                         if reported.insert(ev.id) {
-                            self.run_finished(&engine, ev.id).await;
+                            self.run_finished(&engine, ev.id, &mut deliveries);
                         }
                     }
                     Ok(_) => {}
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
-                        // Events were dropped (a busy loop, e.g. a slow webhook, on a big
-                        // run): a run's end may be among them, so ask the store instead.
+                        // Events were dropped (a busy loop on a big run): a run's end may be
+                        // among them, so ask the store instead.
                         tracing::warn!(missed, "job events lagged; looking for runs that ended meanwhile");
                         for run in self.ended_runs(&engine, &run_kind, started_at, &reported) {
                             reported.insert(run);
-                            self.run_finished(&engine, run).await;
+                            self.run_finished(&engine, run, &mut deliveries);
                         }
                     }
                     Err(broadcast::error::RecvError::Closed) => break,
@@ -211,7 +218,9 @@ impl<L: Launcher> Daemon<L> {
             }
         }
         stop.cancel();
-        let engine_result = engine_task.await;
+        // Pending deliveries get their short grace while the engine gives running steps theirs.
+        let (engine_result, ()) =
+            tokio::join!(engine_task, deliveries.shutdown(self.delivery_grace));
         if let Some(task) = server {
             let _ = task.await;
         }
@@ -288,7 +297,7 @@ impl<L: Launcher> Daemon<L> {
         }
     }
 
-    async fn run_finished(&self, engine: &Engine, run: JobId) {
+    fn run_finished(&self, engine: &Engine, run: JobId, deliveries: &mut Deliveries) {
         let Some(summary) = self.reporter.summarize(engine, run) else {
             return;
         };
@@ -305,14 +314,18 @@ impl<L: Launcher> Daemon<L> {
         let event = match summary.outcome {
             RunOutcome::Succeeded if summary.task != "backup" => return,
             RunOutcome::Succeeded => {
-                match notifier.heartbeat().await {
-                    Ok(true) => self.status.counters.alert("heartbeat", "sent"),
-                    Ok(false) => {}
-                    Err(e) => {
-                        self.status.counters.alert("heartbeat", "failed");
-                        tracing::warn!(error = %e, "heartbeat");
+                let notifier = notifier.clone();
+                let counters = self.status.counters.clone();
+                deliveries.spawn("heartbeat", async move {
+                    match notifier.heartbeat().await {
+                        Ok(true) => counters.alert("heartbeat", "sent"),
+                        Ok(false) => {}
+                        Err(e) => {
+                            counters.alert("heartbeat", "failed");
+                            tracing::warn!(error = %e, "heartbeat");
+                        }
                     }
-                }
+                });
                 return;
             }
             RunOutcome::Cancelled => return,
@@ -334,28 +347,12 @@ impl<L: Launcher> Daemon<L> {
             time: engine.clock().now(),
             items: summary.problems,
         };
-        self.deliver(notifier, &alert).await;
-    }
-
-    async fn deliver(&self, notifier: &Notifier, alert: &Alert) {
-        let kind = match alert.event {
-            AlertEvent::Failure => "failure",
-            AlertEvent::Partial => "partial",
-            AlertEvent::Stale => "stale",
-        };
-        match notifier.send(alert).await {
-            Ok(true) => self.status.counters.alert(kind, "sent"),
-            Ok(false) => {}
-            Err(e) => {
-                self.status.counters.alert(kind, "failed");
-                tracing::warn!(error = %e, "alert");
-            }
-        }
+        deliver(deliveries, notifier, &self.status.counters, alert);
     }
 
     /// Alerts once per collection when it becomes stale; it may alert again after it has been
     /// fresh in between.
-    async fn check_stale(&self, alerted: &mut HashSet<(String, String)>) {
+    fn check_stale(&self, alerted: &mut HashSet<(String, String)>, deliveries: &mut Deliveries) {
         let rows = match self.status.freshness() {
             Ok(rows) => rows,
             Err(e) => {
@@ -396,8 +393,40 @@ impl<L: Launcher> Daemon<L> {
                 time: self.status.clock.now(),
                 items: newly,
             };
-            self.deliver(notifier, &alert).await;
+            deliver(deliveries, notifier, &self.status.counters, alert);
         }
+    }
+}
+
+/// Sends `alert` from its own task, counting the outcome.
+fn deliver(
+    deliveries: &mut Deliveries,
+    notifier: &Notifier,
+    counters: &Arc<Counters>,
+    alert: Alert,
+) {
+    let kind = match alert.event {
+        AlertEvent::Failure => "failure",
+        AlertEvent::Partial => "partial",
+        AlertEvent::Stale => "stale",
+    };
+    if !notifier.wants(alert.event) {
+        return;
+    }
+    let notifier = notifier.clone();
+    let task_counters = counters.clone();
+    let spawned = deliveries.spawn("alert", async move {
+        match notifier.send(&alert).await {
+            Ok(true) => task_counters.alert(kind, "sent"),
+            Ok(false) => {}
+            Err(e) => {
+                task_counters.alert(kind, "failed");
+                tracing::warn!(error = %e, "alert");
+            }
+        }
+    });
+    if !spawned {
+        counters.alert(kind, "dropped");
     }
 }
 

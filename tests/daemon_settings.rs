@@ -146,6 +146,25 @@ cron = "@daily"
     );
 }
 
+/// `stale_factor` is a number from 1 to 100: a huge one (which used to overflow the freshness
+/// arithmetic and panic the daemon) is a config error at its key, like a small one.
+#[test]
+fn stale_factor_is_bounded() {
+    for bad in ["1e300", "0.5", "101", "\"2\"", "nan", "inf"] {
+        let err =
+            from_config_text(&format!("[daemon]\nstale_factor = {bad}\n"), &env()).unwrap_err();
+        assert_eq!(
+            err.problems[0].to_string().split(" (line").next().unwrap(),
+            "daemon.stale_factor: must be a number from 1.0 to 100",
+            "{bad}"
+        );
+    }
+    for (good, want) in [("1", 1.0), ("100", 100.0), ("1.25", 1.25)] {
+        let s = from_config_text(&format!("[daemon]\nstale_factor = {good}\n"), &env()).unwrap();
+        assert_eq!(s.stale_factor, want);
+    }
+}
+
 #[test]
 fn check_and_forget_tasks() {
     let text = r#"

@@ -9,7 +9,7 @@
 //! overlap = "skip"                    # or "queue": what a fire does while the last run is active
 //! jitter = "0s"                       # random start delay, at most this much
 //! shutdown_grace = "60s"              # SIGTERM: how long running steps get to finish
-//! stale_factor = 1.5                  # stale = the next fire after the last success is 0.5 x interval overdue
+//! stale_factor = 1.5                  # 1.0–100; stale = the next fire after the last success is 0.5 x interval overdue
 //!
 //! [daemon.alerts]
 //! webhook_url_env = "TCB_ALERT_WEBHOOK"  # or webhook_url = "..." (the URL often holds a key)
@@ -59,6 +59,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:9817";
 pub const DEFAULT_CATCH_UP_WINDOW: Duration = Duration::from_secs(12 * 3600);
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(60);
 pub const DEFAULT_STALE_FACTOR: f64 = 1.5;
+/// A bigger factor would call a daily backup fresh for months: surely a typo.
+pub const MAX_STALE_FACTOR: f64 = 100.0;
 pub const DEFAULT_SCHEDULE_NAME: &str = "default";
 
 /// What a fire does while the previous run of the same schedule is still active.
@@ -624,9 +626,12 @@ pub fn from_toml(
     let stale_factor = match daemon_table.get("stale_factor") {
         None => DEFAULT_STALE_FACTOR,
         Some(v) => match v.as_float().or_else(|| v.as_integer().map(|i| i as f64)) {
-            Some(f) if f >= 1.0 && f.is_finite() => f,
+            Some(f) if (1.0..=MAX_STALE_FACTOR).contains(&f) => f,
             _ => {
-                cx.problem("daemon.stale_factor", "must be a number of at least 1.0");
+                cx.problem(
+                    "daemon.stale_factor",
+                    format!("must be a number from 1.0 to {MAX_STALE_FACTOR}"),
+                );
                 DEFAULT_STALE_FACTOR
             }
         },

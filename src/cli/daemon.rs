@@ -32,9 +32,9 @@ pub enum ScheduleCommand {
 
 #[derive(Debug, Args)]
 pub struct ScheduleNextArgs {
-    /// How many fire times per schedule.
-    #[arg(long, default_value_t = 5)]
-    pub count: usize,
+    /// How many fire times per schedule (1–1000).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub count: u16,
     /// Only this schedule.
     #[arg(long, value_name = "NAME")]
     pub schedule: Option<String>,
@@ -141,7 +141,7 @@ pub fn schedule(g: &GlobalArgs, c: ScheduleCommand, out: Output) -> Result<ExitS
         }
         any = true;
         let next: Vec<String> = schedule
-            .upcoming(now, a.count)
+            .upcoming(now, usize::from(a.count))
             .iter()
             .map(|z| z.strftime("%Y-%m-%d %H:%M:%S %:z (%a)").to_string())
             .collect();

@@ -75,7 +75,7 @@ async fn start(token: Option<&str>) -> Server {
     )
     .unwrap();
     let counters = Arc::new(Counters::default());
-    counters.fire("nightly", "started");
+    counters.fire("nightly", "started", 1);
     counters.observe(&ApiCall {
         endpoint: "databasemigrateexport",
         outcome: CallOutcome::Errcode(-501007),

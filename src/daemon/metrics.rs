@@ -44,11 +44,14 @@ impl Counters {
         f(&mut guard)
     }
 
-    pub fn fire(&self, schedule: &str, outcome: &str) {
+    /// `count` nominal fire times of `schedule` had `outcome`.
+    pub fn fire(&self, schedule: &str, outcome: &str, count: u64) {
         self.with(|c| {
-            *c.fires
+            let n = c
+                .fires
                 .entry((schedule.to_string(), outcome.to_string()))
-                .or_default() += 1
+                .or_default();
+            *n = n.saturating_add(count);
         });
     }
 
@@ -371,7 +374,7 @@ pub fn render(scrape: &Scrape<'_>) -> String {
     w.header(
         "tcb_backup_schedule_fires_total",
         "counter",
-        "Schedule fires since start, by outcome (started, skipped_overlap, queued, missed).",
+        "Schedule fires since start, by outcome (started, skipped_overlap, queued, missed; coalesced: fire times inside the catch-up window folded into one later run).",
     );
     for ((schedule, outcome), n) in &c.fires {
         w.sample(

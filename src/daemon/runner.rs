@@ -239,7 +239,7 @@ impl<L: Launcher> Daemon<L> {
         }
         let mut view = self.status.view.write().unwrap_or_else(|p| p.into_inner());
         for o in outcomes {
-            self.status.counters.fire(o.schedule(), o.kind());
+            self.status.counters.fire(o.schedule(), o.kind(), o.fires());
             view.record_fire(o);
         }
     }

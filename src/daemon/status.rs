@@ -111,6 +111,7 @@ impl StatusContext {
                         started: state.as_ref().map_or(0, |st| st.started),
                         skipped_overlap: state.as_ref().map_or(0, |st| st.skipped_overlap),
                         missed: state.as_ref().map_or(0, |st| st.missed),
+                        coalesced: state.as_ref().map_or(0, |st| st.coalesced),
                     }
                 })
                 .collect()
@@ -139,6 +140,7 @@ pub struct ScheduleRow {
     pub started: u64,
     pub skipped_overlap: u64,
     pub missed: u64,
+    pub coalesced: u64,
 }
 
 /// The router (tests serve it on a port-0 listener).

@@ -97,8 +97,11 @@ pub fn schedule(g: &GlobalArgs, c: ScheduleCommand, out: Output) -> Result<ExitS
         None => {
             let config = setup::load(&g.config).map_err(super::commands::setup_error)?;
             // Fire times need no secrets: check the structure only.
-            let problems =
-                settings::check_structure(config.daemon.as_ref(), &config.schedules, &config.apps);
+            let problems = settings::check_structure(
+                config.daemon.as_ref().map(|d| &d.0),
+                &config.schedules,
+                &config.apps,
+            );
             if !problems.is_empty() {
                 let text: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
                 return Err(CliError::new(

@@ -608,3 +608,119 @@ async fn a_webhook_that_never_answers_delays_neither_fires_nor_shutdown() {
         .unwrap();
     assert!(asked.elapsed() < Duration::from_secs(5));
 }
+
+/// `orders`, last backed up at a time the test changes; counts the freshness checks.
+#[derive(Default)]
+struct Switchable {
+    orders_last: Mutex<String>,
+    checks: AtomicU32,
+}
+
+impl StatusSource for Switchable {
+    fn collections(&self) -> Result<Vec<CollectionStatus>, String> {
+        let last = self.orders_last.lock().unwrap().clone();
+        self.checks.fetch_add(1, Ordering::SeqCst);
+        Ok(vec![CollectionStatus {
+            appid: "wx1".into(),
+            env: "prod".into(),
+            collection: "orders".into(),
+            last_success: Some(at(&last)),
+            ..CollectionStatus::default()
+        }])
+    }
+    fn catalog(&self) -> Result<serde_json::Value, String> {
+        Ok(serde_json::json!([]))
+    }
+}
+
+async fn checks_reach(source: &Switchable, n: u32) {
+    within("a freshness check", async {
+        while source.checks.load(Ordering::SeqCst) < n {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+}
+
+/// Opens the store again once the previous daemon's engine has let go of it.
+async fn reopen(dir: &std::path::Path, clock: &ManualClock, gate: &Arc<Gate>) -> Engine {
+    let engine = within("the store lock to be released", async {
+        loop {
+            match Engine::open(
+                dir,
+                EngineOptions {
+                    clock: Arc::new(clock.clone()),
+                    ..EngineOptions::default()
+                },
+            ) {
+                Ok(e) => break e,
+                Err(EngineError::Locked { .. }) => {
+                    tokio::time::sleep(Duration::from_millis(10)).await
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    })
+    .await;
+    engine.register(GatedRun { gate: gate.clone() }, KindLimits::new(2));
+    engine
+}
+
+/// The stale alert is remembered in the store: a restart while the collection is still stale
+/// (same last success) does not alert again; once it has been fresh, a new staleness does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_does_not_repeat_a_stale_alert() {
+    let (base, hooks) = hook_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(at("2026-12-03T10:00:00+08:00"));
+    let gate = Arc::new(Gate::default());
+    let source = Arc::new(Switchable::default());
+    *source.orders_last.lock().unwrap() = "2026-11-30T02:05:00+08:00".into();
+    let start = |engine: &Engine| {
+        let mut d = daemon(engine, false, Some(alert_settings(&base)));
+        d.status.source = source.clone();
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let (reload_tx, reload_rx) = mpsc::channel(1);
+        let task = tokio::spawn(d.run(
+            async {
+                let _ = stop_rx.await;
+            },
+            reload_rx,
+        ));
+        (stop_tx, reload_tx, task)
+    };
+
+    let engine = open(dir.path(), &clock, &gate);
+    let (stop_tx, _reload, task) = start(&engine);
+    until(&hooks, "the stale alert", || {
+        hooks.alerts.lock().unwrap().len() == 1
+    })
+    .await;
+    let _ = stop_tx.send(());
+    within("the daemon to stop", task).await.unwrap().unwrap();
+    drop(engine);
+
+    // Restart an hour later: orders is still stale with the same last success.
+    clock.set(at("2026-12-03T10:30:00+08:00"));
+    let engine = reopen(dir.path(), &clock, &gate).await;
+    let before = source.checks.load(Ordering::SeqCst);
+    let (stop_tx, _reload, task) = start(&engine);
+    checks_reach(&source, before + 1).await;
+    // Fresh at the next check (a backup happened): the episode ends.
+    *source.orders_last.lock().unwrap() = "2026-12-03T02:05:00+08:00".into();
+    clock.set(at("2026-12-03T11:30:00+08:00"));
+    checks_reach(&source, before + 2).await;
+    // Stale again, with another last success: a new episode, alerted.
+    *source.orders_last.lock().unwrap() = "2026-12-01T02:05:00+08:00".into();
+    clock.set(at("2026-12-03T12:30:00+08:00"));
+    until(&hooks, "the new episode's alert", || {
+        hooks.alerts.lock().unwrap().len() >= 2
+    })
+    .await;
+    let _ = stop_tx.send(());
+    within("the daemon to stop", task).await.unwrap().unwrap();
+    let alerts = hooks.alerts.lock().unwrap().clone();
+    assert_eq!(alerts.len(), 2, "no repeat after the restart: {alerts:#?}");
+    let detail = alerts[1]["items"][0]["detail"].as_str().unwrap();
+    assert!(detail.starts_with("last success 2d"), "{detail}");
+}

@@ -9,6 +9,7 @@
 //! - [`status`], [`page`]: the HTTP listener (JSON, `/metrics`, freshness page)
 //! - [`metrics`], [`freshness`], [`alerts`]: what the listener and the alerts report
 //! - [`delivery`]: alert and heartbeat deliveries off the loop (bounded; short grace at stop)
+//! - [`stale_alerts`]: the stale episodes already alerted, kept across restarts
 
 pub mod alerts;
 pub mod backup;
@@ -21,4 +22,5 @@ pub mod page;
 pub mod runner;
 pub mod scheduler;
 pub mod settings;
+pub mod stale_alerts;
 pub mod status;

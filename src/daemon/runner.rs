@@ -23,6 +23,7 @@ use super::freshness::human_duration;
 use super::metrics::Counters;
 use super::scheduler::{FireOutcome, Launcher, Scheduler};
 use super::settings::{AlertEvent, DaemonSettings};
+use super::stale_alerts::StaleAlerts;
 use super::status::{serve, StatusContext};
 
 /// How a finished run went, for alerts and counters.
@@ -167,7 +168,7 @@ impl<L: Launcher> Daemon<L> {
 
         tokio::pin!(shutdown);
         let mut deliveries = Deliveries::default();
-        let mut stale_alerted: HashSet<(String, String)> = HashSet::new();
+        let mut stale_alerted = StaleAlerts::load(&engine);
         let mut next_stale_check = clock.now();
         let run_kind = self.status.run_kind.clone();
         // Runs reported since the start (each run's end is judged once, whether its event was
@@ -350,9 +351,9 @@ impl<L: Launcher> Daemon<L> {
         deliver(deliveries, notifier, &self.status.counters, alert);
     }
 
-    /// Alerts once per collection when it becomes stale; it may alert again after it has been
-    /// fresh in between.
-    fn check_stale(&self, alerted: &mut HashSet<(String, String)>, deliveries: &mut Deliveries) {
+    /// Alerts once per stale episode of a collection (remembered in the store, so across
+    /// restarts too); it may alert again after it has been fresh in between.
+    fn check_stale(&self, alerted: &mut StaleAlerts, deliveries: &mut Deliveries) {
         let rows = match self.status.freshness() {
             Ok(rows) => rows,
             Err(e) => {
@@ -360,11 +361,15 @@ impl<L: Launcher> Daemon<L> {
                 return;
             }
         };
+        alerted.retain_watched(
+            rows.iter()
+                .map(|r| (r.status.env.as_str(), r.status.collection.as_str())),
+        );
         let mut newly = Vec::new();
         for r in &rows {
-            let key = (r.status.env.clone(), r.status.collection.clone());
+            let (env, collection) = (&r.status.env, &r.status.collection);
             if r.stale {
-                if alerted.insert(key) {
+                if alerted.stale(env, collection, r.status.last_success) {
                     newly.push(AlertItem {
                         env: r.status.env.clone(),
                         collection: r.status.collection.clone(),
@@ -376,7 +381,7 @@ impl<L: Launcher> Daemon<L> {
                     });
                 }
             } else {
-                alerted.remove(&key);
+                alerted.fresh(env, collection);
             }
         }
         if newly.is_empty() {

@@ -13,7 +13,29 @@ use tcb_backup::daemon::metrics::Counters;
 use tcb_backup::daemon::settings::{OverlapPolicy, ScheduleSpec, ScheduleTask, StatusToken};
 use tcb_backup::daemon::status::{router, DaemonView, StatusContext};
 use tcb_backup::schedule::Schedule;
-use tcb_state::{Engine, EngineOptions, ManualClock};
+use tcb_state::{
+    Engine, EngineOptions, KindLimits, ManualClock, StepContext, StepError, SubmitOptions,
+    Transition, Workflow,
+};
+
+/// A one-step job that succeeds or fails as told (for the jobs-by-state metric).
+struct Outcome;
+
+impl Workflow for Outcome {
+    type State = bool;
+    const KIND: &'static str = "test.outcome";
+    const SCHEMA_VERSION: u32 = 1;
+    async fn step(&self, _ctx: StepContext, succeed: bool) -> Result<Transition<bool>, StepError> {
+        if succeed {
+            Ok(Transition::Complete {
+                state: true,
+                output: serde_json::json!({}),
+            })
+        } else {
+            Err(StepError::permanent("told to fail"))
+        }
+    }
+}
 
 fn at(text: &str) -> SystemTime {
     let ts: jiff::Timestamp = text.parse().unwrap();
@@ -61,6 +83,7 @@ struct Server {
     addr: SocketAddr,
     _dir: tempfile::TempDir,
     counters: Arc<Counters>,
+    engine: Engine,
 }
 
 async fn start(token: Option<&str>) -> Server {
@@ -124,6 +147,7 @@ async fn start(token: Option<&str>) -> Server {
         addr,
         _dir: dir,
         counters,
+        engine,
     }
 }
 
@@ -249,6 +273,39 @@ async fn prometheus_metrics() {
     for l in body.lines().filter(|l| !l.starts_with('#')) {
         let value = l.rsplit(' ').next().unwrap();
         assert!(value.parse::<f64>().is_ok(), "bad sample line {l}");
+    }
+}
+
+/// `tcb_backup_jobs{status}` counts finished jobs too, and shows every status (0 when none).
+#[tokio::test]
+async fn jobs_by_state_include_finished_jobs() {
+    let s = start(None).await;
+    s.engine.register(Outcome, KindLimits::new(2));
+    for succeed in [true, true, false] {
+        s.engine
+            .submit::<Outcome>(succeed, SubmitOptions::default())
+            .unwrap();
+    }
+    let cancelled = s
+        .engine
+        .submit::<Outcome>(true, SubmitOptions::default())
+        .unwrap();
+    s.engine.cancel(cancelled).unwrap();
+    s.engine.run_until_idle().await.unwrap();
+    let (code, body) = get(s.addr, "/metrics", None).await;
+    assert_eq!(code, 200);
+    for line in [
+        r#"tcb_backup_jobs{status="succeeded"} 2"#,
+        r#"tcb_backup_jobs{status="failed"} 1"#,
+        r#"tcb_backup_jobs{status="cancelled"} 1"#,
+        r#"tcb_backup_jobs{status="partially-failed"} 0"#,
+        r#"tcb_backup_jobs{status="queued"} 0"#,
+        r#"tcb_backup_jobs{status="running"} 0"#,
+    ] {
+        assert!(
+            body.lines().any(|l| l == line),
+            "missing `{line}` in\n{body}"
+        );
     }
 }
 

@@ -335,7 +335,7 @@ pub fn render(scrape: &Scrape<'_>) -> String {
     w.header(
         "tcb_backup_jobs",
         "gauge",
-        "Jobs in the state store that are not finished, by status.",
+        "Jobs in the state store by status, finished ones (succeeded, partially-failed, failed, cancelled) included.",
     );
     for (status, n) in scrape.jobs_by_status {
         w.sample("tcb_backup_jobs", &[("status", status)], *n as f64);

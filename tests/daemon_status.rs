@@ -415,3 +415,26 @@ async fn page_renders_in_headless_chromium() {
         std::fs::copy(&shot, keep).unwrap();
     }
 }
+
+/// A daemon that does not serve `/api/catalog` or `/api/jobs` (another version) is an error for
+/// the commands that ask it, not an empty list; a missing single job is still "no such job".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_client_treats_a_missing_listing_endpoint_as_an_error() {
+    use tcb_backup::daemon::client::DaemonClient;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, axum::Router::new()).await.unwrap();
+    });
+    let client = DaemonClient::new(&format!("http://{addr}"), None).unwrap();
+    for err in [
+        client.snapshots(None, None).await.unwrap_err().to_string(),
+        client.jobs(true).await.unwrap_err().to_string(),
+    ] {
+        assert!(
+            err.contains("(HTTP 404)") && err.contains("another tcb-backup version"),
+            "{err}"
+        );
+    }
+    assert!(client.job(7).await.unwrap().is_none());
+}

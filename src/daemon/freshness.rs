@@ -14,7 +14,7 @@ pub struct CollectionStatus {
     pub appid: String,
     pub env: String,
     pub collection: String,
-    /// Finish time of the newest verified snapshot.
+    /// Finish time of the newest snapshot in the catalog (a recorded, successful backup).
     #[serde(serialize_with = "ser_time_opt")]
     pub last_success: Option<SystemTime>,
     /// Outcome of the newest attempt: `succeeded`, `failed`, `running`, ...

@@ -252,7 +252,7 @@ pub fn render(scrape: &Scrape<'_>) -> String {
     let per_collection: [(&str, &str, Pick); 9] = [
         (
             "tcb_backup_last_success_timestamp_seconds",
-            "Unix time the newest verified snapshot finished.",
+            "Unix time the newest snapshot in the catalog (a recorded, successful backup) finished.",
             |f| f.status.last_success.map(secs),
         ),
         (

@@ -6,7 +6,7 @@
 //! never answers holds back neither the next fire nor the shutdown.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -114,9 +114,6 @@ struct Hooks {
     alerts: Mutex<Vec<serde_json::Value>>,
     heartbeats: AtomicU32,
     changed: Notify,
-    /// When set, the first alert's answer waits for `release` (a slow webhook).
-    hold_first_alert: AtomicBool,
-    release: Notify,
 }
 
 async fn hook_server() -> (String, Arc<Hooks>) {
@@ -124,9 +121,6 @@ async fn hook_server() -> (String, Arc<Hooks>) {
     async fn alert(State(h): State<Arc<Hooks>>, Json(v): Json<serde_json::Value>) -> &'static str {
         h.alerts.lock().unwrap().push(v);
         h.changed.notify_waiters();
-        if h.hold_first_alert.swap(false, Ordering::SeqCst) {
-            h.release.notified().await;
-        }
         "ok"
     }
     /// A webhook that takes the request and never answers.
@@ -435,31 +429,49 @@ async fn ended(engine: &Engine, job: JobId) -> JobStatus {
     .await
 }
 
-/// While a slow webhook holds the first alert, another run fails and more events follow on a
-/// subscription of capacity 1, so the run's end may be among the dropped events: either way
-/// (from the event, or from the store after the lag) it is alerted on — once.
+/// While the loop is busy (held in a reload that blocks until the test lets go), another run
+/// fails and more events follow on a subscription of capacity 1, so the run's end is among the
+/// dropped events: the loop notices the lag, finds the run in the store and alerts on it — once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_that_ends_while_events_lag_is_still_alerted() {
     let (base, hooks) = hook_server().await;
-    hooks.hold_first_alert.store(true, Ordering::SeqCst);
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(at("2026-12-03T02:00:00+08:00"));
     let gate = Arc::new(Gate::default());
     let engine = open_with(dir.path(), &clock, &gate, 1);
     engine.register(Noise, KindLimits::default());
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let (_reload_tx, reload_rx) = mpsc::channel(1);
-    let task = tokio::spawn(daemon(&engine, true, Some(alert_settings(&base))).run(
+    let (reload_tx, reload_rx) = mpsc::channel(1);
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let release_rx = Mutex::new(release_rx);
+    let held = Arc::new(Notify::new());
+    let mut d = daemon(&engine, true, Some(alert_settings(&base)));
+    d.reloader = Some(Box::new({
+        let held = held.clone();
+        move || {
+            held.notify_one();
+            // Blocks the loop (its worker handed over, so the engine keeps running).
+            tokio::task::block_in_place(|| {
+                let _ = release_rx.lock().unwrap().recv();
+            });
+            Err("held by the test".to_string())
+        }
+    }));
+    let task = tokio::spawn(d.run(
         async {
             let _ = stop_rx.await;
         },
         reload_rx,
     ));
-    // The scheduled run fails; the loop is now stuck delivering its alert.
+    // The scheduled run fails and is alerted on.
     until(&hooks, "the first alert", || {
         hooks.alerts.lock().unwrap().len() == 1
     })
     .await;
+    // Hold the loop.
+    let entered = held.notified();
+    reload_tx.send(()).await.unwrap();
+    within("the loop to be held", entered).await;
     let second = engine
         .submit::<GatedRun>(
             RunStep::First { fail: true },
@@ -471,7 +483,7 @@ async fn a_run_that_ends_while_events_lag_is_still_alerted() {
         .submit::<Noise>((), SubmitOptions::default())
         .unwrap();
     assert_eq!(ended(&engine, noise).await, JobStatus::Succeeded);
-    hooks.release.notify_one();
+    release_tx.send(()).unwrap();
     until(&hooks, "the second run's alert", || {
         hooks.alerts.lock().unwrap().len() >= 2
     })

@@ -37,12 +37,6 @@ impl Deliveries {
         }
     }
 
-    /// Deliveries still running.
-    pub fn in_flight(&mut self) -> usize {
-        self.reap();
-        self.tasks.len()
-    }
-
     /// Starts `delivery` in its own task. Returns `false` (and logs) when the bound is reached
     /// and it was dropped instead.
     pub fn spawn(

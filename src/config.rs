@@ -50,7 +50,8 @@ pub struct Config {
     /// The `[[destinations]]` snapshots are copied to (see `config/destinations.rs`).
     pub destinations: Vec<CopyDestination>,
     /// The `[daemon]` table, as written; `crate::daemon::settings` turns it into settings.
-    pub daemon: Option<toml::Value>,
+    /// Its `Debug` redacts inline secrets.
+    pub daemon: Option<crate::daemon::settings::RawDaemonTable>,
     /// The `[[schedules]]` entries, as written (see `crate::daemon::settings`).
     pub schedules: Vec<toml::Value>,
     /// `[encryption]`: encrypt new snapshots at rest with age (absent: stored unencrypted).
@@ -578,7 +579,7 @@ impl Checker {
             poll,
             apps,
             destinations: copy_destinations,
-            daemon: top.daemon,
+            daemon: top.daemon.map(crate::daemon::settings::RawDaemonTable),
             schedules: top.schedules,
             encryption,
         })

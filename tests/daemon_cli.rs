@@ -73,6 +73,25 @@ time_zone = "America/New_York"
         .all(|t| t.as_str().unwrap().contains(" 04:30:00 -0")
             && t.as_str().unwrap().ends_with("(Sun)")));
 
+    // `--count 0` would print "never fires again" for a schedule that does fire: refused by
+    // the argument parser, like an absurdly large count.
+    for bad in ["0", "1001"] {
+        let out = tokio::process::Command::new(BIN)
+            .arg("--config")
+            .arg(&config)
+            .args(["schedule", "next", "--count", bad])
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "--count {bad}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("--count") && err.contains(&format!("{bad} is not in 1..=1000")),
+            "{err}"
+        );
+        assert!(out.stdout.is_empty());
+    }
+
     // A bad field fails the config load, naming the key and the field.
     append(
         &config,

@@ -2,10 +2,11 @@
 //! nominal time starts a run, a successful run calls the heartbeat, a failed one posts an
 //! alert; a graceful shutdown in the middle of a run lets the running step commit, and the next
 //! start resumes the run to completion without starting it again; a run whose end the loop's
-//! event subscription dropped (lagged) is still found and alerted on, once.
+//! event subscription dropped (lagged) is still found and alerted on, once; a webhook that
+//! never answers holds back neither the next fire nor the shutdown.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -113,9 +114,6 @@ struct Hooks {
     alerts: Mutex<Vec<serde_json::Value>>,
     heartbeats: AtomicU32,
     changed: Notify,
-    /// When set, the first alert's answer waits for `release` (a slow webhook).
-    hold_first_alert: AtomicBool,
-    release: Notify,
 }
 
 async fn hook_server() -> (String, Arc<Hooks>) {
@@ -123,10 +121,14 @@ async fn hook_server() -> (String, Arc<Hooks>) {
     async fn alert(State(h): State<Arc<Hooks>>, Json(v): Json<serde_json::Value>) -> &'static str {
         h.alerts.lock().unwrap().push(v);
         h.changed.notify_waiters();
-        if h.hold_first_alert.swap(false, Ordering::SeqCst) {
-            h.release.notified().await;
-        }
         "ok"
+    }
+    /// A webhook that takes the request and never answers.
+    async fn hang(State(h): State<Arc<Hooks>>, Json(v): Json<serde_json::Value>) -> &'static str {
+        h.alerts.lock().unwrap().push(v);
+        h.changed.notify_waiters();
+        std::future::pending::<()>().await;
+        "never"
     }
     async fn beat(State(h): State<Arc<Hooks>>) -> &'static str {
         h.heartbeats.fetch_add(1, Ordering::SeqCst);
@@ -135,6 +137,7 @@ async fn hook_server() -> (String, Arc<Hooks>) {
     }
     let app = Router::new()
         .route("/alert", post(alert))
+        .route("/hang", post(hang))
         .route("/beat", get(beat))
         .with_state(hooks.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -210,6 +213,7 @@ fn daemon(engine: &Engine, fail: bool, alerts: Option<AlertSettings>) -> Daemon<
         bound: None,
         reloader: None,
         stale_check_every: Duration::from_secs(3600),
+        delivery_grace: Duration::from_millis(200),
     }
 }
 
@@ -425,31 +429,49 @@ async fn ended(engine: &Engine, job: JobId) -> JobStatus {
     .await
 }
 
-/// While the loop waits on a slow webhook, another run fails and more events follow, so the
-/// run's end is among the events the loop's subscription drops (capacity 1): the loop notices
-/// the lag, finds the run in the store and alerts on it — once.
+/// While the loop is busy (held in a reload that blocks until the test lets go), another run
+/// fails and more events follow on a subscription of capacity 1, so the run's end is among the
+/// dropped events: the loop notices the lag, finds the run in the store and alerts on it — once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_that_ends_while_events_lag_is_still_alerted() {
     let (base, hooks) = hook_server().await;
-    hooks.hold_first_alert.store(true, Ordering::SeqCst);
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(at("2026-12-03T02:00:00+08:00"));
     let gate = Arc::new(Gate::default());
     let engine = open_with(dir.path(), &clock, &gate, 1);
     engine.register(Noise, KindLimits::default());
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let (_reload_tx, reload_rx) = mpsc::channel(1);
-    let task = tokio::spawn(daemon(&engine, true, Some(alert_settings(&base))).run(
+    let (reload_tx, reload_rx) = mpsc::channel(1);
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let release_rx = Mutex::new(release_rx);
+    let held = Arc::new(Notify::new());
+    let mut d = daemon(&engine, true, Some(alert_settings(&base)));
+    d.reloader = Some(Box::new({
+        let held = held.clone();
+        move || {
+            held.notify_one();
+            // Blocks the loop (its worker handed over, so the engine keeps running).
+            tokio::task::block_in_place(|| {
+                let _ = release_rx.lock().unwrap().recv();
+            });
+            Err("held by the test".to_string())
+        }
+    }));
+    let task = tokio::spawn(d.run(
         async {
             let _ = stop_rx.await;
         },
         reload_rx,
     ));
-    // The scheduled run fails; the loop is now stuck delivering its alert.
+    // The scheduled run fails and is alerted on.
     until(&hooks, "the first alert", || {
         hooks.alerts.lock().unwrap().len() == 1
     })
     .await;
+    // Hold the loop.
+    let entered = held.notified();
+    reload_tx.send(()).await.unwrap();
+    within("the loop to be held", entered).await;
     let second = engine
         .submit::<GatedRun>(
             RunStep::First { fail: true },
@@ -461,7 +483,7 @@ async fn a_run_that_ends_while_events_lag_is_still_alerted() {
         .submit::<Noise>((), SubmitOptions::default())
         .unwrap();
     assert_eq!(ended(&engine, noise).await, JobStatus::Succeeded);
-    hooks.release.notify_one();
+    release_tx.send(()).unwrap();
     until(&hooks, "the second run's alert", || {
         hooks.alerts.lock().unwrap().len() >= 2
     })
@@ -548,4 +570,169 @@ async fn a_stale_collection_is_alerted_once() {
     assert_eq!(hooks.alerts.lock().unwrap().len(), 1, "alerted once");
     let _ = stop_tx.send(());
     within("the daemon to stop", task).await.unwrap().unwrap();
+}
+
+/// A webhook that takes the alert and never answers: the next scheduled fire still starts on
+/// time, and a shutdown is prompt (the pending deliveries get `delivery_grace`, then are
+/// dropped) — not the ~50 s of attempts × HTTP timeout the delivery would otherwise take.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_that_never_answers_delays_neither_fires_nor_shutdown() {
+    let (base, hooks) = hook_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(at("2026-12-03T02:00:00+08:00"));
+    let gate = Arc::new(Gate::default());
+    let engine = open(dir.path(), &clock, &gate);
+    let mut settings = alert_settings(&base);
+    settings.webhook = Some(SecretUrl(format!("{base}/hang")));
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let (_reload_tx, reload_rx) = mpsc::channel(1);
+    let task = tokio::spawn(daemon(&engine, true, Some(settings)).run(
+        async {
+            let _ = stop_rx.await;
+        },
+        reload_rx,
+    ));
+    // The first run fails; its alert is now stuck on the webhook.
+    until(&hooks, "the first alert to reach the webhook", || {
+        hooks.alerts.lock().unwrap().len() == 1
+    })
+    .await;
+    // The next night's fire starts at once, not after the stuck delivery.
+    let mut events = engine.subscribe();
+    clock.set(at("2026-12-04T02:00:00+08:00"));
+    let ev = tokio::time::timeout(Duration::from_secs(5), events.recv())
+        .await
+        .expect("the next fire was held back by the stuck webhook")
+        .unwrap();
+    assert_eq!(ev.kind, "test.run");
+    assert_eq!(runs(&engine).len(), 2);
+    until(&hooks, "the second alert to reach the webhook", || {
+        hooks.alerts.lock().unwrap().len() == 2
+    })
+    .await;
+    // Both deliveries still hang; the stop does not wait for them.
+    let asked = std::time::Instant::now();
+    let _ = stop_tx.send(());
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("the shutdown waited on the stuck webhook")
+        .unwrap()
+        .unwrap();
+    assert!(asked.elapsed() < Duration::from_secs(5));
+}
+
+/// `orders`, last backed up at a time the test changes; counts the freshness checks.
+#[derive(Default)]
+struct Switchable {
+    orders_last: Mutex<String>,
+    checks: AtomicU32,
+}
+
+impl StatusSource for Switchable {
+    fn collections(&self) -> Result<Vec<CollectionStatus>, String> {
+        let last = self.orders_last.lock().unwrap().clone();
+        self.checks.fetch_add(1, Ordering::SeqCst);
+        Ok(vec![CollectionStatus {
+            appid: "wx1".into(),
+            env: "prod".into(),
+            collection: "orders".into(),
+            last_success: Some(at(&last)),
+            ..CollectionStatus::default()
+        }])
+    }
+    fn catalog(&self) -> Result<serde_json::Value, String> {
+        Ok(serde_json::json!([]))
+    }
+}
+
+async fn checks_reach(source: &Switchable, n: u32) {
+    within("a freshness check", async {
+        while source.checks.load(Ordering::SeqCst) < n {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+}
+
+/// Opens the store again once the previous daemon's engine has let go of it.
+async fn reopen(dir: &std::path::Path, clock: &ManualClock, gate: &Arc<Gate>) -> Engine {
+    let engine = within("the store lock to be released", async {
+        loop {
+            match Engine::open(
+                dir,
+                EngineOptions {
+                    clock: Arc::new(clock.clone()),
+                    ..EngineOptions::default()
+                },
+            ) {
+                Ok(e) => break e,
+                Err(EngineError::Locked { .. }) => {
+                    tokio::time::sleep(Duration::from_millis(10)).await
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    })
+    .await;
+    engine.register(GatedRun { gate: gate.clone() }, KindLimits::new(2));
+    engine
+}
+
+/// The stale alert is remembered in the store: a restart while the collection is still stale
+/// (same last success) does not alert again; once it has been fresh, a new staleness does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_does_not_repeat_a_stale_alert() {
+    let (base, hooks) = hook_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(at("2026-12-03T10:00:00+08:00"));
+    let gate = Arc::new(Gate::default());
+    let source = Arc::new(Switchable::default());
+    *source.orders_last.lock().unwrap() = "2026-11-30T02:05:00+08:00".into();
+    let start = |engine: &Engine| {
+        let mut d = daemon(engine, false, Some(alert_settings(&base)));
+        d.status.source = source.clone();
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let (reload_tx, reload_rx) = mpsc::channel(1);
+        let task = tokio::spawn(d.run(
+            async {
+                let _ = stop_rx.await;
+            },
+            reload_rx,
+        ));
+        (stop_tx, reload_tx, task)
+    };
+
+    let engine = open(dir.path(), &clock, &gate);
+    let (stop_tx, _reload, task) = start(&engine);
+    until(&hooks, "the stale alert", || {
+        hooks.alerts.lock().unwrap().len() == 1
+    })
+    .await;
+    let _ = stop_tx.send(());
+    within("the daemon to stop", task).await.unwrap().unwrap();
+    drop(engine);
+
+    // Restart an hour later: orders is still stale with the same last success.
+    clock.set(at("2026-12-03T10:30:00+08:00"));
+    let engine = reopen(dir.path(), &clock, &gate).await;
+    let before = source.checks.load(Ordering::SeqCst);
+    let (stop_tx, _reload, task) = start(&engine);
+    checks_reach(&source, before + 1).await;
+    // Fresh at the next check (a backup happened): the episode ends.
+    *source.orders_last.lock().unwrap() = "2026-12-03T02:05:00+08:00".into();
+    clock.set(at("2026-12-03T11:30:00+08:00"));
+    checks_reach(&source, before + 2).await;
+    // Stale again, with another last success: a new episode, alerted.
+    *source.orders_last.lock().unwrap() = "2026-12-01T02:05:00+08:00".into();
+    clock.set(at("2026-12-03T12:30:00+08:00"));
+    until(&hooks, "the new episode's alert", || {
+        hooks.alerts.lock().unwrap().len() >= 2
+    })
+    .await;
+    let _ = stop_tx.send(());
+    within("the daemon to stop", task).await.unwrap().unwrap();
+    let alerts = hooks.alerts.lock().unwrap().clone();
+    assert_eq!(alerts.len(), 2, "no repeat after the restart: {alerts:#?}");
+    let detail = alerts[1]["items"][0]["detail"].as_str().unwrap();
+    assert!(detail.starts_with("last success 2d"), "{detail}");
 }

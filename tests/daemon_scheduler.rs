@@ -196,6 +196,82 @@ async fn catch_up_after_downtime_runs_once_not_a_burst() {
     assert_eq!(state.started, 2);
 }
 
+/// Downtime inside a long catch-up window: the latest fire runs once, and the earlier ones it
+/// supersedes are reported (outcome, schedule state) rather than dropped silently.
+#[tokio::test]
+async fn catch_up_reports_the_fires_it_coalesces() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut long_window = spec(OverlapPolicy::Skip);
+    long_window.catch_up_window = Duration::from_secs(48 * 3600);
+    let engine = open(dir.path(), at("2026-12-01T01:00:00+08:00"));
+    let (s, _) = scheduler(&engine, long_window.clone());
+    s.tick(at("2026-12-01T01:00:00+08:00"));
+    assert_eq!(
+        started(&s.tick(at("2026-12-01T02:00:00+08:00")).0),
+        [ms("2026-12-01T02:00:00+08:00")]
+    );
+    engine.run_until_idle().await.unwrap();
+    drop(s);
+    drop(engine);
+
+    // Down until 3 Dec 09:00: 2 Dec 02:00 and 3 Dec 02:00 are both inside the 48 h window.
+    let engine = open(dir.path(), at("2026-12-03T09:00:00+08:00"));
+    let (s, _) = scheduler(&engine, long_window);
+    let (o, e) = s.tick(at("2026-12-03T09:00:00+08:00"));
+    assert!(e.is_empty(), "{e:?}");
+    assert_eq!(started(&o), [ms("2026-12-03T02:00:00+08:00")]);
+    let coalesced: Vec<_> = o
+        .iter()
+        .filter(|x| matches!(x, FireOutcome::Coalesced { .. }))
+        .collect();
+    assert_eq!(
+        coalesced,
+        [&FireOutcome::Coalesced {
+            schedule: "nightly".into(),
+            count: 1,
+            first_ms: ms("2026-12-02T02:00:00+08:00"),
+            last_ms: ms("2026-12-02T02:00:00+08:00"),
+            due_ms: ms("2026-12-03T02:00:00+08:00"),
+        }]
+    );
+    assert_eq!(coalesced[0].kind(), "coalesced");
+    assert_eq!(coalesced[0].fires(), 1);
+    assert!(
+        !o.iter().any(|x| matches!(x, FireOutcome::Missed { .. })),
+        "{o:?}"
+    );
+    let state = s.state("nightly").unwrap().unwrap();
+    assert_eq!((state.coalesced, state.missed, state.started), (1, 0, 2));
+    // Reported once: the next tick has nothing to say.
+    assert!(s.tick(at("2026-12-03T09:00:05+08:00")).0.is_empty());
+}
+
+/// Hand-worked: hourly, last dealt with 01:00, back at 09:30 with a 12 h window: 09:00 runs,
+/// 02:00 … 08:00 (7 fire times) are coalesced into it.
+#[test]
+fn due_counts_every_coalesced_fire_time() {
+    let mut hourly = spec(OverlapPolicy::Skip);
+    hourly.schedule = Schedule::new("0 0 * * * * *", None).unwrap();
+    let d = due(
+        &hourly,
+        ms("2026-12-03T01:00:00+08:00"),
+        at("2026-12-03T09:30:00+08:00"),
+    );
+    assert_eq!(d.due_ms, Some(ms("2026-12-03T09:00:00+08:00")));
+    let c = d.coalesced.unwrap();
+    assert_eq!(c.count, 7);
+    assert_eq!(c.first_ms, ms("2026-12-03T02:00:00+08:00"));
+    assert_eq!(c.last_ms, ms("2026-12-03T08:00:00+08:00"));
+    // On time: nothing coalesced.
+    let d = due(
+        &hourly,
+        ms("2026-12-03T08:00:00+08:00"),
+        at("2026-12-03T09:00:01+08:00"),
+    );
+    assert_eq!(d.due_ms, Some(ms("2026-12-03T09:00:00+08:00")));
+    assert_eq!(d.coalesced, None);
+}
+
 #[test]
 fn downtime_beyond_the_window_misses_and_waits_for_the_next_fire() {
     let dir = tempfile::tempdir().unwrap();

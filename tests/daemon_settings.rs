@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use tcb_backup::daemon::settings::{
-    from_config_text, AlertEvent, AlertFormat, EnvLookup, OverlapPolicy, ScheduleTask,
+    exposed_listener_warning, from_config, from_config_text, AlertEvent, AlertFormat, EnvLookup,
+    OverlapPolicy, ProcessEnv, ScheduleTask,
 };
 
 struct Env(HashMap<&'static str, &'static str>);
@@ -144,6 +145,25 @@ cron = "@daily"
         err.problems[0].to_string(),
         "schedules[0].cron: field 6 (day of week) `8`: out of range 0–6"
     );
+}
+
+/// `stale_factor` is a number from 1 to 100: a huge one (which used to overflow the freshness
+/// arithmetic and panic the daemon) is a config error at its key, like a small one.
+#[test]
+fn stale_factor_is_bounded() {
+    for bad in ["1e300", "0.5", "101", "\"2\"", "nan", "inf"] {
+        let err =
+            from_config_text(&format!("[daemon]\nstale_factor = {bad}\n"), &env()).unwrap_err();
+        assert_eq!(
+            err.problems[0].to_string().split(" (line").next().unwrap(),
+            "daemon.stale_factor: must be a number from 1.0 to 100",
+            "{bad}"
+        );
+    }
+    for (good, want) in [("1", 1.0), ("100", 100.0), ("1.25", 1.25)] {
+        let s = from_config_text(&format!("[daemon]\nstale_factor = {good}\n"), &env()).unwrap();
+        assert_eq!(s.stale_factor, want);
+    }
 }
 
 #[test]
@@ -317,5 +337,122 @@ collections = ["nowhere"]
         err.problems.iter().all(|p| p.line.is_some()),
         "{:#?}",
         err.problems
+    );
+}
+
+/// The status token and the webhook URL come from an environment variable, a file (relative
+/// to the config file) or, with a warning, inline; the raw `[daemon]` table the loaded
+/// configuration keeps never prints them.
+#[test]
+fn daemon_secrets_from_env_file_or_inline_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("token"), "file-token\n").unwrap();
+    std::fs::write(
+        dir.path().join("hook"),
+        "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=FILEKEY\n",
+    )
+    .unwrap();
+    #[cfg(unix)]
+    for f in ["token", "hook"] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path().join(f), std::fs::Permissions::from_mode(0o600))
+            .unwrap();
+    }
+    let apps = r#"
+[[apps]]
+appid = "wx1234567890abcdef"
+secret_env = "SOME_SECRET"
+
+[[apps.envs]]
+id = "prod-1"
+collections = ["orders"]
+"#;
+    let load = |daemon: &str| {
+        let text = format!("{apps}{daemon}");
+        tcb_backup::config::load_str(&text, &dir.path().join("t.toml"), dir.path()).unwrap()
+    };
+
+    // From files, relative to the config file's directory: no warning.
+    let config = load(
+        "[daemon]\nstatus_token_file = \"token\"\n[daemon.alerts]\nwebhook_url_file = \"hook\"\n",
+    );
+    let s = from_config(&config, &ProcessEnv).unwrap();
+    assert_eq!(s.status_token.unwrap().0, "file-token");
+    assert!(s.alerts.webhook.unwrap().0.ends_with("key=FILEKEY"));
+    assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+
+    // Inline: still works, but each secret gets a warning (which does not repeat it).
+    let config = load(
+        "[daemon]\nstatus_token = \"INLINETOKEN\"\n[daemon.alerts]\nwebhook_url = \"https://example.com/hook?key=INLINEKEY\"\n",
+    );
+    let s = from_config(&config, &ProcessEnv).unwrap();
+    assert_eq!(s.status_token.as_ref().unwrap().0, "INLINETOKEN");
+    let warnings: Vec<String> = s.warnings.iter().map(|w| w.to_string()).collect();
+    assert_eq!(
+        warnings,
+        [
+            "daemon.status_token: is a secret written in the config file: move it to `status_token_env` (an environment variable) or `status_token_file` (a file of mode 0600)",
+            "daemon.alerts.webhook_url: is a secret written in the config file: move it to `webhook_url_env` (an environment variable) or `webhook_url_file` (a file of mode 0600)",
+        ]
+    );
+    // The configuration's Debug (which a log line or a panic message could show) redacts them.
+    let debug = format!("{config:?}");
+    assert!(debug.contains("RawDaemonTable"), "{debug}");
+    assert!(
+        !debug.contains("INLINETOKEN") && !debug.contains("INLINEKEY"),
+        "{debug}"
+    );
+
+    // Two sources for one secret, or a file that is missing: a problem at the key, no secret.
+    let err = from_config_text(
+        "[daemon]\nstatus_token = \"INLINETOKEN\"\nstatus_token_env = \"TOKEN\"\n",
+        &env(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.problems[0].to_string(),
+        "daemon.status_token: give only one of `status_token_env`, `status_token_file` or `status_token`"
+    );
+    let missing = dir.path().join("absent");
+    let err = from_config_text(
+        &format!(
+            "[daemon.alerts]\nwebhook_url_file = \"{}\"\n",
+            missing.display()
+        ),
+        &env(),
+    )
+    .unwrap_err();
+    let text = err.problems[0].to_string();
+    assert!(
+        text.starts_with(&format!(
+            "daemon.alerts.webhook_url_file: cannot read {}",
+            missing.display()
+        )),
+        "{text}"
+    );
+}
+
+/// A listener other hosts can reach and no token: a warning at start naming the address and
+/// the fix; loopback, or a token, needs none.
+#[test]
+fn an_exposed_listener_without_a_token_is_warned_about() {
+    let w = exposed_listener_warning("0.0.0.0:9817".parse().unwrap(), false).unwrap();
+    assert_eq!(
+        w,
+        "the status listener on 0.0.0.0:9817 is reachable from other hosts and needs no token: anyone who can reach it can read the jobs, the catalog and the metrics; set [daemon] status_token_env (or status_token_file), or listen on 127.0.0.1 behind a reverse proxy"
+    );
+    assert!(exposed_listener_warning("192.168.1.5:9817".parse().unwrap(), false).is_some());
+    assert!(exposed_listener_warning("[::]:9817".parse().unwrap(), false).is_some());
+    assert_eq!(
+        exposed_listener_warning("0.0.0.0:9817".parse().unwrap(), true),
+        None
+    );
+    assert_eq!(
+        exposed_listener_warning("127.0.0.1:9817".parse().unwrap(), false),
+        None
+    );
+    assert_eq!(
+        exposed_listener_warning("[::1]:9817".parse().unwrap(), false),
+        None
     );
 }

@@ -13,7 +13,29 @@ use tcb_backup::daemon::metrics::Counters;
 use tcb_backup::daemon::settings::{OverlapPolicy, ScheduleSpec, ScheduleTask, StatusToken};
 use tcb_backup::daemon::status::{router, DaemonView, StatusContext};
 use tcb_backup::schedule::Schedule;
-use tcb_state::{Engine, EngineOptions, ManualClock};
+use tcb_state::{
+    Engine, EngineOptions, KindLimits, ManualClock, StepContext, StepError, SubmitOptions,
+    Transition, Workflow,
+};
+
+/// A one-step job that succeeds or fails as told (for the jobs-by-state metric).
+struct Outcome;
+
+impl Workflow for Outcome {
+    type State = bool;
+    const KIND: &'static str = "test.outcome";
+    const SCHEMA_VERSION: u32 = 1;
+    async fn step(&self, _ctx: StepContext, succeed: bool) -> Result<Transition<bool>, StepError> {
+        if succeed {
+            Ok(Transition::Complete {
+                state: true,
+                output: serde_json::json!({}),
+            })
+        } else {
+            Err(StepError::permanent("told to fail"))
+        }
+    }
+}
 
 fn at(text: &str) -> SystemTime {
     let ts: jiff::Timestamp = text.parse().unwrap();
@@ -61,6 +83,7 @@ struct Server {
     addr: SocketAddr,
     _dir: tempfile::TempDir,
     counters: Arc<Counters>,
+    engine: Engine,
 }
 
 async fn start(token: Option<&str>) -> Server {
@@ -75,7 +98,7 @@ async fn start(token: Option<&str>) -> Server {
     )
     .unwrap();
     let counters = Arc::new(Counters::default());
-    counters.fire("nightly", "started");
+    counters.fire("nightly", "started", 1);
     counters.observe(&ApiCall {
         endpoint: "databasemigrateexport",
         outcome: CallOutcome::Errcode(-501007),
@@ -124,6 +147,7 @@ async fn start(token: Option<&str>) -> Server {
         addr,
         _dir: dir,
         counters,
+        engine,
     }
 }
 
@@ -252,6 +276,39 @@ async fn prometheus_metrics() {
     }
 }
 
+/// `tcb_backup_jobs{status}` counts finished jobs too, and shows every status (0 when none).
+#[tokio::test]
+async fn jobs_by_state_include_finished_jobs() {
+    let s = start(None).await;
+    s.engine.register(Outcome, KindLimits::new(2));
+    for succeed in [true, true, false] {
+        s.engine
+            .submit::<Outcome>(succeed, SubmitOptions::default())
+            .unwrap();
+    }
+    let cancelled = s
+        .engine
+        .submit::<Outcome>(true, SubmitOptions::default())
+        .unwrap();
+    s.engine.cancel(cancelled).unwrap();
+    s.engine.run_until_idle().await.unwrap();
+    let (code, body) = get(s.addr, "/metrics", None).await;
+    assert_eq!(code, 200);
+    for line in [
+        r#"tcb_backup_jobs{status="succeeded"} 2"#,
+        r#"tcb_backup_jobs{status="failed"} 1"#,
+        r#"tcb_backup_jobs{status="cancelled"} 1"#,
+        r#"tcb_backup_jobs{status="partially-failed"} 0"#,
+        r#"tcb_backup_jobs{status="queued"} 0"#,
+        r#"tcb_backup_jobs{status="running"} 0"#,
+    ] {
+        assert!(
+            body.lines().any(|l| l == line),
+            "missing `{line}` in\n{body}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn page_html_marks_stale_rows_and_escapes() {
     let s = start(None).await;
@@ -357,4 +414,27 @@ async fn page_renders_in_headless_chromium() {
     if let Some(keep) = std::env::var_os("TCB_KEEP_SCREENSHOT") {
         std::fs::copy(&shot, keep).unwrap();
     }
+}
+
+/// A daemon that does not serve `/api/catalog` or `/api/jobs` (another version) is an error for
+/// the commands that ask it, not an empty list; a missing single job is still "no such job".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_client_treats_a_missing_listing_endpoint_as_an_error() {
+    use tcb_backup::daemon::client::DaemonClient;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, axum::Router::new()).await.unwrap();
+    });
+    let client = DaemonClient::new(&format!("http://{addr}"), None).unwrap();
+    for err in [
+        client.snapshots(None, None).await.unwrap_err().to_string(),
+        client.jobs(true).await.unwrap_err().to_string(),
+    ] {
+        assert!(
+            err.contains("(HTTP 404)") && err.contains("another tcb-backup version"),
+            "{err}"
+        );
+    }
+    assert!(client.job(7).await.unwrap().is_none());
 }

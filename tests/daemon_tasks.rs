@@ -222,6 +222,7 @@ async fn scheduled_check_and_forget() {
         bound: None,
         reloader: None,
         stale_check_every: Duration::from_secs(7 * 86_400),
+        delivery_grace: Duration::from_millis(200),
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (_reload_tx, reload_rx) = mpsc::channel(1);

@@ -146,6 +146,51 @@ fn day_of_month_and_day_of_week_are_ored() {
     );
 }
 
+/// Crontab (5 and 6 fields) follows Vixie cron/cronie: a day field starting with `*` (`*/2`)
+/// is unrestricted, so the two day fields are AND-ed; a stepped range (`1-31/2`) restricts, so
+/// they are OR-ed. The platform form keeps OR for `*/2` (see `day_of_month_and_day_of_week_are_ored`).
+#[test]
+fn crontab_day_fields_starting_with_a_star_are_anded() {
+    // Odd days that are Mondays: Mon 7 and 21 Dec, Mon 11 and 25 Jan 2027 (14, 28 Dec and
+    // 4, 18 Jan are even; 5, 9, 11 Dec are odd but not Mondays).
+    let odd_mondays = [
+        "2026-12-07T02:00:00+08:00",
+        "2026-12-21T02:00:00+08:00",
+        "2027-01-11T02:00:00+08:00",
+        "2027-01-25T02:00:00+08:00",
+    ];
+    assert_eq!(shanghai("0 2 */2 * 1", 4), odd_mondays, "5 fields");
+    assert_eq!(shanghai("0 0 2 */2 * MON", 4), odd_mondays, "6 fields");
+    // A stepped day of week starting with `*` (Sun, Wed, Sat) with the 1st: the 1st of a month
+    // falling on one of them — Sat 1 May 2027, Sun 1 Aug 2027.
+    assert_eq!(
+        shanghai("0 2 1 * */3", 2),
+        ["2027-05-01T02:00:00+08:00", "2027-08-01T02:00:00+08:00"]
+    );
+    // The same odd days written as a range restrict: odd days OR Mondays.
+    assert_eq!(
+        shanghai("0 2 1-31/2 * 1", 7),
+        [
+            "2026-12-05T02:00:00+08:00",
+            "2026-12-07T02:00:00+08:00",
+            "2026-12-09T02:00:00+08:00",
+            "2026-12-11T02:00:00+08:00",
+            "2026-12-13T02:00:00+08:00",
+            "2026-12-14T02:00:00+08:00",
+            "2026-12-15T02:00:00+08:00"
+        ]
+    );
+    // The platform form: `*/2` counts as given, so odd days OR Mondays there.
+    assert_eq!(
+        shanghai("0 0 2 */2 * MON *", 3),
+        [
+            "2026-12-05T02:00:00+08:00",
+            "2026-12-07T02:00:00+08:00",
+            "2026-12-09T02:00:00+08:00"
+        ]
+    );
+}
+
 #[test]
 fn year_field() {
     assert_eq!(

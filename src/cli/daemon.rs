@@ -32,9 +32,9 @@ pub enum ScheduleCommand {
 
 #[derive(Debug, Args)]
 pub struct ScheduleNextArgs {
-    /// How many fire times per schedule.
-    #[arg(long, default_value_t = 5)]
-    pub count: usize,
+    /// How many fire times per schedule (1–1000).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub count: u16,
     /// Only this schedule.
     #[arg(long, value_name = "NAME")]
     pub schedule: Option<String>,
@@ -97,8 +97,11 @@ pub fn schedule(g: &GlobalArgs, c: ScheduleCommand, out: Output) -> Result<ExitS
         None => {
             let config = setup::load(&g.config).map_err(super::commands::setup_error)?;
             // Fire times need no secrets: check the structure only.
-            let problems =
-                settings::check_structure(config.daemon.as_ref(), &config.schedules, &config.apps);
+            let problems = settings::check_structure(
+                config.daemon.as_ref().map(|d| &d.0),
+                &config.schedules,
+                &config.apps,
+            );
             if !problems.is_empty() {
                 let text: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
                 return Err(CliError::new(
@@ -141,7 +144,7 @@ pub fn schedule(g: &GlobalArgs, c: ScheduleCommand, out: Output) -> Result<ExitS
         }
         any = true;
         let next: Vec<String> = schedule
-            .upcoming(now, a.count)
+            .upcoming(now, usize::from(a.count))
             .iter()
             .map(|z| z.strftime("%Y-%m-%d %H:%M:%S %:z (%a)").to_string())
             .collect();

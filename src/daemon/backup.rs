@@ -374,11 +374,15 @@ fn engine_start_error(e: EngineError) -> DaemonStartError {
     }
 }
 
-/// Reads the daemon settings of the configuration at `path`. Loading the configuration also
-/// checks every env and collection the schedules name (see `settings::check_references`).
+/// Reads the daemon settings of the configuration at `path` (logging their warnings: at start
+/// and at each reload). Loading the configuration also checks every env and collection the
+/// schedules name (see `settings::check_references`).
 pub fn load_settings(path: &Path) -> Result<(Config, DaemonSettings), String> {
     let config = setup::load(path).map_err(|e| e.to_string())?;
     let settings = settings::from_config(&config, &ProcessEnv).map_err(|e| e.to_string())?;
+    for w in &settings.warnings {
+        tracing::warn!("{w}");
+    }
     Ok((config, settings))
 }
 
@@ -584,15 +588,20 @@ pub async fn run_from_config(
         settings: settings.clone(),
         engine_slots,
     };
+    let listen = opts.listen.unwrap_or(settings.listen);
+    if let Some(w) = settings::exposed_listener_warning(listen, settings.status_token.is_some()) {
+        tracing::warn!("{w}");
+    }
     let daemon = Daemon {
         scheduler: Scheduler::new(engine.clone(), settings.schedules.clone(), launcher),
         status,
         notifier: Some(notifier),
         reporter: Arc::new(TaskReporter),
-        listen: Some(opts.listen.unwrap_or(settings.listen)),
+        listen: Some(listen),
         bound: opts.bound,
         reloader: Some(Box::new(move || reconfigurer.reload())),
         stale_check_every: Duration::from_secs(300),
+        delivery_grace: super::delivery::DEFAULT_SHUTDOWN_GRACE,
     };
     for s in &settings.schedules {
         let next = jiff::Timestamp::try_from(started_at)

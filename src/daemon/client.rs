@@ -49,6 +49,7 @@ impl DaemonClient {
         })
     }
 
+    /// `Ok(None)`: HTTP 404 — for one job, "no such job"; see [`Self::get_listing`].
     async fn get<T: serde::de::DeserializeOwned>(
         &self,
         path: &str,
@@ -80,13 +81,28 @@ impl DaemonClient {
         }
     }
 
+    /// A listing endpoint, which a daemon always serves (an empty list when there is nothing):
+    /// a 404 means this daemon does not know the endpoint — another version — and passing
+    /// that off as "nothing there" would show an empty catalog or job list.
+    async fn get_listing<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<T, DaemonClientError> {
+        self.get(path).await?.ok_or_else(|| DaemonClientError::Request {
+            base: self.base.clone(),
+            detail: format!(
+                "it does not serve {path} (HTTP 404): is the running daemon another tcb-backup version? Restart it with this one"
+            ),
+        })
+    }
+
     /// The catalog, newest first, optionally filtered.
     pub async fn snapshots(
         &self,
         env: Option<&str>,
         collection: Option<&str>,
     ) -> Result<Vec<SnapshotListing>, DaemonClientError> {
-        let all: Vec<SnapshotListing> = self.get("/api/catalog").await?.unwrap_or_default();
+        let all: Vec<SnapshotListing> = self.get_listing("/api/catalog").await?;
         Ok(all
             .into_iter()
             .filter(|r| env.is_none_or(|e| r.record.manifest().env == e))
@@ -101,7 +117,7 @@ impl DaemonClient {
         } else {
             "/api/jobs?failed=true"
         };
-        Ok(self.get(path).await?.unwrap_or_default())
+        self.get_listing(path).await
     }
 
     pub async fn job(&self, id: u64) -> Result<Option<JobView>, DaemonClientError> {

@@ -14,7 +14,7 @@ pub struct CollectionStatus {
     pub appid: String,
     pub env: String,
     pub collection: String,
-    /// Finish time of the newest verified snapshot.
+    /// Finish time of the newest snapshot in the catalog (a recorded, successful backup).
     #[serde(serialize_with = "ser_time_opt")]
     pub last_success: Option<SystemTime>,
     /// Outcome of the newest attempt: `succeeded`, `failed`, `running`, ...
@@ -95,8 +95,9 @@ pub fn assess(
             let age = status
                 .last_success
                 .map(|t| now.duration_since(t).unwrap_or(Duration::ZERO));
-            let stale =
-                best.is_some_and(|(_, (due, interval))| now > due + interval.mul_f64(grace));
+            let stale = best.is_some_and(|(_, (due, interval))| {
+                overdue_after(due, interval, grace).is_some_and(|limit| now > limit)
+            });
             Freshness {
                 schedule: best.map(|(s, _)| s.name.clone()),
                 expected_interval: best.map(|(_, (_, i))| i),
@@ -106,6 +107,14 @@ pub fn assess(
             }
         })
         .collect()
+}
+
+/// The instant past which a fire due at `due` is overdue: `grace` intervals later. `None` when
+/// that is beyond what time can represent (never stale), rather than an overflow panic — the
+/// settings cap the factor, but the state store and the schedules are not trusted blindly.
+fn overdue_after(due: SystemTime, interval: Duration, grace: f64) -> Option<SystemTime> {
+    let extra = Duration::try_from_secs_f64(interval.as_secs_f64() * grace).ok()?;
+    due.checked_add(extra)
 }
 
 fn ser_time_opt<S: serde::Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
@@ -166,6 +175,41 @@ mod tests {
         };
         let since = at("2026-11-01T00:00:00+08:00");
         assess(vec![row], &[spec(cron)], at(now), since, 1.5)[0].stale
+    }
+
+    /// A factor beyond what a `Duration` holds (settings cap it at 100, but this must not panic
+    /// whatever it is given) means "never stale", not an overflow.
+    #[test]
+    fn a_huge_factor_does_not_overflow() {
+        let row = CollectionStatus {
+            env: "prod".into(),
+            collection: "orders".into(),
+            last_success: Some(at("2026-11-01T02:05:00+08:00")),
+            ..CollectionStatus::default()
+        };
+        let now = at("2026-12-04T02:00:00+08:00");
+        let since = at("2026-11-01T00:00:00+08:00");
+        for factor in [1e300, f64::MAX, f64::INFINITY] {
+            let rows = assess(
+                vec![row.clone()],
+                &[spec("0 0 2 * * * *")],
+                now,
+                since,
+                factor,
+            );
+            assert!(!rows[0].stale, "{factor}");
+        }
+        // The bounded maximum still judges: 100 days of a daily schedule.
+        let rows = assess(vec![row], &[spec("0 0 2 * * * *")], now, since, 100.0);
+        assert!(!rows[0].stale);
+        let later = at("2027-03-01T00:00:00+08:00");
+        let row = CollectionStatus {
+            env: "prod".into(),
+            collection: "orders".into(),
+            last_success: Some(at("2026-11-01T02:05:00+08:00")),
+            ..CollectionStatus::default()
+        };
+        assert!(assess(vec![row], &[spec("0 0 2 * * * *")], later, since, 100.0)[0].stale);
     }
 
     #[test]

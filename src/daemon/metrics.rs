@@ -44,11 +44,14 @@ impl Counters {
         f(&mut guard)
     }
 
-    pub fn fire(&self, schedule: &str, outcome: &str) {
+    /// `count` nominal fire times of `schedule` had `outcome`.
+    pub fn fire(&self, schedule: &str, outcome: &str, count: u64) {
         self.with(|c| {
-            *c.fires
+            let n = c
+                .fires
                 .entry((schedule.to_string(), outcome.to_string()))
-                .or_default() += 1
+                .or_default();
+            *n = n.saturating_add(count);
         });
     }
 
@@ -249,7 +252,7 @@ pub fn render(scrape: &Scrape<'_>) -> String {
     let per_collection: [(&str, &str, Pick); 9] = [
         (
             "tcb_backup_last_success_timestamp_seconds",
-            "Unix time the newest verified snapshot finished.",
+            "Unix time the newest snapshot in the catalog (a recorded, successful backup) finished.",
             |f| f.status.last_success.map(secs),
         ),
         (
@@ -332,7 +335,7 @@ pub fn render(scrape: &Scrape<'_>) -> String {
     w.header(
         "tcb_backup_jobs",
         "gauge",
-        "Jobs in the state store that are not finished, by status.",
+        "Jobs in the state store by status, finished ones (succeeded, partially-failed, failed, cancelled) included.",
     );
     for (status, n) in scrape.jobs_by_status {
         w.sample("tcb_backup_jobs", &[("status", status)], *n as f64);
@@ -371,7 +374,7 @@ pub fn render(scrape: &Scrape<'_>) -> String {
     w.header(
         "tcb_backup_schedule_fires_total",
         "counter",
-        "Schedule fires since start, by outcome (started, skipped_overlap, queued, missed).",
+        "Schedule fires since start, by outcome (started, skipped_overlap, queued, missed; coalesced: fire times inside the catch-up window folded into one later run).",
     );
     for ((schedule, outcome), n) in &c.fires {
         w.sample(

@@ -8,10 +8,13 @@
 //! - [`backup`]: the loop wired to the backup workflow and a config file; signal handling
 //! - [`status`], [`page`]: the HTTP listener (JSON, `/metrics`, freshness page)
 //! - [`metrics`], [`freshness`], [`alerts`]: what the listener and the alerts report
+//! - [`delivery`]: alert and heartbeat deliveries off the loop (bounded; short grace at stop)
+//! - [`stale_alerts`]: the stale episodes already alerted, kept across restarts
 
 pub mod alerts;
 pub mod backup;
 pub mod client;
+pub mod delivery;
 pub mod freshness;
 pub mod maintenance;
 pub mod metrics;
@@ -19,4 +22,5 @@ pub mod page;
 pub mod runner;
 pub mod scheduler;
 pub mod settings;
+pub mod stale_alerts;
 pub mod status;

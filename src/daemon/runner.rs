@@ -1,6 +1,7 @@
 //! The daemon loop: ticks the scheduler at each fire time, runs the engine, serves the status
 //! listener, reacts to finished runs (alerts, heartbeat, counters), checks staleness, reloads
-//! on request and shuts down gracefully.
+//! on request and shuts down gracefully. Alerts and heartbeats are delivered from spawned tasks
+//! ([`super::delivery`]): a slow webhook never holds back a signal or a scheduled fire.
 //!
 //! It is generic over how a fire starts a run ([`Launcher`]) and how a finished run is judged
 //! ([`RunReporter`]), so tests drive it with stand-in workflows and a manual clock; the real
@@ -17,9 +18,12 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::alerts::{Alert, AlertItem, Notifier};
+use super::delivery::Deliveries;
 use super::freshness::human_duration;
+use super::metrics::Counters;
 use super::scheduler::{FireOutcome, Launcher, Scheduler};
 use super::settings::{AlertEvent, DaemonSettings};
+use super::stale_alerts::StaleAlerts;
 use super::status::{serve, StatusContext};
 
 /// How a finished run went, for alerts and counters.
@@ -110,6 +114,9 @@ pub struct Daemon<L: Launcher> {
     pub reloader: Option<Reloader>,
     /// How often freshness is checked for staleness alerts.
     pub stale_check_every: Duration,
+    /// At shutdown, how long alert deliveries still pending get before they are dropped
+    /// (runs alongside the engine's own grace, so it adds nothing when shorter).
+    pub delivery_grace: Duration,
 }
 
 impl<L: Launcher> Daemon<L> {
@@ -160,7 +167,8 @@ impl<L: Launcher> Daemon<L> {
         };
 
         tokio::pin!(shutdown);
-        let mut stale_alerted: HashSet<(String, String)> = HashSet::new();
+        let mut deliveries = Deliveries::default();
+        let mut stale_alerted = StaleAlerts::load(&engine);
         let mut next_stale_check = clock.now();
         let run_kind = self.status.run_kind.clone();
         // Runs reported since the start (each run's end is judged once, whether its event was
@@ -175,7 +183,7 @@ impl<L: Launcher> Daemon<L> {
             }
             self.record(outcomes);
             if now >= next_stale_check {
-                self.check_stale(&mut stale_alerted).await;
+                self.check_stale(&mut stale_alerted, &mut deliveries);
                 next_stale_check = now + self.stale_check_every;
             }
             let wake = self
@@ -192,17 +200,17 @@ impl<L: Launcher> Daemon<L> {
                     Ok(ev) if (ev.kind == run_kind || self.reporter.watches(&ev.kind))
                         && ev.status.is_terminal() => {
                         if reported.insert(ev.id) {
-                            self.run_finished(&engine, ev.id).await;
+                            self.run_finished(&engine, ev.id, &mut deliveries);
                         }
                     }
                     Ok(_) => {}
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
-                        // Events were dropped (a busy loop, e.g. a slow webhook, on a big
-                        // run): a run's end may be among them, so ask the store instead.
+                        // Events were dropped (a busy loop on a big run): a run's end may be
+                        // among them, so ask the store instead.
                         tracing::warn!(missed, "job events lagged; looking for runs that ended meanwhile");
                         for run in self.ended_runs(&engine, &run_kind, started_at, &reported) {
                             reported.insert(run);
-                            self.run_finished(&engine, run).await;
+                            self.run_finished(&engine, run, &mut deliveries);
                         }
                     }
                     Err(broadcast::error::RecvError::Closed) => break,
@@ -211,7 +219,9 @@ impl<L: Launcher> Daemon<L> {
             }
         }
         stop.cancel();
-        let engine_result = engine_task.await;
+        // Pending deliveries get their short grace while the engine gives running steps theirs.
+        let (engine_result, ()) =
+            tokio::join!(engine_task, deliveries.shutdown(self.delivery_grace));
         if let Some(task) = server {
             let _ = task.await;
         }
@@ -230,7 +240,7 @@ impl<L: Launcher> Daemon<L> {
         }
         let mut view = self.status.view.write().unwrap_or_else(|p| p.into_inner());
         for o in outcomes {
-            self.status.counters.fire(o.schedule(), o.kind());
+            self.status.counters.fire(o.schedule(), o.kind(), o.fires());
             view.record_fire(o);
         }
     }
@@ -288,7 +298,7 @@ impl<L: Launcher> Daemon<L> {
         }
     }
 
-    async fn run_finished(&self, engine: &Engine, run: JobId) {
+    fn run_finished(&self, engine: &Engine, run: JobId, deliveries: &mut Deliveries) {
         let Some(summary) = self.reporter.summarize(engine, run) else {
             return;
         };
@@ -305,14 +315,18 @@ impl<L: Launcher> Daemon<L> {
         let event = match summary.outcome {
             RunOutcome::Succeeded if summary.task != "backup" => return,
             RunOutcome::Succeeded => {
-                match notifier.heartbeat().await {
-                    Ok(true) => self.status.counters.alert("heartbeat", "sent"),
-                    Ok(false) => {}
-                    Err(e) => {
-                        self.status.counters.alert("heartbeat", "failed");
-                        tracing::warn!(error = %e, "heartbeat");
+                let notifier = notifier.clone();
+                let counters = self.status.counters.clone();
+                deliveries.spawn("heartbeat", async move {
+                    match notifier.heartbeat().await {
+                        Ok(true) => counters.alert("heartbeat", "sent"),
+                        Ok(false) => {}
+                        Err(e) => {
+                            counters.alert("heartbeat", "failed");
+                            tracing::warn!(error = %e, "heartbeat");
+                        }
                     }
-                }
+                });
                 return;
             }
             RunOutcome::Cancelled => return,
@@ -334,28 +348,12 @@ impl<L: Launcher> Daemon<L> {
             time: engine.clock().now(),
             items: summary.problems,
         };
-        self.deliver(notifier, &alert).await;
+        deliver(deliveries, notifier, &self.status.counters, alert);
     }
 
-    async fn deliver(&self, notifier: &Notifier, alert: &Alert) {
-        let kind = match alert.event {
-            AlertEvent::Failure => "failure",
-            AlertEvent::Partial => "partial",
-            AlertEvent::Stale => "stale",
-        };
-        match notifier.send(alert).await {
-            Ok(true) => self.status.counters.alert(kind, "sent"),
-            Ok(false) => {}
-            Err(e) => {
-                self.status.counters.alert(kind, "failed");
-                tracing::warn!(error = %e, "alert");
-            }
-        }
-    }
-
-    /// Alerts once per collection when it becomes stale; it may alert again after it has been
-    /// fresh in between.
-    async fn check_stale(&self, alerted: &mut HashSet<(String, String)>) {
+    /// Alerts once per stale episode of a collection (remembered in the store, so across
+    /// restarts too); it may alert again after it has been fresh in between.
+    fn check_stale(&self, alerted: &mut StaleAlerts, deliveries: &mut Deliveries) {
         let rows = match self.status.freshness() {
             Ok(rows) => rows,
             Err(e) => {
@@ -363,11 +361,15 @@ impl<L: Launcher> Daemon<L> {
                 return;
             }
         };
+        alerted.retain_watched(
+            rows.iter()
+                .map(|r| (r.status.env.as_str(), r.status.collection.as_str())),
+        );
         let mut newly = Vec::new();
         for r in &rows {
-            let key = (r.status.env.clone(), r.status.collection.clone());
+            let (env, collection) = (&r.status.env, &r.status.collection);
             if r.stale {
-                if alerted.insert(key) {
+                if alerted.stale(env, collection, r.status.last_success) {
                     newly.push(AlertItem {
                         env: r.status.env.clone(),
                         collection: r.status.collection.clone(),
@@ -379,7 +381,7 @@ impl<L: Launcher> Daemon<L> {
                     });
                 }
             } else {
-                alerted.remove(&key);
+                alerted.fresh(env, collection);
             }
         }
         if newly.is_empty() {
@@ -396,8 +398,40 @@ impl<L: Launcher> Daemon<L> {
                 time: self.status.clock.now(),
                 items: newly,
             };
-            self.deliver(notifier, &alert).await;
+            deliver(deliveries, notifier, &self.status.counters, alert);
         }
+    }
+}
+
+/// Sends `alert` from its own task, counting the outcome.
+fn deliver(
+    deliveries: &mut Deliveries,
+    notifier: &Notifier,
+    counters: &Arc<Counters>,
+    alert: Alert,
+) {
+    let kind = match alert.event {
+        AlertEvent::Failure => "failure",
+        AlertEvent::Partial => "partial",
+        AlertEvent::Stale => "stale",
+    };
+    if !notifier.wants(alert.event) {
+        return;
+    }
+    let notifier = notifier.clone();
+    let task_counters = counters.clone();
+    let spawned = deliveries.spawn("alert", async move {
+        match notifier.send(&alert).await {
+            Ok(true) => task_counters.alert(kind, "sent"),
+            Ok(false) => {}
+            Err(e) => {
+                task_counters.alert(kind, "failed");
+                tracing::warn!(error = %e, "alert");
+            }
+        }
+    });
+    if !spawned {
+        counters.alert(kind, "dropped");
     }
 }
 

@@ -4,7 +4,8 @@
 //! [`STATE_NAMESPACE`]) with a *watermark*: every nominal time up to it has been dealt with
 //! (started, skipped or missed). A tick at `now` looks at the nominal times after the watermark:
 //! the latest one no more than `catch_up_window` old is due (so downtime yields at most one
-//! catch-up run, never a burst); older ones are counted as missed.
+//! catch-up run, never a burst); older ones are counted as missed, and the earlier ones inside
+//! the window that the due one supersedes are logged and counted as coalesced.
 //!
 //! A run is identified by (schedule, nominal time): it is submitted with the engine dedupe key
 //! [`dedupe_key`], and the nominal time is persisted as `pending` *before* the submit. A crash
@@ -42,6 +43,10 @@ pub struct ScheduleState {
     pub started: u64,
     pub skipped_overlap: u64,
     pub missed: u64,
+    /// Nominal times inside the catch-up window superseded by a later one (one run for all).
+    /// Absent in states written before it was counted.
+    #[serde(default)]
+    pub coalesced: u64,
 }
 
 /// What a tick did for one schedule.
@@ -72,6 +77,15 @@ pub enum FireOutcome {
         schedule: String,
         first_missed_ms: i64,
     },
+    /// `count` nominal times inside the catch-up window (from `first_ms` to `last_ms`) were
+    /// folded into the one run for the later `due_ms`.
+    Coalesced {
+        schedule: String,
+        count: u64,
+        first_ms: i64,
+        last_ms: i64,
+        due_ms: i64,
+    },
 }
 
 impl FireOutcome {
@@ -80,7 +94,16 @@ impl FireOutcome {
             FireOutcome::Started { schedule, .. }
             | FireOutcome::SkippedOverlap { schedule, .. }
             | FireOutcome::Queued { schedule, .. }
-            | FireOutcome::Missed { schedule, .. } => schedule,
+            | FireOutcome::Missed { schedule, .. }
+            | FireOutcome::Coalesced { schedule, .. } => schedule,
+        }
+    }
+
+    /// How many nominal times this outcome stands for (the fires counter adds this much).
+    pub fn fires(&self) -> u64 {
+        match self {
+            FireOutcome::Coalesced { count, .. } => *count,
+            _ => 1,
         }
     }
 
@@ -91,6 +114,7 @@ impl FireOutcome {
             FireOutcome::SkippedOverlap { .. } => "skipped_overlap",
             FireOutcome::Queued { .. } => "queued",
             FireOutcome::Missed { .. } => "missed",
+            FireOutcome::Coalesced { .. } => "coalesced",
         }
     }
 }
@@ -183,6 +207,52 @@ pub struct Due {
     pub first_missed_ms: Option<i64>,
     /// The new watermark if nothing is started (everything up to the horizon is dealt with).
     pub horizon_ms: i64,
+    /// The nominal times after the watermark and inside the window but before `due_ms`: they
+    /// get no run of their own (the run for `due_ms` covers them).
+    pub coalesced: Option<CoalescedFires>,
+}
+
+/// Nominal times folded into a later catch-up run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CoalescedFires {
+    /// How many (counted up to [`COALESCED_COUNT_LIMIT`]).
+    pub count: u64,
+    pub first_ms: i64,
+    pub last_ms: i64,
+}
+
+/// Counting coalesced fires walks them one by one: a per-second schedule after a long
+/// downtime would mean tens of thousands of steps, so the count stops here (and says "at
+/// least" in the log).
+pub const COALESCED_COUNT_LIMIT: u64 = 10_000;
+
+/// The nominal times of `spec` in `(after_ms, before_ms)`, counted up to the limit.
+fn coalesced_between(spec: &ScheduleSpec, after_ms: i64, before_ms: i64) -> Option<CoalescedFires> {
+    let mut cursor = ts_of_ms(after_ms)?;
+    let mut found: Option<CoalescedFires> = None;
+    while found.is_none_or(|f| f.count < COALESCED_COUNT_LIMIT) {
+        let Some(next) = spec.schedule.next_after(cursor) else {
+            break;
+        };
+        let next_ms = next.timestamp().as_millisecond();
+        if next_ms >= before_ms {
+            break;
+        }
+        found = Some(match found {
+            None => CoalescedFires {
+                count: 1,
+                first_ms: next_ms,
+                last_ms: next_ms,
+            },
+            Some(f) => CoalescedFires {
+                count: f.count + 1,
+                last_ms: next_ms,
+                ..f
+            },
+        });
+        cursor = next.timestamp();
+    }
+    found
 }
 
 /// Pure: what is due for `spec` at `now` after `watermark_ms`.
@@ -196,6 +266,7 @@ pub fn due(spec: &ScheduleSpec, watermark_ms: i64, now: SystemTime) -> Due {
         due_ms: None,
         first_missed_ms: None,
         horizon_ms,
+        coalesced: None,
     };
     if now_ms <= watermark_ms {
         return out;
@@ -211,6 +282,9 @@ pub fn due(spec: &ScheduleSpec, watermark_ms: i64, now: SystemTime) -> Due {
         .schedule
         .last_at_or_before(now_ts, horizon_ts)
         .map(|z| z.timestamp().as_millisecond());
+    if let Some(due_ms) = out.due_ms {
+        out.coalesced = coalesced_between(spec, horizon_ms, due_ms);
+    }
     if horizon_ms > watermark_ms {
         if let Some(first) = spec.schedule.next_after(wm_ts) {
             let first_ms = first.timestamp().as_millisecond();
@@ -372,6 +446,29 @@ impl<L: Launcher> Scheduler<L> {
             outcomes.push(FireOutcome::Missed {
                 schedule: spec.name.clone(),
                 first_missed_ms,
+            });
+        }
+        if let (Some(c), Some(due_ms)) = (due.coalesced, due.due_ms) {
+            state.coalesced = state.coalesced.saturating_add(c.count);
+            let at_least = if c.count >= COALESCED_COUNT_LIMIT {
+                "at least "
+            } else {
+                ""
+            };
+            tracing::warn!(
+                schedule = %spec.name,
+                first = %fmt_ms(c.first_ms),
+                last = %fmt_ms(c.last_ms),
+                run_for = %fmt_ms(due_ms),
+                "{at_least}{} earlier fire time(s) inside the catch-up window are coalesced into one run for the latest",
+                c.count
+            );
+            outcomes.push(FireOutcome::Coalesced {
+                schedule: spec.name.clone(),
+                count: c.count,
+                first_ms: c.first_ms,
+                last_ms: c.last_ms,
+                due_ms,
             });
         }
         match due.due_ms {

@@ -5,14 +5,16 @@
 //! [daemon]
 //! listen = "127.0.0.1:9817"          # status/metrics listener
 //! status_token_env = "TCB_STATUS_TOKEN"  # optional: bearer token required by the listener
+//!                                     # (or status_token_file; inline status_token warns)
 //! catch_up_window = "12h"             # run a missed fire after downtime if at most this late
 //! overlap = "skip"                    # or "queue": what a fire does while the last run is active
 //! jitter = "0s"                       # random start delay, at most this much
 //! shutdown_grace = "60s"              # SIGTERM: how long running steps get to finish
-//! stale_factor = 1.5                  # stale = the next fire after the last success is 0.5 x interval overdue
+//! stale_factor = 1.5                  # 1.0–100; stale = the next fire after the last success is 0.5 x interval overdue
 //!
 //! [daemon.alerts]
-//! webhook_url_env = "TCB_ALERT_WEBHOOK"  # or webhook_url = "..." (the URL often holds a key)
+//! webhook_url_env = "TCB_ALERT_WEBHOOK"  # or webhook_url_file; inline webhook_url warns
+//!                                     # (the URL often holds a key)
 //! format = "json"                     # or "wecom" (WeCom group robot)
 //! on = ["failure", "partial", "stale"]
 //! heartbeat_url_env = "TCB_HEARTBEAT_URL"  # or heartbeat_url; called after fully successful runs
@@ -47,6 +49,7 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -59,6 +62,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:9817";
 pub const DEFAULT_CATCH_UP_WINDOW: Duration = Duration::from_secs(12 * 3600);
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(60);
 pub const DEFAULT_STALE_FACTOR: f64 = 1.5;
+/// A bigger factor would call a daily backup fresh for months: surely a typo.
+pub const MAX_STALE_FACTOR: f64 = 100.0;
 pub const DEFAULT_SCHEDULE_NAME: &str = "default";
 
 /// What a fire does while the previous run of the same schedule is still active.
@@ -229,6 +234,36 @@ pub struct DaemonSettings {
     pub stale_factor: f64,
     pub alerts: AlertSettings,
     pub schedules: Vec<ScheduleSpec>,
+    /// Accepted but worth a log line at start and reload (a secret written inline, a secret
+    /// file readable by others).
+    pub warnings: Vec<SettingsProblem>,
+}
+
+/// The `[daemon]` table as written in the file, kept in [`crate::config::Config`]. It may hold
+/// inline secrets (`status_token`, `webhook_url`, `heartbeat_url`), so its `Debug` redacts them.
+#[derive(Clone, PartialEq)]
+pub struct RawDaemonTable(pub toml::Value);
+
+/// Keys of the `[daemon]` table (and of `[daemon.alerts]`) whose values are secrets.
+const INLINE_SECRET_KEYS: [&str; 3] = ["status_token", "webhook_url", "heartbeat_url"];
+
+impl fmt::Debug for RawDaemonTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fn redact(value: &mut toml::Value) {
+            if let Some(table) = value.as_table_mut() {
+                for (key, v) in table.iter_mut() {
+                    if INLINE_SECRET_KEYS.contains(&key.as_str()) {
+                        *v = toml::Value::String("[redacted]".to_string());
+                    } else {
+                        redact(v);
+                    }
+                }
+            }
+        }
+        let mut shown = self.0.clone();
+        redact(&mut shown);
+        f.debug_tuple("RawDaemonTable").field(&shown).finish()
+    }
 }
 
 /// One problem in the daemon's config sections.
@@ -266,9 +301,15 @@ impl fmt::Display for SettingsErrors {
     }
 }
 
-/// Reads environment variables; injectable so tests do not touch the process environment.
+/// Reads environment variables and secret files; injectable so tests do not touch the process
+/// environment (and the structure check at load needs neither).
 pub trait EnvLookup {
     fn var(&self, name: &str) -> Option<String>;
+
+    /// The text of a `*_file` secret.
+    fn read_file(&self, path: &Path) -> std::io::Result<String> {
+        std::fs::read_to_string(path)
+    }
 }
 
 /// The real process environment.
@@ -282,12 +323,22 @@ impl EnvLookup for ProcessEnv {
 
 struct Checker<'a> {
     problems: Vec<SettingsProblem>,
+    warnings: Vec<SettingsProblem>,
     env: &'a dyn EnvLookup,
+    /// Relative `*_file` paths are resolved against this (the config file's directory).
+    base: Option<&'a Path>,
 }
 
 impl Checker<'_> {
     fn problem(&mut self, location: impl Into<String>, message: impl Into<String>) {
         self.problems.push(SettingsProblem {
+            location: location.into(),
+            message: message.into(),
+        });
+    }
+
+    fn warning(&mut self, location: impl Into<String>, message: impl Into<String>) {
+        self.warnings.push(SettingsProblem {
             location: location.into(),
             message: message.into(),
         });
@@ -521,21 +572,32 @@ impl Checker<'_> {
         }
     }
 
-    /// `key` (plain value) or `key_env` (the name of an environment variable holding it).
+    /// A secret from `key_env` (an environment variable's name), `key_file` (a file, mode
+    /// 0600) or `key` (inline: accepted, with a warning — it is a secret in the config file).
+    /// At most one of the three. The value is never echoed in a problem.
     fn secret_string(&mut self, table: &toml::Table, location: &str, key: &str) -> Option<String> {
-        let plain = self.string(table, location, key);
         let env_key = format!("{key}_env");
+        let file_key = format!("{key}_file");
+        let plain = self.string(table, location, key);
         let from_env = self.string(table, location, &env_key);
-        match (plain, from_env) {
-            (Some(_), Some(_)) => {
-                self.problem(
-                    format!("{location}.{key}"),
-                    format!("give either `{key}` or `{env_key}`, not both"),
-                );
-                None
-            }
-            (Some(v), None) => Some(v),
-            (None, Some(var)) => match self.env.var(&var) {
+        let from_file = self.string(table, location, &file_key);
+        let given = [plain.is_some(), from_env.is_some(), from_file.is_some()];
+        if given.iter().filter(|g| **g).count() > 1 {
+            self.problem(
+                format!("{location}.{key}"),
+                format!("give only one of `{env_key}`, `{file_key}` or `{key}`"),
+            );
+            return None;
+        }
+        if let Some(v) = plain {
+            self.warning(
+                format!("{location}.{key}"),
+                format!("is a secret written in the config file: move it to `{env_key}` (an environment variable) or `{file_key}` (a file of mode 0600)"),
+            );
+            return Some(v);
+        }
+        if let Some(var) = from_env {
+            return match self.env.var(&var) {
                 Some(v) if !v.trim().is_empty() => Some(v.trim().to_string()),
                 _ => {
                     self.problem(
@@ -544,8 +606,34 @@ impl Checker<'_> {
                     );
                     None
                 }
-            },
-            (None, None) => None,
+            };
+        }
+        let file = from_file?;
+        let path = match self.base {
+            Some(base) if Path::new(&file).is_relative() => base.join(&file),
+            _ => PathBuf::from(&file),
+        };
+        match self.env.read_file(&path) {
+            Ok(text) if !text.trim().is_empty() => {
+                if let Some(w) = crate::config::permission_warning(&path) {
+                    self.warning(format!("{location}.{file_key}"), w);
+                }
+                Some(text.trim().to_string())
+            }
+            Ok(_) => {
+                self.problem(
+                    format!("{location}.{file_key}"),
+                    format!("{} is empty", path.display()),
+                );
+                None
+            }
+            Err(e) => {
+                self.problem(
+                    format!("{location}.{file_key}"),
+                    format!("cannot read {}: {e}", path.display()),
+                );
+                None
+            }
         }
     }
 
@@ -569,9 +657,22 @@ pub fn from_toml(
     schedules: &[toml::Value],
     env: &dyn EnvLookup,
 ) -> Result<DaemonSettings, SettingsErrors> {
+    from_toml_in(daemon, schedules, env, None)
+}
+
+/// [`from_toml`] with relative `*_file` paths resolved against `base` (the config file's
+/// directory) instead of the working directory.
+pub fn from_toml_in(
+    daemon: Option<&toml::Value>,
+    schedules: &[toml::Value],
+    env: &dyn EnvLookup,
+    base: Option<&Path>,
+) -> Result<DaemonSettings, SettingsErrors> {
     let mut cx = Checker {
         problems: Vec::new(),
+        warnings: Vec::new(),
         env,
+        base,
     };
     let empty = toml::Table::new();
     let daemon_table = match daemon {
@@ -583,6 +684,7 @@ pub fn from_toml(
                     "listen",
                     "status_token",
                     "status_token_env",
+                    "status_token_file",
                     "catch_up_window",
                     "overlap",
                     "jitter",
@@ -624,9 +726,12 @@ pub fn from_toml(
     let stale_factor = match daemon_table.get("stale_factor") {
         None => DEFAULT_STALE_FACTOR,
         Some(v) => match v.as_float().or_else(|| v.as_integer().map(|i| i as f64)) {
-            Some(f) if f >= 1.0 && f.is_finite() => f,
+            Some(f) if (1.0..=MAX_STALE_FACTOR).contains(&f) => f,
             _ => {
-                cx.problem("daemon.stale_factor", "must be a number of at least 1.0");
+                cx.problem(
+                    "daemon.stale_factor",
+                    format!("must be a number from 1.0 to {MAX_STALE_FACTOR}"),
+                );
                 DEFAULT_STALE_FACTOR
             }
         },
@@ -640,10 +745,12 @@ pub fn from_toml(
             &[
                 "webhook_url",
                 "webhook_url_env",
+                "webhook_url_file",
                 "format",
                 "on",
                 "heartbeat_url",
                 "heartbeat_url_env",
+                "heartbeat_url_file",
             ],
         ) {
             alerts.webhook = cx.url(t, "daemon.alerts", "webhook_url");
@@ -783,7 +890,20 @@ pub fn from_toml(
         stale_factor,
         alerts,
         schedules: specs,
+        warnings: cx.warnings,
     })
+}
+
+/// The warning for a status listener other hosts can reach with no token: anyone on the
+/// network could read the job list, the catalog and the metrics. `None` when it is on loopback
+/// or needs a token.
+pub fn exposed_listener_warning(listen: SocketAddr, has_token: bool) -> Option<String> {
+    if has_token || listen.ip().is_loopback() {
+        return None;
+    }
+    Some(format!(
+        "the status listener on {listen} is reachable from other hosts and needs no token: anyone who can reach it can read the jobs, the catalog and the metrics; set [daemon] status_token_env (or status_token_file), or listen on 127.0.0.1 behind a reverse proxy"
+    ))
 }
 
 /// Schedule names appear in metric labels, URLs and dedupe keys.
@@ -802,6 +922,10 @@ struct AssumeSet;
 impl EnvLookup for AssumeSet {
     fn var(&self, _name: &str) -> Option<String> {
         Some("http://assumed.invalid/".to_string())
+    }
+
+    fn read_file(&self, _path: &Path) -> std::io::Result<String> {
+        Ok("http://assumed.invalid/".to_string())
     }
 }
 
@@ -873,7 +997,12 @@ pub fn from_config(
     config: &crate::config::Config,
     env: &dyn EnvLookup,
 ) -> Result<DaemonSettings, SettingsErrors> {
-    from_toml(config.daemon.as_ref(), &config.schedules, env)
+    from_toml_in(
+        config.daemon.as_ref().map(|d| &d.0),
+        &config.schedules,
+        env,
+        config.source.parent(),
+    )
 }
 
 /// Parses the daemon sections out of a whole config file's text (for callers that have the

@@ -111,6 +111,7 @@ impl StatusContext {
                         started: state.as_ref().map_or(0, |st| st.started),
                         skipped_overlap: state.as_ref().map_or(0, |st| st.skipped_overlap),
                         missed: state.as_ref().map_or(0, |st| st.missed),
+                        coalesced: state.as_ref().map_or(0, |st| st.coalesced),
                     }
                 })
                 .collect()
@@ -139,6 +140,7 @@ pub struct ScheduleRow {
     pub started: u64,
     pub skipped_overlap: u64,
     pub missed: u64,
+    pub coalesced: u64,
 }
 
 /// The router (tests serve it on a port-0 listener).
@@ -329,26 +331,39 @@ async fn catalog_handler(State(ctx): State<StatusContext>) -> Response {
     }
 }
 
+/// Every job in the store by status, finished ones included; every status is present (zero
+/// when none), so the series do not come and go. The engine has no count API, so this reads
+/// every job record once per scrape: the cost grows with the jobs the store keeps (finished
+/// ones too), one decode each.
+fn jobs_by_status(engine: &Engine) -> Result<BTreeMap<String, u64>, tcb_state::EngineError> {
+    let mut counts: BTreeMap<String, u64> = [
+        JobStatus::Queued,
+        JobStatus::Running,
+        JobStatus::Waiting,
+        JobStatus::WaitingForChildren,
+        JobStatus::Succeeded,
+        JobStatus::PartiallyFailed,
+        JobStatus::Failed,
+        JobStatus::Cancelled,
+    ]
+    .iter()
+    .map(|s| (s.as_str().to_string(), 0))
+    .collect();
+    for j in engine.list(&JobFilter::default())? {
+        *counts.entry(j.status.as_str().to_string()).or_default() += 1;
+    }
+    Ok(counts)
+}
+
 async fn metrics_handler(State(ctx): State<StatusContext>) -> Response {
     let freshness = match ctx.freshness() {
         Ok(rows) => rows,
         Err(e) => return internal(e),
     };
-    let mut jobs_by_status: BTreeMap<String, u64> = BTreeMap::new();
-    let active = JobFilter {
-        active_only: true,
-        ..JobFilter::default()
-    };
-    match ctx.engine.list(&active) {
-        Ok(jobs) => {
-            for j in jobs {
-                *jobs_by_status
-                    .entry(j.status.as_str().to_string())
-                    .or_default() += 1;
-            }
-        }
+    let jobs_by_status = match jobs_by_status(&ctx.engine) {
+        Ok(counts) => counts,
         Err(e) => return internal(e.to_string()),
-    }
+    };
     let schedules: Vec<ScheduleGauge> = ctx
         .schedule_rows()
         .into_iter()

@@ -12,9 +12,10 @@
 //! Semantics follow the platform's timer trigger (reference §8): day of week 0 = Sunday (names
 //! `SUN`…`SAT`; in the 5- and 6-field forms 7 is also accepted as Sunday, as crontab does), months
 //! `1`–`12` or `JAN`…`DEC`, year 1970–2099. `a/n` steps from `a` to the end of the field (`1/10`
-//! in minutes = 1, 11, 21, …). When day of month *and* day of week are both given (neither is a
-//! bare `*`) a day matches if either matches — the platform ORs them; when one is `*`, only the
-//! other restricts. This module knows nothing of time zones: it finds matching civil (wall-clock)
+//! in minutes = 1, 11, 21, …). When day of month *and* day of week are both given a day matches
+//! if either matches — the platform ORs them; otherwise both must match. "Given" means anything
+//! but a bare `*` in the 7-field form, and (as in Vixie cron/cronie) a field not starting with
+//! `*` in the 5- and 6-field forms, where `*/2` is unrestricted. This module knows nothing of time zones: it finds matching civil (wall-clock)
 //! times; [`super::Schedule`] maps them to instants.
 
 use std::fmt;
@@ -352,7 +353,17 @@ impl CronExpr {
                 text: field.to_string(),
                 problem,
             })?;
-            let given = field != "*";
+            // Whether the field restricts (for day-of-month/day-of-week: whether the two are
+            // OR-ed). Vixie cron and cronie treat a field *starting* with `*` (`*`, `*/2`) as
+            // unrestricted, so `0 2 */2 * 1` is odd days that are Mondays (AND); the platform's
+            // reference (§8) says only that `*` is all values and that both days may be given
+            // (OR-ed), so there only a bare `*` is unrestricted and `*/2` counts as given.
+            let given = match form {
+                CronForm::Platform => field != "*",
+                CronForm::Crontab | CronForm::WithSeconds | CronForm::Alias => {
+                    !field.starts_with('*')
+                }
+            };
             match kind {
                 Kind::Second => expr.seconds = bits_of(&values),
                 Kind::Minute => expr.minutes = bits_of(&values),

@@ -99,9 +99,10 @@ async fn sigterm_mid_run_exits_0_and_the_restart_resumes_the_same_run() {
         1,
         FaultAction::Latency { millis: 8_000 },
     ));
-    // A schedule that fires once, 3 s from now (UTC, with the year: never again).
+    // A schedule that fires once, 10 s from now (UTC, with the year: never again). The lead
+    // only has to cover the reload below; a busy machine can take a few seconds for it.
     let at = jiff::Timestamp::now()
-        .checked_add(jiff::SignedDuration::from_secs(3))
+        .checked_add(jiff::SignedDuration::from_secs(10))
         .unwrap()
         .to_zoned_datetime(jiff::tz::TimeZone::UTC);
     let cron = format!(

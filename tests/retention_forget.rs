@@ -258,3 +258,62 @@ async fn a_destination_retention_deletes_only_its_own_copies() {
         assert!(data.is_file() && manifest.is_file(), "{}", data.display());
     }
 }
+
+/// A "failed" verdict is confirmed right before deleting: a snapshot recorded as failed whose
+/// files match the manifest now (a stale or wrong verdict) is kept; only a still-failing one
+/// goes.
+#[tokio::test]
+async fn a_failed_verdict_is_rechecked_before_deleting() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("snapshots");
+    let mut entries = Vec::new();
+    for (job, day) in [(1u64, 1u8), (2, 2), (3, 3)] {
+        let at = datetime!(2026-12-01 02:00 UTC).replace_day(day).unwrap();
+        entries.push(store(&root, "orders", job, at).await);
+    }
+    let engine = Engine::open(&dir.path().join("state"), EngineOptions::default()).unwrap();
+    let records = VerificationStore::new(engine.kv(VerificationStore::NAMESPACE));
+    // 1 and 2 are recorded failed, though both are intact; 3 passed.
+    for (id, ok) in [
+        ("prod/orders/1", false),
+        ("prod/orders/2", false),
+        ("prod/orders/3", true),
+    ] {
+        records
+            .update(id, |r| {
+                r.last_check_ok = Some(ok);
+                r.last_check_read_data = true;
+            })
+            .unwrap();
+    }
+    // 1 really is corrupt now; 2 is intact.
+    std::fs::write(&entries[0].data_path, b"not zstd").unwrap();
+    let opts = ForgetOptions {
+        policy: RetentionPolicy {
+            keep_last: 1,
+            min_keep: 1,
+            ..RetentionPolicy::default()
+        },
+        prune: true,
+        dry_run: false,
+    };
+    let mut hooks = Hooks::default();
+    let report = forget(
+        &entries,
+        &records,
+        &opts,
+        &mut hooks,
+        datetime!(2026-12-05 00:00 UTC),
+    )
+    .unwrap();
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    let removed: Vec<&str> = report.removed.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(removed, vec!["prod/orders/1"]);
+    assert!(!entries[0].data_path.exists() && !entries[0].manifest_path.exists());
+    assert_eq!(report.spared.len(), 1, "{:?}", report.spared);
+    assert_eq!(report.spared[0].0, "prod/orders/2");
+    assert!(report.spared[0].1.contains("match the manifest"));
+    assert!(entries[1].data_path.exists() && entries[1].manifest_path.exists());
+    assert!(entries[2].data_path.exists());
+    assert_eq!(hooks.forgotten, vec!["prod/orders/1"]);
+}

@@ -3,8 +3,11 @@
 //! manifest ([`super::prune`]), then the catalog and verification records. Without `--prune`
 //! (or with `--dry-run`) nothing is deleted and the plan is the answer.
 //!
-//! Unverified snapshots are checked (files + sha256) before planning so that they can count;
-//! a snapshot whose check fails becomes `Failed` and never counts.
+//! Unverified snapshots (never judged: a check that could not judge, such as a data read
+//! without the key of an encrypted snapshot, is no verdict) are checked (files + sha256)
+//! before planning so that they can count; a snapshot whose check fails becomes `Failed` and
+//! never counts. A snapshot the plan forgets as failed is checked once more right before it
+//! would be deleted, and deleted only if that check still fails (otherwise it is `spared`).
 //!
 //! Each destination with its own retention ([`CatalogHooks::forget_copies`]) then plans, and
 //! with `--prune` deletes, its copies of the snapshots kept locally. The CLI and the daemon's
@@ -16,12 +19,13 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::catalog::CatalogEntry;
+use crate::verify::check::{apply_check, confirm_failed};
 use crate::verify::{
     check_entries, CheckOptions, CheckReport, VerificationRecord, VerificationStore,
 };
 
 use super::prune::{delete_local_snapshot, Removed};
-use super::{plan, Candidate, RetentionPlan, RetentionPolicy, Standing};
+use super::{plan, Candidate, ForgetReason, RetentionPlan, RetentionPolicy, Standing};
 
 /// Retention candidates for `entries`, with their standing from `records`.
 pub fn candidates(
@@ -58,6 +62,9 @@ pub struct ForgetReport {
     pub verified_now: CheckReport,
     pub plan: RetentionPlan,
     pub removed: Vec<(String, Removed)>,
+    /// Snapshots the plan forgot as failed but that were kept because the check re-run just
+    /// before deleting did not confirm the failure, with why.
+    pub spared: Vec<(String, String)>,
     /// Deletions that failed (the snapshot stays recorded; the next run tries again).
     pub errors: Vec<String>,
     pub deleted: bool,
@@ -105,8 +112,7 @@ pub fn verify_unverified(
             .map_err(|e| e.to_string())?;
     }
     for c in &verified_now.entries {
-        let r = records.entry(c.id.clone()).or_default();
-        r.last_check_ok = Some(c.ok);
+        apply_check(records.entry(c.id.clone()).or_default(), c, now);
     }
     Ok((verified_now, records))
 }
@@ -133,10 +139,25 @@ pub fn forget(
     report.deleted = true;
     let by_id: HashMap<&str, &CatalogEntry> = entries.iter().map(|e| (e.id.as_str(), e)).collect();
     let ids: Vec<String> = report.plan.forget_ids().map(String::from).collect();
+    // A verdict may be stale or wrong; a snapshot goes as failed only if it fails now.
+    let failed: std::collections::HashSet<String> = report
+        .plan
+        .groups
+        .iter()
+        .flat_map(|g| g.forget.iter())
+        .filter(|f| f.reason == ForgetReason::Failed)
+        .map(|f| f.candidate.id.clone())
+        .collect();
     for id in ids {
         let Some(entry) = by_id.get(id.as_str()) else {
             continue;
         };
+        if failed.contains(id.as_str()) {
+            if let Err(why) = confirm_failed(entry) {
+                report.spared.push((id.clone(), why));
+                continue;
+            }
+        }
         if let Err(e) = hooks.delete_remote_copies(entry) {
             report.errors.push(format!("{id}: remote copies: {e}"));
             continue;

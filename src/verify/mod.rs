@@ -13,8 +13,8 @@ pub mod records;
 pub mod test_restore;
 
 pub use check::{
-    check_entries, check_entries_with, check_entry, check_entry_with, select_subset, CheckOptions,
-    CheckReport, DataRead, EntryCheck,
+    check_entries, check_entries_with, check_entry, check_entry_with, select_subset, CheckFailure,
+    CheckOptions, CheckReport, DataRead, EntryCheck, Verdict,
 };
 pub use records::{VerificationRecord, VerificationStore};
 pub use test_restore::{compare_restored, scratch_collection_name, TestRestoreResult};

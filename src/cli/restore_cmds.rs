@@ -27,7 +27,7 @@ use crate::retention::forget::{
 };
 use crate::retention::{parse_duration, PolicyError, RetentionPolicy, DEFAULT_MIN_KEEP};
 use crate::verify::check::record_report;
-use crate::verify::test_restore::run_test_restore_with_identity;
+use crate::verify::test_restore::{run_test_restore_with_identity, Comparison};
 use crate::verify::{check_entries_with, CheckOptions, DataRead, Verdict, VerificationStore};
 
 use super::args::GlobalArgs;
@@ -447,7 +447,11 @@ pub async fn check(g: &GlobalArgs, a: CheckArgs, out: Output) -> Result<ExitStat
                 newest.insert(key, e);
             }
         }
+        let interrupt = interrupt_token();
         for entry in newest.values() {
+            if interrupt.is_cancelled() {
+                return Ok(ExitStatus::Interrupted);
+            }
             let Some(client) = service.clients().get(&entry.manifest.appid) else {
                 out.text(&format!(
                     "test restore of {}: app {} is not configured; skipped",
@@ -456,14 +460,18 @@ pub async fn check(g: &GlobalArgs, a: CheckArgs, out: Output) -> Result<ExitStat
                 failed += 1;
                 continue;
             };
+            let compare = Comparison {
+                sample_size: a.sample,
+                identity_file: identity_path.as_deref(),
+            };
             match run_test_restore_with_identity(
                 &engine,
                 client,
                 &store,
                 entry,
-                a.sample,
+                compare,
                 now_utc(),
-                identity_path.as_deref(),
+                interrupt.clone().cancelled_owned(),
             )
             .await
             {
@@ -495,6 +503,9 @@ pub async fn check(g: &GlobalArgs, a: CheckArgs, out: Output) -> Result<ExitStat
                     failed += 1;
                 }
             }
+        }
+        if interrupt.is_cancelled() {
+            return Ok(ExitStatus::Interrupted);
         }
     }
     match (failed, inconclusive) {

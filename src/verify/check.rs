@@ -3,8 +3,9 @@
 //! Every entry gets the cheap check (manifest on disk parses and equals the catalog's copy,
 //! data file present, size and sha256 agree). Reading the data (decompress, parse every line,
 //! count, raw sha256) is done for all entries with `--read-data`, or for a subset with
-//! `--read-data-subset=P%`: the P% whose data was verified longest ago (never first), so that
-//! repeated subset checks cover the whole archive over time.
+//! `--read-data-subset=P%`: the P% whose data was read longest ago (never first; a read
+//! that failed or could not judge counts as a read), so that repeated subset checks cover the
+//! whole archive over time.
 
 use std::collections::HashMap;
 
@@ -228,8 +229,10 @@ pub fn confirm_failed(entry: &CatalogEntry) -> Result<(), String> {
     }
 }
 
-/// The ids whose data a `Subset(p)` check reads: ceil(p% of n), least recently data-verified
-/// first (never verified before anything), ties by id.
+/// The ids whose data a `Subset(p)` check reads: ceil(p% of n), least recently read first
+/// (never read before anything), ties by id. "Read" is the last attempt, passed or not (a
+/// record from before attempts were kept falls back to its last pass), so that a snapshot
+/// whose data cannot be read does not come first in every run and stall the rotation.
 pub fn select_subset(
     entries: &[CatalogEntry],
     records: &HashMap<String, VerificationRecord>,
@@ -240,7 +243,9 @@ pub fn select_subset(
         .iter()
         .map(|e| {
             (
-                records.get(&e.id).and_then(|r| r.last_data_verified_at),
+                records
+                    .get(&e.id)
+                    .and_then(|r| r.last_data_read_at.or(r.last_data_verified_at)),
                 e.id.as_str(),
             )
         })
@@ -294,6 +299,9 @@ pub fn apply_check(r: &mut VerificationRecord, e: &EntryCheck, now: OffsetDateTi
     r.last_checked_at = Some(now);
     r.last_error = e.error.clone();
     r.last_check_inconclusive = e.verdict == Verdict::Inconclusive;
+    if e.read_data {
+        r.last_data_read_at = Some(now);
+    }
     if e.verdict == Verdict::Inconclusive {
         return;
     }

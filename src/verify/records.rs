@@ -27,6 +27,11 @@ pub struct VerificationRecord {
     pub last_check_read_data: bool,
     #[serde(default)]
     pub last_error: Option<String>,
+    /// The last check that tried to read the data, whatever it concluded: what
+    /// `--read-data-subset` rotates on, so a snapshot whose data cannot be read (corrupt, or
+    /// no key) does not take a place in every run.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub last_data_read_at: Option<OffsetDateTime>,
     /// The last check that decompressed and counted the data and passed.
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub last_data_verified_at: Option<OffsetDateTime>,

@@ -317,3 +317,90 @@ async fn a_failed_verdict_is_rechecked_before_deleting() {
     assert!(entries[2].data_path.exists());
     assert_eq!(hooks.forgotten, vec!["prod/orders/1"]);
 }
+
+/// A copy job that put the data object and is backing off before its manifest put has no copy
+/// record yet: forgetting the snapshot cancels the job and deletes that object, so nothing is
+/// orphaned at the destination and no job is left to fail on the missing files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forget_cancels_a_copy_under_way_and_deletes_what_it_put() {
+    use std::sync::Arc;
+    use tcb_backup::destination::copy::Destinations;
+    use tcb_backup::destination::copy::{CopyPhase, CopyRecords, CopyState, CopyWorkflow};
+    use tcb_backup::destination::local::LocalDir;
+    use tcb_backup::destination::Destination;
+    use tcb_backup::retention::forget::{CatalogHooks, RemoteCopies};
+    use tcb_state::{JobStatus, KindLimits, SubmitOptions};
+
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("snapshots");
+    let mut entries = Vec::new();
+    for (job, day) in [(1u64, 1u8), (2, 2)] {
+        let at = datetime!(2026-12-01 02:00 UTC).replace_day(day).unwrap();
+        entries.push(store(&root, "orders", job, at).await);
+    }
+    let engine = Engine::open(&dir.path().join("state"), EngineOptions::default()).unwrap();
+    let nas_dir = dir.path().join("nas");
+    let nas: Arc<dyn Destination> = Arc::new(LocalDir::new("nas", &nas_dir));
+    let mut destinations = Destinations::new();
+    destinations.insert(nas.clone());
+    let records = CopyRecords::new(engine.kv(CopyRecords::NAMESPACE));
+    engine.register(
+        CopyWorkflow::new(destinations.clone(), records.clone()),
+        KindLimits::new(1),
+    );
+    // The oldest snapshot's copy: data put, manifest not yet (waiting out a back-off).
+    let old = &entries[0];
+    let mut state = CopyState::new(old, &root, "nas").unwrap();
+    let data = nas.put_file(&state.data_key, &old.data_path).await.unwrap();
+    assert!(nas_dir.join(&data.key).is_file());
+    state.phase = CopyPhase::Manifest { data: data.clone() };
+    let job = engine
+        .submit::<CopyWorkflow>(state, SubmitOptions::label("copy under way"))
+        .unwrap();
+
+    let store = VerificationStore::new(engine.kv(VerificationStore::NAMESPACE));
+    let mut hooks = CatalogHooks::new(
+        &engine,
+        Some(RemoteCopies {
+            destinations,
+            runtime: tokio::runtime::Handle::current(),
+        }),
+    );
+    let opts = ForgetOptions {
+        policy: RetentionPolicy {
+            keep_last: 1,
+            min_keep: 1,
+            ..RetentionPolicy::default()
+        },
+        prune: true,
+        dry_run: false,
+    };
+    let report = tokio::task::spawn_blocking({
+        let entries = entries.clone();
+        move || {
+            forget(
+                &entries,
+                &store,
+                &opts,
+                &mut hooks,
+                datetime!(2026-12-05 00:00 UTC),
+            )
+        }
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!(report.removed.len(), 1);
+    assert!(!old.data_path.exists() && !old.manifest_path.exists());
+    assert_eq!(
+        engine.job(job).unwrap().unwrap().status(),
+        JobStatus::Cancelled
+    );
+    assert!(
+        !nas_dir.join(&data.key).exists(),
+        "the data object is orphaned"
+    );
+    assert!(records.all().unwrap().is_empty());
+    assert!(entries[1].data_path.exists());
+}

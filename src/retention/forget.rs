@@ -186,6 +186,7 @@ pub fn forget(
 /// destination these hooks cannot reach (none given, or not configured) keeps its snapshot,
 /// with an error, rather than being orphaned.
 pub struct CatalogHooks {
+    engine: tcb_state::Engine,
     catalog_kv: tcb_state::KvNamespace,
     copies: crate::destination::copy::CopyRecords,
     remote: Option<RemoteCopies>,
@@ -203,6 +204,7 @@ impl CatalogHooks {
         use crate::backup::catalog_store::SnapshotCatalog;
         use crate::destination::copy::CopyRecords;
         CatalogHooks {
+            engine: engine.clone(),
             catalog_kv: engine.kv(SnapshotCatalog::NAMESPACE),
             copies: CopyRecords::new(engine.kv(CopyRecords::NAMESPACE)),
             remote,
@@ -213,14 +215,23 @@ impl CatalogHooks {
 impl ForgetHooks for CatalogHooks {
     fn delete_remote_copies(&mut self, entry: &CatalogEntry) -> Result<(), String> {
         if let Some(remote) = &self.remote {
-            return remote
-                .runtime
-                .block_on(crate::destination::copy::delete_copies(
+            // Copies under way first: once cancelled they cannot record a copy behind us.
+            return remote.runtime.block_on(async {
+                crate::destination::copy::cancel_copies(
+                    &self.engine,
                     &remote.destinations,
                     &self.copies,
                     &entry.id,
-                ))
-                .map(|_| ());
+                )
+                .await?;
+                crate::destination::copy::delete_copies(
+                    &remote.destinations,
+                    &self.copies,
+                    &entry.id,
+                )
+                .await
+                .map(|_| ())
+            });
         }
         let copies = self
             .copies

@@ -58,10 +58,18 @@ impl ForgetHooks for Hooks {
         self.remote.push(entry.id.clone());
         Ok(())
     }
-    fn forget_record(&mut self, entry: &CatalogEntry) -> Result<(), String> {
-        assert!(!entry.data_path.exists() && !entry.manifest_path.exists());
+    fn begin_forget(&mut self, entry: &CatalogEntry) -> Result<(), String> {
+        // Unlisted before any local file goes.
+        assert!(entry.manifest_path.exists());
         self.forgotten.push(entry.id.clone());
         Ok(())
+    }
+    fn end_forget(&mut self, entry: &CatalogEntry) -> Result<(), String> {
+        assert!(!entry.data_path.exists() && !entry.manifest_path.exists());
+        Ok(())
+    }
+    fn unfinished(&mut self) -> Result<Vec<CatalogEntry>, String> {
+        Ok(Vec::new())
     }
 }
 

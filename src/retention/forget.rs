@@ -1,6 +1,7 @@
 //! `tcb-backup forget`: verify what has not been verified, plan with [`super::plan`], and with
-//! `--prune` delete what the plan forgets — remote copies first, then the local data file and
-//! manifest ([`super::prune`]), then the catalog and verification records. Without `--prune`
+//! `--prune` delete what the plan forgets — remote copies first, then (marked as being
+//! deleted and unlisted) the local manifest and data file ([`super::prune`]), then the
+//! records; see [`ForgetHooks`] for why that order is crash safe. Without `--prune`
 //! (or with `--dry-run`) nothing is deleted and the plan is the answer.
 //!
 //! Unverified snapshots (never judged: a check that could not judge, such as a data read
@@ -71,11 +72,22 @@ pub struct ForgetReport {
 }
 
 /// Callbacks into the parts of the tool that hold other copies and records of a snapshot.
+///
+/// One snapshot is deleted in this order, each part safe to repeat: its remote copies
+/// ([`Self::delete_remote_copies`]; a failure keeps the snapshot, listed and whole), then
+/// [`Self::begin_forget`] durably marks it as being deleted and drops it from the catalog, then
+/// its manifest and data file go, its verification record, and [`Self::end_forget`] clears
+/// the mark. A crash anywhere leaves either a whole, listed snapshot or an unlisted, marked
+/// one, which the next `forget --prune` finishes first ([`Self::unfinished`]).
 pub trait ForgetHooks {
     /// Deletes the snapshot's remote copies (destinations); called before the local files go.
     fn delete_remote_copies(&mut self, entry: &CatalogEntry) -> Result<(), String>;
-    /// Drops the snapshot's catalog record; called after its files are gone.
-    fn forget_record(&mut self, entry: &CatalogEntry) -> Result<(), String>;
+    /// Durably marks the snapshot as being deleted, then drops its catalog record.
+    fn begin_forget(&mut self, entry: &CatalogEntry) -> Result<(), String>;
+    /// Clears the mark: the snapshot is gone.
+    fn end_forget(&mut self, entry: &CatalogEntry) -> Result<(), String>;
+    /// Snapshots marked by a deletion that did not finish.
+    fn unfinished(&mut self) -> Result<Vec<CatalogEntry>, String>;
 }
 
 /// The retention plan of one destination: `policy` applied to the snapshots of `entries` that
@@ -137,6 +149,15 @@ pub fn forget(
         return Ok(report);
     }
     report.deleted = true;
+    // Deletions a crash interrupted come first: their snapshots are no longer listed.
+    match hooks.unfinished() {
+        Ok(pending) => {
+            for entry in pending {
+                delete_snapshot(&entry, store, hooks, &mut report);
+            }
+        }
+        Err(e) => report.errors.push(format!("unfinished deletions: {e}")),
+    }
     let by_id: HashMap<&str, &CatalogEntry> = entries.iter().map(|e| (e.id.as_str(), e)).collect();
     let ids: Vec<String> = report.plan.forget_ids().map(String::from).collect();
     // A verdict may be stale or wrong; a snapshot goes as failed only if it fails now.
@@ -162,23 +183,47 @@ pub fn forget(
             report.errors.push(format!("{id}: remote copies: {e}"));
             continue;
         }
-        match delete_local_snapshot(entry) {
-            Ok(removed) => report.removed.push((id.clone(), removed)),
-            Err(e) => {
-                report.errors.push(e.to_string());
-                continue;
-            }
-        }
-        if let Err(e) = hooks.forget_record(entry) {
-            report.errors.push(format!("{id}: catalog: {e}"));
-        }
-        if let Err(e) = store.remove(&id) {
-            report
-                .errors
-                .push(format!("{id}: verification record: {e}"));
-        }
+        // The copies are gone; the snapshot is still whole and listed.
+        crate::faultpoint::hit("forget.after_remote_copies");
+        delete_snapshot(entry, store, hooks, &mut report);
     }
     Ok(report)
+}
+
+/// Deletes one snapshot whose remote copies are gone (see [`ForgetHooks`] for the order);
+/// safe to repeat on a snapshot a crash left half-deleted. Errors go to the report and leave
+/// the mark, so the next run finishes it.
+fn delete_snapshot(
+    entry: &CatalogEntry,
+    store: &VerificationStore,
+    hooks: &mut dyn ForgetHooks,
+    report: &mut ForgetReport,
+) {
+    let id = &entry.id;
+    if let Err(e) = hooks.begin_forget(entry) {
+        report.errors.push(format!("{id}: catalog: {e}"));
+        return;
+    }
+    // Marked and unlisted; the files are all there.
+    crate::faultpoint::hit("forget.after_mark");
+    match delete_local_snapshot(entry) {
+        Ok(removed) => report.removed.push((id.clone(), removed)),
+        Err(e) => {
+            report.errors.push(e.to_string());
+            return;
+        }
+    }
+    // The files are gone; the records and the mark are not.
+    crate::faultpoint::hit("forget.after_files_removed");
+    if let Err(e) = store.remove(id) {
+        report
+            .errors
+            .push(format!("{id}: verification record: {e}"));
+        return;
+    }
+    if let Err(e) = hooks.end_forget(entry) {
+        report.errors.push(format!("{id}: {e}"));
+    }
 }
 
 /// The hooks of a forget run against the state store: catalog records are dropped from the
@@ -188,6 +233,8 @@ pub fn forget(
 pub struct CatalogHooks {
     engine: tcb_state::Engine,
     catalog_kv: tcb_state::KvNamespace,
+    /// Snapshots being deleted (id → catalog entry), see [`ForgetHooks`].
+    forgetting_kv: tcb_state::KvNamespace,
     copies: crate::destination::copy::CopyRecords,
     remote: Option<RemoteCopies>,
 }
@@ -200,12 +247,16 @@ pub struct RemoteCopies {
 }
 
 impl CatalogHooks {
+    /// The kv namespace of the deletion marks.
+    pub const FORGETTING_NAMESPACE: &'static str = "forgetting";
+
     pub fn new(engine: &tcb_state::Engine, remote: Option<RemoteCopies>) -> Self {
         use crate::backup::catalog_store::SnapshotCatalog;
         use crate::destination::copy::CopyRecords;
         CatalogHooks {
             engine: engine.clone(),
             catalog_kv: engine.kv(SnapshotCatalog::NAMESPACE),
+            forgetting_kv: engine.kv(Self::FORGETTING_NAMESPACE),
             copies: CopyRecords::new(engine.kv(CopyRecords::NAMESPACE)),
             remote,
         }
@@ -250,11 +301,29 @@ impl ForgetHooks for CatalogHooks {
             ))
         }
     }
-    fn forget_record(&mut self, entry: &CatalogEntry) -> Result<(), String> {
+    fn begin_forget(&mut self, entry: &CatalogEntry) -> Result<(), String> {
+        self.forgetting_kv
+            .put(&entry.id, entry)
+            .map_err(|e| e.to_string())?;
         self.catalog_kv
             .remove(&entry.id)
             .map(|_| ())
             .map_err(|e| e.to_string())
+    }
+    fn end_forget(&mut self, entry: &CatalogEntry) -> Result<(), String> {
+        self.forgetting_kv
+            .remove(&entry.id)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+    fn unfinished(&mut self) -> Result<Vec<CatalogEntry>, String> {
+        Ok(self
+            .forgetting_kv
+            .scan_prefix::<CatalogEntry>("")
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|(_, e)| e)
+            .collect())
     }
 }
 

@@ -5,10 +5,13 @@
 //!   parsed and counted
 //! - [`test_restore`]: restore a snapshot into a scratch collection, compare the count and a
 //!   sample of documents with the snapshot, drop the scratch collection
+//! - [`ejson`]: the canonical form documents are compared in (a date or a number may be
+//!   spelled two ways)
 //! - [`records`]: the last verified / test-restored times per snapshot (kv namespace
 //!   `verification`), which also decide whether retention may count a snapshot
 
 pub mod check;
+pub mod ejson;
 pub mod records;
 pub mod test_restore;
 

@@ -21,6 +21,7 @@ use crate::client::CloudBaseClient;
 use crate::naming;
 use crate::restore::{ImportOutcome, RestorePlan, RestoreRequest, RestoreState, RestoreWorkflow};
 
+use super::ejson;
 use super::records::VerificationStore;
 
 /// `<collection>_verify_<UTC time>`, shortened to a valid name.
@@ -127,7 +128,7 @@ pub async fn compare_restored(
         let query = format!("db.collection({collection:?}).where({{_id: {id_literal}}}).get()");
         match client.database_query(env, &query).await {
             Ok(page) => match page.data.as_slice() {
-                [found] if found == doc => {}
+                [found] if ejson::same_document(found, doc) => {}
                 [found] => problems.push(format!(
                     "document {id_literal} differs: snapshot {doc}, restored {found}"
                 )),

@@ -277,14 +277,18 @@ pub async fn finish_test_restore(
     Ok(result)
 }
 
-/// Drops a scratch collection; the error, if any, as the report says it.
+/// Drops a scratch collection; the error, if any, as the report says it. One that does not
+/// exist (-502005: an interrupted restore may not have created it yet) is fine.
 async fn drop_scratch(client: &CloudBaseClient, env: &str, scratch: &str) -> Option<String> {
-    client
-        .delete_collection(env, scratch)
-        .await
-        .err()
-        .map(|e| format!("dropping {env}/{scratch}: {e}"))
+    match client.delete_collection(env, scratch).await {
+        Ok(()) => None,
+        Err(e) if e.errcode() == Some(COLLECTION_DOES_NOT_EXIST) => None,
+        Err(e) => Some(format!("dropping {env}/{scratch}: {e}")),
+    }
 }
+
+/// The errcode of "collection does not exist" (wechat-api.md §10).
+const COLLECTION_DOES_NOT_EXIST: i64 = -502005;
 
 /// Runs the engine until `job` is terminal or `interrupt` fires (then stops gracefully: the
 /// running step gets the engine's shutdown grace). Only this job is waited for: a copy job

@@ -67,8 +67,23 @@ pub const RESTORE_POINTS: &[&str] = &[
     "restore.before_step.abandon",
 ];
 
+/// `forget --prune` deleting one snapshot, in the order it passes them
+/// (src/retention/forget.rs, src/retention/prune.rs).
+pub const FORGET_POINTS: &[&str] = &[
+    "forget.after_remote_copies",
+    "forget.after_mark",
+    "forget.after_manifest_removed",
+    "forget.after_files_removed",
+];
+
 /// The declared groups; a point belongs to exactly one.
-const GROUPS: &[&[&str]] = &[BACKUP_POINTS, RECORD_POINTS, COPY_POINTS, RESTORE_POINTS];
+const GROUPS: &[&[&str]] = &[
+    BACKUP_POINTS,
+    RECORD_POINTS,
+    COPY_POINTS,
+    RESTORE_POINTS,
+    FORGET_POINTS,
+];
 
 /// Every point the code base declares (the groups above, in that order), for the crash
 /// matrix's coverage check and the docs.
@@ -223,6 +238,8 @@ mod tests {
             include_str!("destination/copy.rs"),
             include_str!("restore/workflow.rs"),
             include_str!("restore/upload.rs"),
+            include_str!("retention/forget.rs"),
+            include_str!("retention/prune.rs"),
         ]
         .concat();
         for point in points() {

@@ -143,6 +143,7 @@ fn every_declared_point_is_in_the_matrix() {
     let sources = [
         include_str!("crash_matrix.rs"),
         include_str!("crash_restore_copy.rs"),
+        include_str!("crash_forget.rs"),
     ]
     .concat();
     for point in faultpoint::points() {

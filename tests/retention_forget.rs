@@ -58,10 +58,18 @@ impl ForgetHooks for Hooks {
         self.remote.push(entry.id.clone());
         Ok(())
     }
-    fn forget_record(&mut self, entry: &CatalogEntry) -> Result<(), String> {
-        assert!(!entry.data_path.exists() && !entry.manifest_path.exists());
+    fn begin_forget(&mut self, entry: &CatalogEntry) -> Result<(), String> {
+        // Unlisted before any local file goes.
+        assert!(entry.manifest_path.exists());
         self.forgotten.push(entry.id.clone());
         Ok(())
+    }
+    fn end_forget(&mut self, entry: &CatalogEntry) -> Result<(), String> {
+        assert!(!entry.data_path.exists() && !entry.manifest_path.exists());
+        Ok(())
+    }
+    fn unfinished(&mut self) -> Result<Vec<CatalogEntry>, String> {
+        Ok(Vec::new())
     }
 }
 
@@ -257,4 +265,150 @@ async fn a_destination_retention_deletes_only_its_own_copies() {
     for (data, manifest) in &local {
         assert!(data.is_file() && manifest.is_file(), "{}", data.display());
     }
+}
+
+/// A "failed" verdict is confirmed right before deleting: a snapshot recorded as failed whose
+/// files match the manifest now (a stale or wrong verdict) is kept; only a still-failing one
+/// goes.
+#[tokio::test]
+async fn a_failed_verdict_is_rechecked_before_deleting() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("snapshots");
+    let mut entries = Vec::new();
+    for (job, day) in [(1u64, 1u8), (2, 2), (3, 3)] {
+        let at = datetime!(2026-12-01 02:00 UTC).replace_day(day).unwrap();
+        entries.push(store(&root, "orders", job, at).await);
+    }
+    let engine = Engine::open(&dir.path().join("state"), EngineOptions::default()).unwrap();
+    let records = VerificationStore::new(engine.kv(VerificationStore::NAMESPACE));
+    // 1 and 2 are recorded failed, though both are intact; 3 passed.
+    for (id, ok) in [
+        ("prod/orders/1", false),
+        ("prod/orders/2", false),
+        ("prod/orders/3", true),
+    ] {
+        records
+            .update(id, |r| {
+                r.last_check_ok = Some(ok);
+                r.last_check_read_data = true;
+            })
+            .unwrap();
+    }
+    // 1 really is corrupt now; 2 is intact.
+    std::fs::write(&entries[0].data_path, b"not zstd").unwrap();
+    let opts = ForgetOptions {
+        policy: RetentionPolicy {
+            keep_last: 1,
+            min_keep: 1,
+            ..RetentionPolicy::default()
+        },
+        prune: true,
+        dry_run: false,
+    };
+    let mut hooks = Hooks::default();
+    let report = forget(
+        &entries,
+        &records,
+        &opts,
+        &mut hooks,
+        datetime!(2026-12-05 00:00 UTC),
+    )
+    .unwrap();
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    let removed: Vec<&str> = report.removed.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(removed, vec!["prod/orders/1"]);
+    assert!(!entries[0].data_path.exists() && !entries[0].manifest_path.exists());
+    assert_eq!(report.spared.len(), 1, "{:?}", report.spared);
+    assert_eq!(report.spared[0].0, "prod/orders/2");
+    assert!(report.spared[0].1.contains("match the manifest"));
+    assert!(entries[1].data_path.exists() && entries[1].manifest_path.exists());
+    assert!(entries[2].data_path.exists());
+    assert_eq!(hooks.forgotten, vec!["prod/orders/1"]);
+}
+
+/// A copy job that put the data object and is backing off before its manifest put has no copy
+/// record yet: forgetting the snapshot cancels the job and deletes that object, so nothing is
+/// orphaned at the destination and no job is left to fail on the missing files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forget_cancels_a_copy_under_way_and_deletes_what_it_put() {
+    use std::sync::Arc;
+    use tcb_backup::destination::copy::Destinations;
+    use tcb_backup::destination::copy::{CopyPhase, CopyRecords, CopyState, CopyWorkflow};
+    use tcb_backup::destination::local::LocalDir;
+    use tcb_backup::destination::Destination;
+    use tcb_backup::retention::forget::{CatalogHooks, RemoteCopies};
+    use tcb_state::{JobStatus, KindLimits, SubmitOptions};
+
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("snapshots");
+    let mut entries = Vec::new();
+    for (job, day) in [(1u64, 1u8), (2, 2)] {
+        let at = datetime!(2026-12-01 02:00 UTC).replace_day(day).unwrap();
+        entries.push(store(&root, "orders", job, at).await);
+    }
+    let engine = Engine::open(&dir.path().join("state"), EngineOptions::default()).unwrap();
+    let nas_dir = dir.path().join("nas");
+    let nas: Arc<dyn Destination> = Arc::new(LocalDir::new("nas", &nas_dir));
+    let mut destinations = Destinations::new();
+    destinations.insert(nas.clone());
+    let records = CopyRecords::new(engine.kv(CopyRecords::NAMESPACE));
+    engine.register(
+        CopyWorkflow::new(destinations.clone(), records.clone()),
+        KindLimits::new(1),
+    );
+    // The oldest snapshot's copy: data put, manifest not yet (waiting out a back-off).
+    let old = &entries[0];
+    let mut state = CopyState::new(old, &root, "nas").unwrap();
+    let data = nas.put_file(&state.data_key, &old.data_path).await.unwrap();
+    assert!(nas_dir.join(&data.key).is_file());
+    state.phase = CopyPhase::Manifest { data: data.clone() };
+    let job = engine
+        .submit::<CopyWorkflow>(state, SubmitOptions::label("copy under way"))
+        .unwrap();
+
+    let store = VerificationStore::new(engine.kv(VerificationStore::NAMESPACE));
+    let mut hooks = CatalogHooks::new(
+        &engine,
+        Some(RemoteCopies {
+            destinations,
+            runtime: tokio::runtime::Handle::current(),
+        }),
+    );
+    let opts = ForgetOptions {
+        policy: RetentionPolicy {
+            keep_last: 1,
+            min_keep: 1,
+            ..RetentionPolicy::default()
+        },
+        prune: true,
+        dry_run: false,
+    };
+    let report = tokio::task::spawn_blocking({
+        let entries = entries.clone();
+        move || {
+            forget(
+                &entries,
+                &store,
+                &opts,
+                &mut hooks,
+                datetime!(2026-12-05 00:00 UTC),
+            )
+        }
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!(report.removed.len(), 1);
+    assert!(!old.data_path.exists() && !old.manifest_path.exists());
+    assert_eq!(
+        engine.job(job).unwrap().unwrap().status(),
+        JobStatus::Cancelled
+    );
+    assert!(
+        !nas_dir.join(&data.key).exists(),
+        "the data object is orphaned"
+    );
+    assert!(records.all().unwrap().is_empty());
+    assert!(entries[1].data_path.exists());
 }

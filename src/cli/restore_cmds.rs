@@ -27,8 +27,8 @@ use crate::retention::forget::{
 };
 use crate::retention::{parse_duration, PolicyError, RetentionPolicy, DEFAULT_MIN_KEEP};
 use crate::verify::check::record_report;
-use crate::verify::test_restore::run_test_restore_with_identity;
-use crate::verify::{check_entries_with, CheckOptions, DataRead, VerificationStore};
+use crate::verify::test_restore::{run_test_restore_with_identity, Comparison};
+use crate::verify::{check_entries_with, CheckOptions, DataRead, Verdict, VerificationStore};
 
 use super::args::GlobalArgs;
 use super::commands::{
@@ -407,20 +407,35 @@ pub async fn check(g: &GlobalArgs, a: CheckArgs, out: Output) -> Result<ExitStat
     for e in &report.entries {
         table.row(vec![
             e.id.clone(),
-            if e.read_data {
-                format!("{} records", e.records.unwrap_or(0))
-            } else {
-                "-".into()
+            match (e.read_data, e.records) {
+                (false, _) => "-".into(),
+                (true, Some(n)) => format!("{n} records"),
+                (true, None) => "not read".into(),
             },
-            match &e.error {
-                None => "ok".into(),
-                Some(err) => format!("FAILED: {err}"),
+            match (e.verdict, &e.error) {
+                (Verdict::Passed, _) => "ok".into(),
+                (Verdict::Inconclusive, err) => {
+                    format!("COULD NOT CHECK: {}", err.as_deref().unwrap_or("unknown"))
+                }
+                (Verdict::Failed, err) => {
+                    format!("FAILED: {}", err.as_deref().unwrap_or("unknown"))
+                }
             },
         ]);
     }
     out.text(&table.render());
     out.message("check", &report);
-    let mut failed = report.failures().count();
+    let inconclusive = report
+        .entries
+        .iter()
+        .filter(|e| e.verdict == Verdict::Inconclusive)
+        .count();
+    if inconclusive > 0 {
+        out.text(&format!(
+            "{inconclusive} snapshot(s) could not be checked (not counted as failed; their last verdict stands)"
+        ));
+    }
+    let mut failed = report.failures().count() - inconclusive;
 
     if let Some(service) = &service {
         // The newest snapshot of each env/collection.
@@ -434,7 +449,11 @@ pub async fn check(g: &GlobalArgs, a: CheckArgs, out: Output) -> Result<ExitStat
                 newest.insert(key, e);
             }
         }
+        let interrupt = interrupt_token();
         for entry in newest.values() {
+            if interrupt.is_cancelled() {
+                return Ok(ExitStatus::Interrupted);
+            }
             let Some(client) = service.clients().get(&entry.manifest.appid) else {
                 out.text(&format!(
                     "test restore of {}: app {} is not configured; skipped",
@@ -443,14 +462,18 @@ pub async fn check(g: &GlobalArgs, a: CheckArgs, out: Output) -> Result<ExitStat
                 failed += 1;
                 continue;
             };
+            let compare = Comparison {
+                sample_size: a.sample,
+                identity_file: identity_path.as_deref(),
+            };
             match run_test_restore_with_identity(
                 &engine,
                 client,
                 &store,
                 entry,
-                a.sample,
+                compare,
                 now_utc(),
-                identity_path.as_deref(),
+                interrupt.clone().cancelled_owned(),
             )
             .await
             {
@@ -483,13 +506,20 @@ pub async fn check(g: &GlobalArgs, a: CheckArgs, out: Output) -> Result<ExitStat
                 }
             }
         }
+        if interrupt.is_cancelled() {
+            return Ok(ExitStatus::Interrupted);
+        }
     }
-    if failed > 0 {
-        return Err(CliError::error(format!(
-            "{failed} check(s) failed; see above"
-        )));
+    match (failed, inconclusive) {
+        (0, 0) => Ok(ExitStatus::Ok),
+        (0, n) => Err(CliError::error(format!(
+            "{n} snapshot(s) could not be checked; see above"
+        ))),
+        (f, 0) => Err(CliError::error(format!("{f} check(s) failed; see above"))),
+        (f, n) => Err(CliError::error(format!(
+            "{f} check(s) failed and {n} snapshot(s) could not be checked; see above"
+        ))),
     }
-    Ok(ExitStatus::Ok)
 }
 
 // ---------------------------------------------------------------- forget
@@ -587,11 +617,13 @@ pub async fn forget_cmd(
             table.row(vec![k.candidate.id.clone(), "keep".into(), why.join(", ")]);
         }
         for f in &g.forget {
-            table.row(vec![
-                f.candidate.id.clone(),
-                if report.deleted { "deleted" } else { "forget" }.into(),
-                f.reason.to_string(),
-            ]);
+            let spared = report.spared.iter().find(|(id, _)| *id == f.candidate.id);
+            let (decision, why) = match spared {
+                Some((_, why)) => ("kept", format!("{}, but {why}", f.reason)),
+                None if report.deleted => ("deleted", f.reason.to_string()),
+                None => ("forget", f.reason.to_string()),
+            };
+            table.row(vec![f.candidate.id.clone(), decision.into(), why]);
         }
     }
     out.text(&table.render());

@@ -34,7 +34,7 @@ use crate::verify::check::record_report;
 use crate::verify::test_restore::{
     finish_test_restore, plan_test_restore, Comparison, RestoreJobEnd,
 };
-use crate::verify::{check_entries_with, CheckOptions, DataRead, VerificationStore};
+use crate::verify::{check_entries_with, CheckOptions, DataRead, Verdict, VerificationStore};
 
 /// The engine kind of a scheduled check or forget.
 pub const MAINTENANCE_KIND: &str = "daemon.maintenance";
@@ -152,6 +152,15 @@ fn item(e: &CatalogEntry, status: &str, detail: Option<String>) -> AlertItem {
     }
 }
 
+/// The alert status of a check that did not pass: a check that could not judge a snapshot
+/// (no key, an I/O error) is not a failed snapshot and must not read like one.
+fn verdict_status(verdict: Verdict) -> &'static str {
+    match verdict {
+        Verdict::Inconclusive => "check could not judge",
+        _ => "check failed",
+    }
+}
+
 fn finish(out: MaintenanceOutput, state: MaintenanceState) -> Transition<MaintenanceState> {
     let output = serde_json::to_value(&out).unwrap_or_default();
     if out.ok {
@@ -209,7 +218,7 @@ impl MaintenanceWorkflow {
         let mut problems = Vec::new();
         for f in report.failures() {
             if let Some(e) = by_id.get(f.id.as_str()) {
-                problems.push(item(e, "check failed", f.error.clone()));
+                problems.push(item(e, verdict_status(f.verdict), f.error.clone()));
             }
         }
         let read_count = report.entries.iter().filter(|e| e.read_data).count();
@@ -436,19 +445,27 @@ impl MaintenanceWorkflow {
         let copies_forgotten: usize = copies.iter().map(|d| d.plan.forget_ids().count()).sum();
         for c in report.verified_now.failures() {
             if let Some(e) = by_id.get(&c.id) {
-                problems.push(item(e, "check failed", c.error.clone()));
+                problems.push(item(e, verdict_status(c.verdict), c.error.clone()));
             }
         }
         let out = MaintenanceOutput {
             task: "forget".to_string(),
             ok: problems.is_empty(),
             summary: format!(
-                "forget `{}`: {kept} kept, {forgettable} {}, {copies_forgotten} copies forgotten by their destinations' retention, {} error(s)",
+                "forget `{}`: {kept} kept, {forgettable} {}{}, {copies_forgotten} copies forgotten by their destinations' retention, {} error(s)",
                 task.schedule,
                 if report.deleted {
                     "deleted"
                 } else {
                     "to forget (prune is off)"
+                },
+                if report.spared.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " ({} marked failed but kept: the check before deleting did not confirm it)",
+                        report.spared.len()
+                    )
                 },
                 errors
             ),

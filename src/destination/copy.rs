@@ -1,7 +1,8 @@
 //! The `copy.snapshot` workflow kind: copy one stored snapshot to one destination, durably.
 //!
 //! Data file first, manifest last (a manifest at the destination means its data is complete),
-//! then a [`CopyRecord`] so `forget --prune` can delete the copy. A destination that is down
+//! then a [`CopyRecord`] so `forget --prune` can delete the copy; `forget` also cancels a copy
+//! still under way ([`cancel_copies`]) and deletes what it already put. A destination that is down
 //! makes the step fail as retryable; the engine retries it with this kind's (long) backoff, and
 //! the local snapshot is unaffected meanwhile. Both puts overwrite, so a step repeated after a
 //! crash is harmless.
@@ -302,6 +303,100 @@ pub fn submit_copies(
         );
     }
     Ok(jobs)
+}
+
+/// Cancels the unfinished copy jobs of `snapshot_id` (one backing off between its data and
+/// manifest puts has no [`CopyRecord`] yet) and deletes what they already put, so that
+/// deleting the snapshot orphans nothing remote and leaves no job to fail on its missing
+/// files. A job cancelled while it is running a step only gets a cancel request: the
+/// snapshot must then be kept this time (an error); the next forget finds the job finished.
+/// Returns how many jobs were cancelled.
+pub async fn cancel_copies(
+    engine: &Engine,
+    destinations: &Destinations,
+    records: &CopyRecords,
+    snapshot_id: &str,
+) -> Result<usize, String> {
+    let filter = tcb_state::JobFilter {
+        kind: Some(CopyWorkflow::KIND_NAME.to_string()),
+        active_only: true,
+        ..tcb_state::JobFilter::default()
+    };
+    let mut cancelled = 0;
+    for job in engine.list(&filter).map_err(|e| e.to_string())? {
+        let Some(view) = engine.job(job.id).map_err(|e| e.to_string())? else {
+            continue;
+        };
+        let Ok(state) = serde_json::from_value::<CopyState>(view.state) else {
+            continue;
+        };
+        if state.snapshot_id != snapshot_id {
+            continue;
+        }
+        engine.cancel(job.id).map_err(|e| e.to_string())?;
+        let now = engine.job(job.id).map_err(|e| e.to_string())?;
+        if now.is_some_and(|v| !v.status().is_terminal()) {
+            return Err(format!(
+                "its copy to {} is running (job {}); cancel requested, kept until the next forget",
+                state.destination, job.id
+            ));
+        }
+        cancelled += 1;
+        delete_partial_copy(destinations, records, &state).await?;
+    }
+    Ok(cancelled)
+}
+
+/// Deletes what a cancelled copy job may have put: its data object (known once the job
+/// reached the manifest phase; unless another snapshot's copy uses it) and its manifest (a
+/// crash between the manifest put and the record leaves one). Objects not there are fine.
+async fn delete_partial_copy(
+    destinations: &Destinations,
+    records: &CopyRecords,
+    s: &CopyState,
+) -> Result<(), String> {
+    let dest = destinations.get(&s.destination).ok_or_else(|| {
+        format!(
+            "its unfinished copy to {} may have put objects there, and that destination is not configured (or not reachable from this command)",
+            s.destination
+        )
+    })?;
+    let by_key = |key: &str| RemoteObject {
+        key: key.to_string(),
+        remote_id: None,
+        bytes: 0,
+    };
+    let data = match &s.phase {
+        CopyPhase::Manifest { data } => data.clone(),
+        // The put may have finished without its commit (a crash): by key, where a key is
+        // enough to find it.
+        CopyPhase::Data => by_key(&s.data_key),
+    };
+    let shared = records
+        .data_object(&s.destination, &data.key, &s.snapshot_id)
+        .map_err(|e| e.to_string())?
+        .is_some();
+    // The data object is known to be there once the job reached the manifest phase: failing
+    // to delete it keeps the snapshot. The rest is only possibly there, and not addressable
+    // by key at every destination: best effort.
+    let known = matches!(s.phase, CopyPhase::Manifest { .. });
+    if !shared {
+        if let Err(e) = dest.delete(&data).await {
+            if known {
+                return Err(format!(
+                    "deleting {} put by its unfinished copy to {}: {e}",
+                    data.key, s.destination
+                ));
+            }
+            tracing::warn!(key = %data.key, destination = %s.destination, error = %e,
+                "could not delete what a cancelled copy may have put");
+        }
+    }
+    if let Err(e) = dest.delete(&by_key(&s.manifest_key)).await {
+        tracing::warn!(key = %s.manifest_key, destination = %s.destination, error = %e,
+            "could not delete what a cancelled copy may have put");
+    }
+    Ok(())
 }
 
 /// Deletes every recorded copy of `snapshot_id` (see [`delete_copy`]); returns how many.

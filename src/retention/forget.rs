@@ -1,10 +1,14 @@
 //! `tcb-backup forget`: verify what has not been verified, plan with [`super::plan`], and with
-//! `--prune` delete what the plan forgets — remote copies first, then the local data file and
-//! manifest ([`super::prune`]), then the catalog and verification records. Without `--prune`
+//! `--prune` delete what the plan forgets — remote copies first, then (marked as being
+//! deleted and unlisted) the local manifest and data file ([`super::prune`]), then the
+//! records; see [`ForgetHooks`] for why that order is crash safe. Without `--prune`
 //! (or with `--dry-run`) nothing is deleted and the plan is the answer.
 //!
-//! Unverified snapshots are checked (files + sha256) before planning so that they can count;
-//! a snapshot whose check fails becomes `Failed` and never counts.
+//! Unverified snapshots (never judged: a check that could not judge, such as a data read
+//! without the key of an encrypted snapshot, is no verdict) are checked (files + sha256)
+//! before planning so that they can count; a snapshot whose check fails becomes `Failed` and
+//! never counts. A snapshot the plan forgets as failed is checked once more right before it
+//! would be deleted, and deleted only if that check still fails (otherwise it is `spared`).
 //!
 //! Each destination with its own retention ([`CatalogHooks::forget_copies`]) then plans, and
 //! with `--prune` deletes, its copies of the snapshots kept locally. The CLI and the daemon's
@@ -16,12 +20,13 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::catalog::CatalogEntry;
+use crate::verify::check::{apply_check, confirm_failed};
 use crate::verify::{
     check_entries, CheckOptions, CheckReport, VerificationRecord, VerificationStore,
 };
 
 use super::prune::{delete_local_snapshot, Removed};
-use super::{plan, Candidate, RetentionPlan, RetentionPolicy, Standing};
+use super::{plan, Candidate, ForgetReason, RetentionPlan, RetentionPolicy, Standing};
 
 /// Retention candidates for `entries`, with their standing from `records`.
 pub fn candidates(
@@ -58,17 +63,31 @@ pub struct ForgetReport {
     pub verified_now: CheckReport,
     pub plan: RetentionPlan,
     pub removed: Vec<(String, Removed)>,
+    /// Snapshots the plan forgot as failed but that were kept because the check re-run just
+    /// before deleting did not confirm the failure, with why.
+    pub spared: Vec<(String, String)>,
     /// Deletions that failed (the snapshot stays recorded; the next run tries again).
     pub errors: Vec<String>,
     pub deleted: bool,
 }
 
 /// Callbacks into the parts of the tool that hold other copies and records of a snapshot.
+///
+/// One snapshot is deleted in this order, each part safe to repeat: its remote copies
+/// ([`Self::delete_remote_copies`]; a failure keeps the snapshot, listed and whole), then
+/// [`Self::begin_forget`] durably marks it as being deleted and drops it from the catalog, then
+/// its manifest and data file go, its verification record, and [`Self::end_forget`] clears
+/// the mark. A crash anywhere leaves either a whole, listed snapshot or an unlisted, marked
+/// one, which the next `forget --prune` finishes first ([`Self::unfinished`]).
 pub trait ForgetHooks {
     /// Deletes the snapshot's remote copies (destinations); called before the local files go.
     fn delete_remote_copies(&mut self, entry: &CatalogEntry) -> Result<(), String>;
-    /// Drops the snapshot's catalog record; called after its files are gone.
-    fn forget_record(&mut self, entry: &CatalogEntry) -> Result<(), String>;
+    /// Durably marks the snapshot as being deleted, then drops its catalog record.
+    fn begin_forget(&mut self, entry: &CatalogEntry) -> Result<(), String>;
+    /// Clears the mark: the snapshot is gone.
+    fn end_forget(&mut self, entry: &CatalogEntry) -> Result<(), String>;
+    /// Snapshots marked by a deletion that did not finish.
+    fn unfinished(&mut self) -> Result<Vec<CatalogEntry>, String>;
 }
 
 /// The retention plan of one destination: `policy` applied to the snapshots of `entries` that
@@ -105,8 +124,7 @@ pub fn verify_unverified(
             .map_err(|e| e.to_string())?;
     }
     for c in &verified_now.entries {
-        let r = records.entry(c.id.clone()).or_default();
-        r.last_check_ok = Some(c.ok);
+        apply_check(records.entry(c.id.clone()).or_default(), c, now);
     }
     Ok((verified_now, records))
 }
@@ -131,33 +149,81 @@ pub fn forget(
         return Ok(report);
     }
     report.deleted = true;
+    // Deletions a crash interrupted come first: their snapshots are no longer listed.
+    match hooks.unfinished() {
+        Ok(pending) => {
+            for entry in pending {
+                delete_snapshot(&entry, store, hooks, &mut report);
+            }
+        }
+        Err(e) => report.errors.push(format!("unfinished deletions: {e}")),
+    }
     let by_id: HashMap<&str, &CatalogEntry> = entries.iter().map(|e| (e.id.as_str(), e)).collect();
     let ids: Vec<String> = report.plan.forget_ids().map(String::from).collect();
+    // A verdict may be stale or wrong; a snapshot goes as failed only if it fails now.
+    let failed: std::collections::HashSet<String> = report
+        .plan
+        .groups
+        .iter()
+        .flat_map(|g| g.forget.iter())
+        .filter(|f| f.reason == ForgetReason::Failed)
+        .map(|f| f.candidate.id.clone())
+        .collect();
     for id in ids {
         let Some(entry) = by_id.get(id.as_str()) else {
             continue;
         };
+        if failed.contains(id.as_str()) {
+            if let Err(why) = confirm_failed(entry) {
+                report.spared.push((id.clone(), why));
+                continue;
+            }
+        }
         if let Err(e) = hooks.delete_remote_copies(entry) {
             report.errors.push(format!("{id}: remote copies: {e}"));
             continue;
         }
-        match delete_local_snapshot(entry) {
-            Ok(removed) => report.removed.push((id.clone(), removed)),
-            Err(e) => {
-                report.errors.push(e.to_string());
-                continue;
-            }
-        }
-        if let Err(e) = hooks.forget_record(entry) {
-            report.errors.push(format!("{id}: catalog: {e}"));
-        }
-        if let Err(e) = store.remove(&id) {
-            report
-                .errors
-                .push(format!("{id}: verification record: {e}"));
-        }
+        // The copies are gone; the snapshot is still whole and listed.
+        crate::faultpoint::hit("forget.after_remote_copies");
+        delete_snapshot(entry, store, hooks, &mut report);
     }
     Ok(report)
+}
+
+/// Deletes one snapshot whose remote copies are gone (see [`ForgetHooks`] for the order);
+/// safe to repeat on a snapshot a crash left half-deleted. Errors go to the report and leave
+/// the mark, so the next run finishes it.
+fn delete_snapshot(
+    entry: &CatalogEntry,
+    store: &VerificationStore,
+    hooks: &mut dyn ForgetHooks,
+    report: &mut ForgetReport,
+) {
+    let id = &entry.id;
+    if let Err(e) = hooks.begin_forget(entry) {
+        report.errors.push(format!("{id}: catalog: {e}"));
+        return;
+    }
+    // Marked and unlisted; the files are all there.
+    crate::faultpoint::hit("forget.after_mark");
+    match delete_local_snapshot(entry) {
+        Ok(removed) => report.removed.push((id.clone(), removed)),
+        Err(e) => {
+            report.errors.push(e.to_string());
+            return;
+        }
+    }
+    // The files are gone; the records and the mark are not.
+    crate::faultpoint::hit("forget.after_files_removed");
+    if let Err(e) = store.remove(id) {
+        report
+            .errors
+            .push(format!("{id}: verification record: {e}"));
+        return;
+    }
+    if let Err(e) = hooks.end_forget(entry) {
+        report.errors.push(format!("{id}: {e}"));
+    }
 }
 
 /// The hooks of a forget run against the state store: catalog records are dropped from the
@@ -165,7 +231,10 @@ pub fn forget(
 /// destination these hooks cannot reach (none given, or not configured) keeps its snapshot,
 /// with an error, rather than being orphaned.
 pub struct CatalogHooks {
+    engine: tcb_state::Engine,
     catalog_kv: tcb_state::KvNamespace,
+    /// Snapshots being deleted (id → catalog entry), see [`ForgetHooks`].
+    forgetting_kv: tcb_state::KvNamespace,
     copies: crate::destination::copy::CopyRecords,
     remote: Option<RemoteCopies>,
 }
@@ -178,11 +247,16 @@ pub struct RemoteCopies {
 }
 
 impl CatalogHooks {
+    /// The kv namespace of the deletion marks.
+    pub const FORGETTING_NAMESPACE: &'static str = "forgetting";
+
     pub fn new(engine: &tcb_state::Engine, remote: Option<RemoteCopies>) -> Self {
         use crate::backup::catalog_store::SnapshotCatalog;
         use crate::destination::copy::CopyRecords;
         CatalogHooks {
+            engine: engine.clone(),
             catalog_kv: engine.kv(SnapshotCatalog::NAMESPACE),
+            forgetting_kv: engine.kv(Self::FORGETTING_NAMESPACE),
             copies: CopyRecords::new(engine.kv(CopyRecords::NAMESPACE)),
             remote,
         }
@@ -192,14 +266,23 @@ impl CatalogHooks {
 impl ForgetHooks for CatalogHooks {
     fn delete_remote_copies(&mut self, entry: &CatalogEntry) -> Result<(), String> {
         if let Some(remote) = &self.remote {
-            return remote
-                .runtime
-                .block_on(crate::destination::copy::delete_copies(
+            // Copies under way first: once cancelled they cannot record a copy behind us.
+            return remote.runtime.block_on(async {
+                crate::destination::copy::cancel_copies(
+                    &self.engine,
                     &remote.destinations,
                     &self.copies,
                     &entry.id,
-                ))
-                .map(|_| ());
+                )
+                .await?;
+                crate::destination::copy::delete_copies(
+                    &remote.destinations,
+                    &self.copies,
+                    &entry.id,
+                )
+                .await
+                .map(|_| ())
+            });
         }
         let copies = self
             .copies
@@ -218,11 +301,29 @@ impl ForgetHooks for CatalogHooks {
             ))
         }
     }
-    fn forget_record(&mut self, entry: &CatalogEntry) -> Result<(), String> {
+    fn begin_forget(&mut self, entry: &CatalogEntry) -> Result<(), String> {
+        self.forgetting_kv
+            .put(&entry.id, entry)
+            .map_err(|e| e.to_string())?;
         self.catalog_kv
             .remove(&entry.id)
             .map(|_| ())
             .map_err(|e| e.to_string())
+    }
+    fn end_forget(&mut self, entry: &CatalogEntry) -> Result<(), String> {
+        self.forgetting_kv
+            .remove(&entry.id)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+    fn unfinished(&mut self) -> Result<Vec<CatalogEntry>, String> {
+        Ok(self
+            .forgetting_kv
+            .scan_prefix::<CatalogEntry>("")
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|(_, e)| e)
+            .collect())
     }
 }
 

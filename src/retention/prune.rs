@@ -1,10 +1,11 @@
 //! Deleting one forgotten snapshot from the local destination.
 //!
-//! Order matters for crash safety: the data file goes first, then the manifest. A crash in
-//! between leaves a manifest whose data file is missing, which `check` reports as failed and
-//! the next `forget` deletes; the other order would leave an orphan data file nothing refers to.
-//! Both removals are idempotent (a file already gone is fine), and the directory is fsynced so
-//! a deletion that was reported is durable.
+//! The manifest goes first, then the data file: `catalog rebuild` (which works from the
+//! manifests) then never finds a snapshot whose data is gone. A crash in between leaves a data
+//! file without a manifest; the caller has marked the snapshot as being deleted before
+//! calling this (see [`super::forget::ForgetHooks`]), so the next `forget --prune` finishes
+//! it. Both removals are idempotent (a file already gone is fine), and the directory is
+//! fsynced so a deletion that was reported is durable.
 //!
 //! A data file shared with another snapshot (skip unchanged, see [`crate::data_refs`]) is kept
 //! while any other manifest of its directory still names it; only the manifest goes. The check
@@ -57,7 +58,7 @@ fn remove_if_present(id: &str, path: &Path, removed: &mut Removed) -> Result<(),
     }
 }
 
-/// Removes the data file (unless another manifest still names it), then the manifest, of
+/// Removes the manifest, then the data file (unless another manifest still names it), of
 /// `entry`, and syncs their directory. Blocking (waits for the directory's guard).
 pub fn delete_local_snapshot(entry: &CatalogEntry) -> Result<Removed, PruneError> {
     let mut removed = Removed::default();
@@ -81,12 +82,14 @@ pub fn delete_local_snapshot(entry: &CatalogEntry) -> Result<Removed, PruneError
                 source,
             }
         })?;
+    remove_if_present(&entry.id, &entry.manifest_path, &mut removed)?;
+    // The manifest is gone, the data file not yet.
+    crate::faultpoint::hit("forget.after_manifest_removed");
     if shared {
         removed.shared_data_kept = Some(entry.data_path.clone());
     } else {
         remove_if_present(&entry.id, &entry.data_path, &mut removed)?;
     }
-    remove_if_present(&entry.id, &entry.manifest_path, &mut removed)?;
     if let Some(dir) = entry.manifest_path.parent() {
         if !removed.files.is_empty() {
             crate::archive::fsutil::sync_dir(dir).map_err(|source| PruneError {

@@ -16,12 +16,22 @@ pub struct VerificationRecord {
     /// The last check of any depth (files + sha256, maybe data).
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub last_checked_at: Option<OffsetDateTime>,
+    /// The last verdict (`None`: never judged). A check that could not judge (see
+    /// [`crate::verify::check::Verdict::Inconclusive`]) leaves it as it was.
     #[serde(default)]
     pub last_check_ok: Option<bool>,
+    /// The last check could not judge the snapshot (`last_error` says why).
+    #[serde(default)]
+    pub last_check_inconclusive: bool,
     #[serde(default)]
     pub last_check_read_data: bool,
     #[serde(default)]
     pub last_error: Option<String>,
+    /// The last check that tried to read the data, whatever it concluded: what
+    /// `--read-data-subset` rotates on, so a snapshot whose data cannot be read (corrupt, or
+    /// no key) does not take a place in every run.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub last_data_read_at: Option<OffsetDateTime>,
     /// The last check that decompressed and counted the data and passed.
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub last_data_verified_at: Option<OffsetDateTime>,
@@ -34,7 +44,8 @@ pub struct VerificationRecord {
 }
 
 impl VerificationRecord {
-    /// Retention counts a snapshot only if its last check passed; a failed one never counts.
+    /// Retention counts a snapshot only if its last verdict was a pass; a failed one never
+    /// counts. A check that could not judge is no verdict at all.
     pub fn standing(&self) -> Standing {
         match self.last_check_ok {
             Some(true) => Standing::Counted,

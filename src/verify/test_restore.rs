@@ -1,9 +1,13 @@
 //! `check --test-restore`: prove a snapshot restores. The snapshot is restored (the ordinary
 //! restore workflow) into a scratch collection `<collection>_verify_<UTC time>` of its own env,
 //! the document count and a sample of documents are compared with the snapshot, and the scratch
-//! collection is dropped whatever the outcome.
+//! collection is dropped whatever the outcome (interrupted or failed included, best effort).
+//! The command line drives only the restore job: copy jobs backing off for days do not keep a
+//! test restore waiting.
 
+use std::future::Future;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::Serialize;
 use serde_json::Value;
@@ -17,6 +21,7 @@ use crate::client::CloudBaseClient;
 use crate::naming;
 use crate::restore::{ImportOutcome, RestorePlan, RestoreRequest, RestoreState, RestoreWorkflow};
 
+use super::ejson;
 use super::records::VerificationStore;
 
 /// `<collection>_verify_<UTC time>`, shortened to a valid name.
@@ -123,7 +128,7 @@ pub async fn compare_restored(
         let query = format!("db.collection({collection:?}).where({{_id: {id_literal}}}).get()");
         match client.database_query(env, &query).await {
             Ok(page) => match page.data.as_slice() {
-                [found] if found == doc => {}
+                [found] if ejson::same_document(found, doc) => {}
                 [found] => problems.push(format!(
                     "document {id_literal} differs: snapshot {doc}, restored {found}"
                 )),
@@ -220,16 +225,20 @@ pub async fn finish_test_restore(
                 problems.push(format!("{} records failed to import", outcome.record_fail));
             }
         }
+        // No early return from here on: the scratch collection is dropped whatever happens.
         let path_entry = entry.clone();
         let keys = match (&entry.manifest.encryption, identity_file) {
-            (Some(_), Some(path)) => Some(Identities::load(path).map_err(|e| fail(e.to_string()))?),
-            _ => None,
+            (Some(_), Some(path)) => Identities::load(path).map(Some).map_err(|e| e.to_string()),
+            _ => Ok(None),
         };
-        let sample = tokio::task::spawn_blocking(move || {
-            sample_documents(&path_entry, sample_size, keys.as_ref())
-        })
-        .await
-        .map_err(|e| fail(e.to_string()))?;
+        let sample = match keys {
+            Ok(keys) => tokio::task::spawn_blocking(move || {
+                sample_documents(&path_entry, sample_size, keys.as_ref())
+            })
+            .await
+            .unwrap_or_else(|e| Err(format!("the sampling task failed: {e}"))),
+            Err(e) => Err(e),
+        };
         match sample {
             Ok(sample) => {
                 sampled = sample.len();
@@ -248,11 +257,7 @@ pub async fn finish_test_restore(
             end.error.clone().unwrap_or_default()
         ));
     }
-    let drop_error = client
-        .delete_collection(env, scratch)
-        .await
-        .err()
-        .map(|e| format!("dropping {env}/{scratch}: {e}"));
+    let drop_error = drop_scratch(client, env, scratch).await;
     let result = TestRestoreResult {
         snapshot_id: entry.id.clone(),
         scratch_collection: scratch.to_string(),
@@ -272,6 +277,43 @@ pub async fn finish_test_restore(
     Ok(result)
 }
 
+/// Drops a scratch collection; the error, if any, as the report says it. One that does not
+/// exist (-502005: an interrupted restore may not have created it yet) is fine.
+async fn drop_scratch(client: &CloudBaseClient, env: &str, scratch: &str) -> Option<String> {
+    match client.delete_collection(env, scratch).await {
+        Ok(()) => None,
+        Err(e) if e.errcode() == Some(COLLECTION_DOES_NOT_EXIST) => None,
+        Err(e) => Some(format!("dropping {env}/{scratch}: {e}")),
+    }
+}
+
+/// The errcode of "collection does not exist" (wechat-api.md §10).
+const COLLECTION_DOES_NOT_EXIST: i64 = -502005;
+
+/// Runs the engine until `job` is terminal or `interrupt` fires (then stops gracefully: the
+/// running step gets the engine's shutdown grace). Only this job is waited for: a copy job
+/// backing off for days, or any other unfinished job, does not keep it running. `true` when
+/// interrupted.
+async fn drive_job(
+    engine: &Engine,
+    job: JobId,
+    interrupt: impl Future<Output = ()>,
+) -> Result<bool, tcb_state::EngineError> {
+    let interrupted = AtomicBool::new(false);
+    let stop = async {
+        tokio::select! {
+            () = interrupt => interrupted.store(true, Ordering::SeqCst),
+            done = engine.wait(job) => {
+                if let Err(e) = done {
+                    tracing::warn!(%job, error = %e, "cannot wait for the test restore job");
+                }
+            }
+        }
+    };
+    engine.run(stop).await?;
+    Ok(interrupted.load(Ordering::SeqCst))
+}
+
 /// Runs one test restore to the end on `engine` (which must have [`RestoreWorkflow`]
 /// registered and no other runner active), records the result and drops the scratch collection.
 /// An encrypted snapshot needs [`run_test_restore_with_identity`].
@@ -283,35 +325,66 @@ pub async fn run_test_restore(
     sample_size: usize,
     now: OffsetDateTime,
 ) -> Result<TestRestoreResult, TestRestoreError> {
-    run_test_restore_with_identity(engine, client, store, entry, sample_size, now, None).await
+    let compare = Comparison {
+        sample_size,
+        identity_file: None,
+    };
+    run_test_restore_with_identity(
+        engine,
+        client,
+        store,
+        entry,
+        compare,
+        now,
+        std::future::pending(),
+    )
+    .await
 }
 
-/// [`run_test_restore`], decrypting an encrypted snapshot with the identity file (both for the
-/// restore and for the sample it compares).
+/// [`run_test_restore`], decrypting an encrypted snapshot with the comparison's identity file
+/// (both for the restore and for the sample it compares), and stopping at `interrupt`: the
+/// restore job is then cancelled (it must not resume later into a collection nobody drops)
+/// and the scratch collection dropped, best effort, the error saying how that went.
 pub async fn run_test_restore_with_identity(
     engine: &Engine,
     client: &CloudBaseClient,
     store: &VerificationStore,
     entry: &CatalogEntry,
-    sample_size: usize,
+    compare: Comparison<'_>,
     now: OffsetDateTime,
-    identity_file: Option<&Path>,
+    interrupt: impl Future<Output = ()>,
 ) -> Result<TestRestoreResult, TestRestoreError> {
     let fail = |message: String| TestRestoreError::Failed {
         id: entry.id.clone(),
         message,
     };
-    let planned = plan_test_restore(entry, now, identity_file)?;
+    let planned = plan_test_restore(entry, now, compare.identity_file)?;
     let job = engine
         .submit::<RestoreWorkflow>(
             planned.state.clone(),
             SubmitOptions::label(format!("test-restore {}", entry.id)),
         )
         .map_err(|e| fail(e.to_string()))?;
-    engine
-        .run_until_idle()
-        .await
-        .map_err(|e| fail(e.to_string()))?;
+    let target = (planned.env.as_str(), planned.scratch_collection.as_str());
+    let stopped = match drive_job(engine, job, interrupt).await {
+        Ok(false) => None,
+        Ok(true) => Some("interrupted".to_string()),
+        Err(e) => Some(e.to_string()),
+    };
+    if let Some(why) = stopped {
+        let cancel = engine
+            .cancel(job)
+            .err()
+            .map(|e| format!("; cancelling restore job {job}: {e}"));
+        let dropped = match drop_scratch(client, target.0, target.1).await {
+            None => format!("scratch collection {}/{} dropped", target.0, target.1),
+            Some(e) => format!("{e}; drop it by hand"),
+        };
+        return Err(fail(format!(
+            "{why} ({dropped}{})",
+            cancel.unwrap_or_default()
+        )));
+    }
     let view = engine
         .job(job)
         .map_err(|e| fail(e.to_string()))?
@@ -322,18 +395,5 @@ pub async fn run_test_restore_with_identity(
         output: view.output.clone(),
         error: view.summary.last_error.clone(),
     };
-    let target = (planned.env.as_str(), planned.scratch_collection.as_str());
-    finish_test_restore(
-        client,
-        store,
-        entry,
-        target,
-        &end,
-        Comparison {
-            sample_size,
-            identity_file,
-        },
-        now,
-    )
-    .await
+    finish_test_restore(client, store, entry, target, &end, compare, now).await
 }

@@ -11,7 +11,7 @@ mod crash_support;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crash_support::{assert_died_at, stderr, Fixture};
+use crash_support::{assert_died_at, stderr, Fixture, SpareExports};
 use tcb_backup::archive;
 use tcb_backup::emulator::{FaultAction, FaultRule};
 use tcb_backup::faultpoint;
@@ -171,7 +171,7 @@ async fn server_clock_jump_mid_backup() {
         .advance_clock(Duration::from_secs(6 * 3600));
     fx.backup_until_done(2).await;
     let found = fx.check_invariants().await;
-    fx.check_exports(&found, 0);
+    fx.check_exports(&found, &SpareExports::None);
     assert!(
         fx.emu.control().issued_tokens().len() > tokens_before,
         "a fresh token after the jump"

@@ -107,10 +107,6 @@ async fn before_manifest_rename() {
 crash_case!(after_manifest, "crm", "backup.after_manifest", 2, 0);
 crash_case!(after_catalog, "crn", "backup.after_catalog", 2, 0);
 
-/// Points whose crash case currently fails (see the ignored case above); skipped here so the
-/// rest of the sequence keeps running in CI.
-const KNOWN_BUGS: &[&str] = &[];
-
 /// Every point a plain backup passes, in turn on the same backup: a crash at each, restarting
 /// in between. (The record step's points for unchanged exports and copies, and the copy and
 /// restore workflows' points, have their cases in `crash_restore_copy.rs`.)
@@ -122,9 +118,6 @@ async fn crash_at_every_point_in_one_backup() {
     // Per collection, the exports the crashes left uncommitted (orphans for good).
     let mut left: BTreeMap<(String, String), BTreeSet<u64>> = BTreeMap::new();
     for point in faultpoint::BACKUP_POINTS {
-        if KNOWN_BUGS.contains(point) {
-            continue;
-        }
         let out = fx
             .backup(&[(faultpoint::ENV_VAR, point)], Duration::from_secs(120))
             .await;

@@ -413,8 +413,8 @@ pub async fn download(
 }
 
 /// A single `bytes=a-b` / `bytes=a-` / `bytes=-n` range → (start, length); None if unsatisfiable
-/// or malformed.
-fn parse_range(value: &str, total: u64) -> Option<(u64, u64)> {
+/// or malformed. Public for the fuzzer (`fuzz/fuzz_targets/emulator_request.rs`).
+pub fn parse_range(value: &str, total: u64) -> Option<(u64, u64)> {
     let spec = value.trim().strip_prefix("bytes=")?;
     if spec.contains(',') {
         return None;

@@ -461,6 +461,20 @@ pub enum SpareExports {
     AtMost(BTreeMap<(String, String), usize>),
 }
 
+/// Set (to 1) where the tests that need root or an extra tool must run (CI runs as root and
+/// installs the tools): then such a test fails instead of skipping, so it cannot silently stop
+/// running.
+pub const REQUIRE_ENV: &str = "TCB_REQUIRE_PRIVILEGED_TESTS";
+
+/// A test that cannot run here: prints why and skips (None), or fails when [`REQUIRE_ENV`]
+/// is 1.
+pub fn skip_or_fail<T>(why: &str) -> Option<T> {
+    let required = std::env::var(REQUIRE_ENV).is_ok_and(|v| v == "1");
+    assert!(!required, "{REQUIRE_ENV}=1 but {why}");
+    eprintln!("SKIP: {why}");
+    None
+}
+
 /// Runs the binary with `args` after `--config`, extra env, a deadline (then SIGKILL).
 pub async fn run(config: &Path, args: &[&str], env: &[(&str, &str)], timeout: Duration) -> Output {
     let mut cmd = tokio::process::Command::new(BIN);

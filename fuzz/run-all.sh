@@ -15,7 +15,7 @@ set -eu
 SECONDS_EACH="${1:-20}"
 RUNS="${FUZZ_RUNS:--1}"
 cd "$(dirname "$0")"
-TARGETS="api_response config_parse cron_parse job_state manifest_parse emulator_query"
+TARGETS="api_response config_parse cron_parse job_state manifest_parse emulator_query emulator_request"
 set -- -s none
 if [ -n "${FUZZ_DEV:-}" ]; then
     set -- "$@" --dev

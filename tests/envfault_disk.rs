@@ -1,8 +1,11 @@
-//! Environment faults on the destination filesystem: disk full (a 2 MiB tmpfs) and a
-//! destination remounted read-only. Each must end the affected backups with a clear error,
-//! leave no partial file, and keep every earlier snapshot intact and verifiable.
+//! Environment faults on the filesystems: the destination's disk full (a 2 MiB tmpfs), the
+//! destination remounted read-only, and the state store's disk full. Each must end the
+//! affected backups with a clear error, leave no partial file, and keep every earlier snapshot
+//! intact, listed and verifiable.
 //!
-//! Mounting needs root (CAP_SYS_ADMIN); without it the tests print why they skip and pass.
+//! Mounting needs root (CAP_SYS_ADMIN). Without it the tests print why they skip and pass,
+//! unless `TCB_REQUIRE_PRIVILEGED_TESTS=1` (set by CI, which runs as root): then they fail,
+//! so that they cannot silently stop running.
 
 // Shared with the workflow tests (their file); its style lints are theirs.
 #[allow(clippy::field_reassign_with_default)]
@@ -13,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crash_support::{stderr, Fixture};
+use crash_support::{skip_or_fail, stderr, Fixture};
 use rand::{Rng, SeedableRng};
 use tcb_backup::archive;
 
@@ -63,21 +66,37 @@ impl Drop for Mount {
     }
 }
 
-/// Mounts a tmpfs on the fixture's destination, or says why not.
-fn mount_destination(fx: &Fixture, size: &str) -> Option<Mount> {
+/// Mounts a tmpfs of `size` on `dir`, or says why not: a skip, or a failure under
+/// `TCB_REQUIRE_PRIVILEGED_TESTS=1` (`crash_support::skip_or_fail`).
+fn mount_tmpfs(dir: &Path, size: &str) -> Option<Mount> {
     // Only root may mount.
-    let uid = Command::new("id").arg("-u").output().ok()?;
-    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
-        eprintln!("SKIP: not root, cannot mount a tmpfs");
-        return None;
+    let uid = Command::new("id").arg("-u").output();
+    let root = uid.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    if !root {
+        return skip_or_fail("not root, cannot mount a tmpfs");
     }
-    match Mount::tmpfs(&fx.snapshots_dir(), size) {
+    match Mount::tmpfs(dir, size) {
         Ok(m) => Some(m),
-        Err(e) => {
-            eprintln!("SKIP: {e}");
-            None
+        Err(e) => skip_or_fail(&e),
+    }
+}
+
+/// Fills the filesystem of `dir` with a file until it is full (ENOSPC); returns the file.
+fn fill_up(dir: &Path) -> PathBuf {
+    use std::io::Write;
+    let path = dir.join("filler");
+    let mut f = std::fs::File::create(&path).expect("create the filler");
+    let chunk = vec![0u8; 4096];
+    loop {
+        match f.write_all(&chunk) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(28) => break,
+            Err(e) => panic!("filling {}: {e}", dir.display()),
         }
     }
+    // What did not fit stays unwritten; the file holds everything that did.
+    let _ = f.sync_all();
+    path
 }
 
 /// Incompressible documents (random hex), ~`bytes` of export in total.
@@ -106,7 +125,7 @@ fn verify_all(before: &[(PathBuf, tcb_backup::manifest::Manifest)]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disk_full_keeps_earlier_snapshots() {
     let fx = Fixture::new("edf", 1, 3, 30, 0, 2).await;
-    let Some(_mount) = mount_destination(&fx, "2m") else {
+    let Some(_mount) = mount_tmpfs(&fx.snapshots_dir(), "2m") else {
         return;
     };
     fx.backup_until_done(1).await;
@@ -138,7 +157,7 @@ async fn disk_full_keeps_earlier_snapshots() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_only_destination_keeps_earlier_snapshots() {
     let fx = Fixture::new("ero", 1, 3, 30, 0, 2).await;
-    let Some(mount) = mount_destination(&fx, "8m") else {
+    let Some(mount) = mount_tmpfs(&fx.snapshots_dir(), "8m") else {
         return;
     };
     fx.backup_until_done(1).await;
@@ -157,5 +176,86 @@ async fn read_only_destination_keeps_earlier_snapshots() {
     let now = backup_support::manifests(&fx.snapshots_dir());
     assert_eq!(now.len(), before.len());
     fx.check_no_stray_files(&now, false);
+    fx.emu.shutdown().await;
+}
+
+/// KNOWN BUG (reported): the state store's filesystem fills up during a backup. Expected:
+/// the backup stops with the store's error (`No space left on device`), every earlier
+/// snapshot stays listed and verifies, and once there is room the interrupted run finishes.
+/// Measured (2026-12-04, 8 runs): in 3 the binary exits 1 with exactly that error; in the
+/// others the engine's runner spins at full CPU (gdb: `Engine::drive` → `SledJobStore::due`
+/// and `run_job` over and over) re-claiming jobs whose claim failed, and never exits. In the
+/// one run that got past that, `backup --resume-only` with room again did not finish within
+/// 120 s either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "known bug: with the state store's disk full the runner can spin instead of failing"]
+async fn state_store_disk_full_keeps_earlier_snapshots() {
+    let fx = Fixture::new("esf", 1, 3, 30, 0, 2).await;
+    let Some(_mount) = mount_tmpfs(&fx.state_dir(), "32m") else {
+        return;
+    };
+    fx.backup_until_done(1).await;
+    let before = fx.check_invariants().await;
+    let before_ids: Vec<String> = fx
+        .catalog()
+        .await
+        .iter()
+        .filter_map(|e| e.get("id").and_then(|v| v.as_str()).map(str::to_string))
+        .collect();
+    // Enough new collections that the next run's job records outgrow the store's allocated
+    // space (a few jobs fit in what sled already holds).
+    let env = fx.apps[0].envs[0].clone();
+    for n in 0..80 {
+        let docs = (0..5)
+            .map(|i| serde_json::json!({ "_id": format!("d{i}"), "n": i }))
+            .collect();
+        fx.emu
+            .control()
+            .insert_documents(&env, &format!("more{n:02}"), docs)
+            .expect("insert");
+    }
+    let filler = fill_up(&fx.state_dir());
+
+    let out = fx.backup(&[], Duration::from_secs(60)).await;
+    let all = format!("{}{}", stderr(&out), String::from_utf8_lossy(&out.stdout));
+    assert!(
+        !out.status.success(),
+        "a backup with a full state disk succeeded: {all}"
+    );
+    assert_ne!(out.status.code(), Some(101), "panicked: {all}");
+    assert!(
+        all.contains("No space left on device"),
+        "the error should say the disk is full: {all}"
+    );
+    verify_all(&before);
+
+    std::fs::remove_file(&filler).expect("remove the filler");
+    let catalog = fx.catalog().await;
+    for id in &before_ids {
+        assert!(
+            catalog
+                .iter()
+                .any(|e| e.get("id").and_then(|v| v.as_str()) == Some(id)),
+            "{id} no longer listed"
+        );
+    }
+    fx.until_done(&["--json", "backup", "--resume-only"], 3)
+        .await;
+    fx.backup_until_done(2).await;
+    let now = backup_support::manifests(&fx.snapshots_dir());
+    for (p, m) in &now {
+        archive::verify_snapshot(&m.data_path(p), m, true).expect("verifies");
+    }
+    fx.check_no_stray_files(&now, false);
+    let listed = fx.catalog().await;
+    for (env, collection) in fx.targets() {
+        assert!(
+            now.iter()
+                .any(|(_, m)| m.env == env && m.collection == collection),
+            "no snapshot of {env}/{collection}"
+        );
+    }
+    assert_eq!(listed.len(), now.len(), "one catalog entry per snapshot");
+    assert!(fx.open_jobs().await.is_empty(), "jobs left open");
     fx.emu.shutdown().await;
 }

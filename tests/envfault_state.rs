@@ -11,7 +11,7 @@ mod crash_support;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crash_support::{assert_died_at, stderr, Fixture};
+use crash_support::{assert_died_at, stderr, Fixture, SpareExports};
 use tcb_backup::archive;
 use tcb_backup::emulator::{FaultAction, FaultRule};
 use tcb_backup::faultpoint;
@@ -171,10 +171,121 @@ async fn server_clock_jump_mid_backup() {
         .advance_clock(Duration::from_secs(6 * 3600));
     fx.backup_until_done(2).await;
     let found = fx.check_invariants().await;
-    fx.check_exports(&found, 0);
+    fx.check_exports(&found, &SpareExports::None);
     assert!(
         fx.emu.control().issued_tokens().len() > tokens_before,
         "a fresh token after the jump"
     );
+    fx.emu.shutdown().await;
+}
+
+/// The ids `snapshots --json` listed, sorted.
+fn catalog_ids(catalog: &[serde_json::Value]) -> Vec<String> {
+    let mut ids: Vec<String> = catalog
+        .iter()
+        .filter_map(|e| e.get("id").and_then(|v| v.as_str()).map(str::to_string))
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// A finished backup of three collections whose second catalog entry (in id order) is then
+/// overwritten in the state store with bytes that are not a record. Returns the snapshots, all
+/// catalog ids and the broken one.
+async fn backup_with_corrupted_catalog_entry(
+    prefix: &str,
+) -> (
+    Fixture,
+    Vec<(PathBuf, tcb_backup::manifest::Manifest)>,
+    Vec<String>,
+    String,
+) {
+    let fx = Fixture::new(prefix, 1, 3, 30, 0, 1).await;
+    fx.backup_until_done(1).await;
+    let before = fx.check_invariants().await;
+    let all_ids = catalog_ids(&fx.catalog().await);
+    assert_eq!(all_ids.len(), 3);
+    let victim = all_ids[1].clone();
+    let store = SledJobStore::open(&fx.state_dir()).expect("open sled");
+    let tree = store.db().open_tree("kv/catalog").expect("catalog tree");
+    let old = tree
+        .insert(victim.as_bytes(), &b"{\"id\": 7, not json"[..])
+        .expect("overwrite");
+    assert!(old.is_some(), "the catalog key layout changed");
+    store.db().flush().expect("flush");
+    drop(store);
+    (fx, before, all_ids, victim)
+}
+
+/// `snapshots --json` on the broken catalog: its output and its combined stdout + stderr.
+async fn list_snapshots(fx: &Fixture) -> (std::process::Output, String) {
+    let out = crash_support::run(
+        &fx.config,
+        &["--json", "snapshots"],
+        &[],
+        Duration::from_secs(60),
+    )
+    .await;
+    let all = format!("{}{}", stderr(&out), String::from_utf8_lossy(&out.stdout));
+    assert_ne!(out.status.code(), Some(101), "panicked: {all}");
+    (out, all)
+}
+
+/// A corrupted catalog entry in the state store: `snapshots` fails with an error naming the
+/// entry (not a panic, not a generic failure), and no snapshot file is touched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupted_catalog_entry_is_named() {
+    let (fx, before, _, victim) = backup_with_corrupted_catalog_entry("ecc").await;
+    let (out, all) = list_snapshots(&fx).await;
+    assert!(
+        !out.status.success(),
+        "listed a broken catalog as fine: {all}"
+    );
+    assert!(
+        all.contains(&format!(
+            "record {victim} in namespace catalog cannot be decoded"
+        )),
+        "the broken entry {victim} should be named: {all}"
+    );
+    verify_all(&before);
+    let now = backup_support::manifests(&fx.snapshots_dir());
+    assert_eq!(now.len(), before.len());
+    fx.check_no_stray_files(&now, false);
+    fx.emu.shutdown().await;
+}
+
+/// KNOWN GAPS (reported): one undecodable catalog record makes `snapshots` fail as a whole
+/// (the kv scan stops at the first bad record), so the intact snapshots are not listed; and
+/// `catalog rebuild`, the documented repair, fails on the same record instead of replacing
+/// it from the manifests. Expected: the broken entry named, the others listed; `catalog
+/// rebuild` restores it; the invariants hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "known gaps: a corrupted catalog record hides the whole listing, and catalog rebuild fails on it"]
+async fn corrupted_catalog_entry_hides_only_itself_and_is_rebuilt() {
+    let (fx, _, all_ids, victim) = backup_with_corrupted_catalog_entry("ech").await;
+    let (out, all) = list_snapshots(&fx).await;
+    assert!(
+        all.contains(&victim),
+        "the broken entry should be named: {all}"
+    );
+    let listed: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("the other entries should still be listed ({e}): {all}"));
+    let others: Vec<String> = all_ids.iter().filter(|i| **i != victim).cloned().collect();
+    assert_eq!(catalog_ids(&listed), others);
+
+    let out = crash_support::run(
+        &fx.config,
+        &["catalog", "rebuild"],
+        &[],
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(out.status.success(), "catalog rebuild: {}", stderr(&out));
+    assert_eq!(
+        catalog_ids(&fx.catalog().await),
+        all_ids,
+        "every entry back"
+    );
+    fx.check_invariants().await;
     fx.emu.shutdown().await;
 }

@@ -194,11 +194,9 @@ async fn destination_is_private() {
     fx.emu.shutdown().await;
 }
 
-/// KNOWN BUG (reported to the lead): the state store directory is created 0755 and sled's files
-/// 0644 (umask), so other local users can read job states and the catalog. Fix: create the
-/// state dir 0700 before `Engine::open` (and/or open sled files 0600).
+/// The state store (job states, the catalog) is private too: the binary sets its umask to 077
+/// before it creates anything, so sled's directory and files are 0700 / 0600.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-
 async fn state_store_is_private() {
     let fx = Fixture::new("ses", 1, 2, 20, 0, 2).await;
     fx.backup_until_done(1).await;
@@ -231,8 +229,16 @@ fn keep(transcripts: &mut Vec<(String, Vec<u8>)>, what: &str, out: Output) {
 async fn no_s3_key_anywhere() {
     let fx = Fixture::new("ses3", 1, 2, 30, 600, 2).await;
     let port = moto_support::free_port();
-    std::env::set_var("TCB_SEC_S3_AK", ACCESS_KEY_ID);
-    std::env::set_var("TCB_SEC_S3_SK", SECRET_ACCESS_KEY);
+    // The S3 keys reach each child process through its own environment (a process-wide
+    // `set_var` would race with the other tests of this binary running in parallel).
+    let env: Vec<(&str, &str)> = TRACE
+        .iter()
+        .copied()
+        .chain([
+            ("TCB_SEC_S3_AK", ACCESS_KEY_ID),
+            ("TCB_SEC_S3_SK", SECRET_ACCESS_KEY),
+        ])
+        .collect();
     let nas = fx.add_local_destination("nas");
     let mut config = std::fs::read_to_string(&fx.config).unwrap();
     config.push_str(&format!(
@@ -251,14 +257,15 @@ secret_access_key_env = "TCB_SEC_S3_SK"
     let mut transcripts: Vec<(String, Vec<u8>)> = Vec::new();
     let cli = |args: &'static [&'static str]| {
         let config = fx.config.clone();
-        async move { crash_support::run(&config, args, &TRACE, Duration::from_secs(120)).await }
+        let env = env.clone();
+        async move { crash_support::run(&config, args, &env, Duration::from_secs(120)).await }
     };
 
     // 1. A backup at trace level that dies in the middle of a copy (S3 or local).
     let moto = started_moto(port).await;
-    let mut env = TRACE.to_vec();
-    env.push((faultpoint::ENV_VAR, "copy.after_data_put:2"));
-    let out = fx.backup(&env, Duration::from_secs(120)).await;
+    let mut crash_env = env.clone();
+    crash_env.push((faultpoint::ENV_VAR, "copy.after_data_put:2"));
+    let out = fx.backup(&crash_env, Duration::from_secs(120)).await;
     assert_died_at(&out, "copy.after_data_put");
     keep(&mut transcripts, "crashed backup", out);
 
@@ -284,7 +291,7 @@ secret_access_key_env = "TCB_SEC_S3_SK"
         ("jobs", &["-vvv", "jobs", "--all"]),
         ("config check", &["-vvv", "config", "check"]),
     ] {
-        let out = crash_support::run(&fx.config, args, &TRACE, Duration::from_secs(120)).await;
+        let out = crash_support::run(&fx.config, args, &env, Duration::from_secs(120)).await;
         assert!(
             out.status.success(),
             "{what}: {}",

@@ -40,7 +40,6 @@ fn xml_reply(
     code: &str,
     message: &str,
     resource: &str,
-    faulted: bool,
 ) -> Response {
     counted_raw(
         core,
@@ -48,7 +47,6 @@ fn xml_reply(
         status,
         "application/xml",
         Body::from(xml_error(code, message, resource)),
-        faulted,
     )
 }
 
@@ -65,22 +63,11 @@ pub async fn upload(
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Response {
     const EP: &str = "cos_upload";
-    let (_, faulted) = match pre_faults(&core, EP).await {
-        Ok(f) => f,
-        Err(r) => return r,
-    };
+    if let Err(r) = pre_faults(&core, EP).await {
+        return r;
+    }
     let resource = format!("{bucket}/{path}");
-    let malformed = |msg: &str| {
-        xml_reply(
-            &core,
-            EP,
-            400,
-            "MalformedPOSTRequest",
-            msg,
-            &resource,
-            faulted,
-        )
-    };
+    let malformed = |msg: &str| xml_reply(&core, EP, 400, "MalformedPOSTRequest", msg, &resource);
     let mut mp = match multipart {
         Ok(m) => m,
         Err(_) => return malformed(MALFORMED),
@@ -118,9 +105,7 @@ pub async fn upload(
         }
         let env = match check_ticket(&core, &bucket, &path, &fields) {
             Ok(env) => env,
-            Err((status, code, msg)) => {
-                return xml_reply(&core, EP, status, code, &msg, &resource, faulted)
-            }
+            Err((status, code, msg)) => return xml_reply(&core, EP, status, code, &msg, &resource),
         };
         let blob = core.blobs.new_blob();
         let mut file = match tokio::fs::File::create(&blob).await {
@@ -133,7 +118,6 @@ pub async fn upload(
                     "InternalError",
                     &format!("cannot store object: {e}"),
                     &resource,
-                    faulted,
                 )
             }
         };
@@ -153,7 +137,6 @@ pub async fn upload(
                             "EntityTooLarge",
                             "Your proposed upload exceeds the maximum allowed object size.",
                             &resource,
-                            faulted,
                         );
                     }
                     if let Err(e) = file.write_all(&c).await {
@@ -164,7 +147,6 @@ pub async fn upload(
                             "InternalError",
                             &format!("cannot store object: {e}"),
                             &resource,
-                            faulted,
                         );
                     }
                 }
@@ -183,7 +165,6 @@ pub async fn upload(
                 "InternalError",
                 &format!("cannot store object: {e}"),
                 &resource,
-                faulted,
             );
         }
         let _ = env;
@@ -204,7 +185,7 @@ pub async fn upload(
         }
         w.cfg.cos_success_status
     };
-    let mut resp = counted_raw(&core, EP, status, "application/xml", Body::empty(), faulted);
+    let mut resp = counted_raw(&core, EP, status, "application/xml", Body::empty());
     if let Ok(v) = header::HeaderValue::from_str(&format!(
         "\"{:x}-{}\"",
         stored.size,
@@ -279,12 +260,12 @@ pub async fn download(
     headers: axum::http::HeaderMap,
 ) -> Response {
     const EP: &str = "download";
-    let (fired, faulted) = match pre_faults(&core, EP).await {
+    let fired = match pre_faults(&core, EP).await {
         Ok(f) => f,
         Err(r) => return r,
     };
     let resource = format!("{bucket}/{path}");
-    let deny = |msg: &str| xml_reply(&core, EP, 403, "AccessDenied", msg, &resource, faulted);
+    let deny = |msg: &str| xml_reply(&core, EP, 403, "AccessDenied", msg, &resource);
     if fired.contains(&FaultAction::ExpiredUrl) {
         return deny("Request has expired");
     }
@@ -320,7 +301,6 @@ pub async fn download(
             "NoSuchKey",
             "The specified key does not exist.",
             &resource,
-            faulted,
         )
     };
     let Some(object) = object.filter(|_| !fired.contains(&FaultAction::NotFound)) else {
@@ -344,7 +324,6 @@ pub async fn download(
                 "InvalidRange",
                 "The requested range is not satisfiable.",
                 &resource,
-                faulted,
             );
             if let Ok(v) = header::HeaderValue::from_str(&format!("bytes */{total}")) {
                 resp.headers_mut().insert(header::CONTENT_RANGE, v);
@@ -415,7 +394,7 @@ pub async fn download(
         },
     };
     let status = if range.is_some() { 206 } else { 200 };
-    core.world().counters.record(EP, status, None, faulted);
+    core.world().counters.answered(EP, status, None);
     let mut resp = raw_response(status, "application/octet-stream", body);
     if let Ok(v) = header::HeaderValue::from_str(&size.to_string()) {
         resp.headers_mut().insert(header::CONTENT_LENGTH, v);
@@ -434,8 +413,8 @@ pub async fn download(
 }
 
 /// A single `bytes=a-b` / `bytes=a-` / `bytes=-n` range → (start, length); None if unsatisfiable
-/// or malformed.
-fn parse_range(value: &str, total: u64) -> Option<(u64, u64)> {
+/// or malformed. Public for the fuzzer (`fuzz/fuzz_targets/emulator_request.rs`).
+pub fn parse_range(value: &str, total: u64) -> Option<(u64, u64)> {
     let spec = value.trim().strip_prefix("bytes=")?;
     if spec.contains(',') {
         return None;

@@ -147,13 +147,23 @@ impl FaultBook {
 /// Calls seen by one endpoint.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct EndpointStats {
+    /// Calls that arrived, counted before anything can cut them off: a client killed (or
+    /// timing out) mid-call made the call all the same, and the server may have acted on it.
     pub calls: u64,
     /// errcode → calls answered with it (0 = success) for JSON answers.
     pub errcodes: BTreeMap<i64, u64>,
-    /// HTTP status → calls, for every answer.
+    /// HTTP status → calls, for every answer sent (0 = connection reset on purpose).
     pub http_statuses: BTreeMap<u16, u64>,
-    /// Calls on which an injected fault fired.
+    /// Calls on which an injected fault fired, counted when it is decided.
     pub faults_injected: u64,
+}
+
+impl EndpointStats {
+    /// Calls that never got an answer: the client went away while the server worked on them.
+    pub fn unanswered(&self) -> u64 {
+        let answered: u64 = self.http_statuses.values().sum();
+        self.calls.saturating_sub(answered)
+    }
 }
 
 /// Counters of every call, per endpoint.
@@ -163,21 +173,23 @@ pub struct Counters {
 }
 
 impl Counters {
-    pub fn record(
-        &mut self,
-        endpoint: &str,
-        http_status: u16,
-        errcode: Option<i64>,
-        faulted: bool,
-    ) {
+    /// A call arrived at `endpoint`; `faulted`: an injected fault fired for it. Counted on
+    /// arrival, not with the answer, so that calls cut off before their answer (the client
+    /// killed or gone) are counted too and the fault rate is faults per call made.
+    pub fn arrived(&mut self, endpoint: &str, faulted: bool) {
         let e = self.endpoints.entry(endpoint.to_string()).or_default();
         e.calls += 1;
+        if faulted {
+            e.faults_injected += 1;
+        }
+    }
+
+    /// The answer sent to a call counted by [`Counters::arrived`].
+    pub fn answered(&mut self, endpoint: &str, http_status: u16, errcode: Option<i64>) {
+        let e = self.endpoints.entry(endpoint.to_string()).or_default();
         *e.http_statuses.entry(http_status).or_default() += 1;
         if let Some(code) = errcode {
             *e.errcodes.entry(code).or_default() += 1;
-        }
-        if faulted {
-            e.faults_injected += 1;
         }
     }
 

@@ -44,6 +44,7 @@ pub use config::{
     UpsertMode,
 };
 pub use control::{ControlError, EmulatorControl, JobControl, JobSnapshot};
+pub use cos::parse_range;
 pub use faults::{Counters, EndpointStats, FaultAction, FaultRule};
 pub use seed::SeedSpec;
 pub use storage::{file_id, parse_file_id, EXPORT_BUCKET};

@@ -39,14 +39,9 @@ pub fn router(core: Shared) -> Router {
         .with_state(core)
 }
 
-/// A JSON answer, counted under `endpoint` with the errcode found in the body.
-pub fn json_reply(
-    core: &Core,
-    endpoint: &str,
-    status: u16,
-    body: Value,
-    faulted: bool,
-) -> Response {
+/// A JSON answer to a call counted under `endpoint` (see [`pre_faults`]), its status and the
+/// errcode found in the body counted too.
+pub fn json_reply(core: &Core, endpoint: &str, status: u16, body: Value) -> Response {
     let errcode =
         body.get("errcode")
             .and_then(Value::as_i64)
@@ -55,9 +50,7 @@ pub fn json_reply(
             } else {
                 None
             });
-    core.world()
-        .counters
-        .record(endpoint, status, errcode, faulted);
+    core.world().counters.answered(endpoint, status, errcode);
     raw_response(
         status,
         "application/json; encoding=utf-8",
@@ -65,18 +58,15 @@ pub fn json_reply(
     )
 }
 
-/// A non-JSON answer, counted under `endpoint`.
+/// A non-JSON answer to a call counted under `endpoint`, its status counted.
 pub fn counted_raw(
     core: &Core,
     endpoint: &str,
     status: u16,
     content_type: &str,
     body: Body,
-    faulted: bool,
 ) -> Response {
-    core.world()
-        .counters
-        .record(endpoint, status, None, faulted);
+    core.world().counters.answered(endpoint, status, None);
     raw_response(status, content_type, body)
 }
 
@@ -105,11 +95,16 @@ pub fn reset_response() -> Response {
     resp
 }
 
-/// Apply the faults that fire for this call: latency is waited out, short-circuiting faults
+/// The first thing every handler does: count the call as arrived, decide (and count) the
+/// faults that fire for it, and apply them: latency is waited out, short-circuiting faults
 /// return the response to send; the rest (job/download faults) go back to the handler.
-pub async fn pre_faults(core: &Core, endpoint: &str) -> Result<(Vec<FaultAction>, bool), Response> {
-    let fired = core.world().faults.take(endpoint);
-    let faulted = !fired.is_empty();
+pub async fn pre_faults(core: &Core, endpoint: &str) -> Result<Vec<FaultAction>, Response> {
+    let fired = {
+        let mut w = core.world();
+        let fired = w.faults.take(endpoint);
+        w.counters.arrived(endpoint, !fired.is_empty());
+        fired
+    };
     let delay: u64 = fired
         .iter()
         .map(|a| match a {
@@ -129,7 +124,7 @@ pub async fn pre_faults(core: &Core, endpoint: &str) -> Result<(Vec<FaultAction>
                     Some(m) => ApiReject::new(errcode, m),
                     None => ApiReject::code(errcode),
                 };
-                return Err(json_reply(core, endpoint, 200, reject.to_body(), true));
+                return Err(json_reply(core, endpoint, 200, reject.to_body()));
             }
             FaultAction::HttpStatus { status } => {
                 let body = format!("<html><head><title>{status}</title></head><body><center><h1>{status}</h1></center></body></html>");
@@ -139,11 +134,10 @@ pub async fn pre_faults(core: &Core, endpoint: &str) -> Result<(Vec<FaultAction>
                     status,
                     "text/html",
                     Body::from(body),
-                    true,
                 ));
             }
             FaultAction::Reset => {
-                core.world().counters.record(endpoint, 0, None, true);
+                core.world().counters.answered(endpoint, 0, None);
                 return Err(reset_response());
             }
             FaultAction::InvalidJson => {
@@ -153,13 +147,12 @@ pub async fn pre_faults(core: &Core, endpoint: &str) -> Result<(Vec<FaultAction>
                     200,
                     "application/json",
                     Body::from("{\"errcode\":0,\"errmsg\":\"ok\",\"job_id\":1<html>"),
-                    true,
                 ));
             }
             other => rest.push(other),
         }
     }
-    Ok((rest, faulted))
+    Ok(rest)
 }
 
 fn query_params(raw: Option<&str>) -> HashMap<String, String> {
@@ -218,10 +211,9 @@ async fn token(
     RawQuery(raw): RawQuery,
 ) -> Response {
     const EP: &str = "token";
-    let (_, faulted) = match pre_faults(&core, EP).await {
-        Ok(f) => f,
-        Err(resp) => return resp,
-    };
+    if let Err(resp) = pre_faults(&core, EP).await {
+        return resp;
+    }
     let result = (|| {
         if method != Method::GET && method != Method::POST {
             return Err(ApiReject::code(43002));
@@ -257,9 +249,8 @@ async fn token(
             EP,
             200,
             json!({"access_token": t, "expires_in": expires_in}),
-            faulted,
         ),
-        Err(r) => json_reply(&core, EP, 200, r.to_body(), faulted),
+        Err(r) => json_reply(&core, EP, 200, r.to_body()),
     }
 }
 
@@ -270,10 +261,9 @@ async fn stable_token(
     body: Bytes,
 ) -> Response {
     const EP: &str = "stable_token";
-    let (_, faulted) = match pre_faults(&core, EP).await {
-        Ok(f) => f,
-        Err(resp) => return resp,
-    };
+    if let Err(resp) = pre_faults(&core, EP).await {
+        return resp;
+    }
     let result = (|| {
         if method != Method::POST {
             return Err(ApiReject::code(43002));
@@ -324,8 +314,52 @@ async fn stable_token(
             EP,
             200,
             json!({"access_token": t, "expires_in": expires_in}),
-            faulted,
         ),
-        Err(r) => json_reply(&core, EP, 200, r.to_body(), faulted),
+        Err(r) => json_reply(&core, EP, 200, r.to_body()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv4Addr, SocketAddr};
+    use std::time::Duration;
+
+    use crate::emulator::{start, EmulatorConfig, FaultAction, FaultRule};
+
+    /// A call whose client goes away before the answer (a killed process, a timeout) is
+    /// counted, with its fault: counting it only with the answer skewed the soak's fault rate.
+    #[tokio::test]
+    async fn a_call_cut_off_before_its_answer_is_counted() {
+        let emu = start(
+            EmulatorConfig::default(),
+            SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+        )
+        .await
+        .expect("start the emulator");
+        emu.control().add_fault(FaultRule::next(
+            "databasecollectionget",
+            1,
+            FaultAction::Latency { millis: 60_000 },
+        ));
+        let http = reqwest::Client::new();
+        let sent = http
+            .post(format!("{}/tcb/databasecollectionget", emu.base_url()))
+            .body("{}")
+            .timeout(Duration::from_millis(200))
+            .send()
+            .await;
+        assert!(sent.is_err(), "the client gave up before the answer");
+        let stats = emu
+            .control()
+            .counters()
+            .endpoints
+            .get("databasecollectionget")
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(stats.calls, 1);
+        assert_eq!(stats.faults_injected, 1);
+        assert_eq!(stats.unanswered(), 1);
+        // Dropped, not shut down: a graceful shutdown would wait for the delayed handler.
+        drop(emu);
     }
 }

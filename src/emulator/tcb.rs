@@ -227,15 +227,15 @@ pub async fn endpoint(
     body: Bytes,
 ) -> Response {
     let Some(ep) = TCB_ENDPOINTS.iter().find(|e| **e == ep).copied() else {
+        core.world().counters.arrived("unknown", false);
         return json_reply(
             &core,
             "unknown",
             404,
             ApiReject::new(40066, "invalid url").to_body(),
-            false,
         );
     };
-    let (fired, faulted) = match pre_faults(&core, ep).await {
+    let fired = match pre_faults(&core, ep).await {
         Ok(f) => f,
         Err(resp) => return resp,
     };
@@ -243,7 +243,7 @@ pub async fn endpoint(
         Ok(v) => ok_body(v),
         Err(r) => r.to_body(),
     };
-    json_reply(&core, ep, 200, body, faulted)
+    json_reply(&core, ep, 200, body)
 }
 
 pub(super) fn job_script(fired: &[FaultAction]) -> JobScript {

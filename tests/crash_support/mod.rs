@@ -7,8 +7,9 @@
 //!   and holds exactly the emulator's documents;
 //! - no temporary or orphaned file is visible in the destination;
 //! - no job is left active or failed;
-//! - no second export for a job whose export job id was committed (checked by the callers with
-//!   the emulator's export counters and the ids they saw committed).
+//! - no second export for a job whose export job id was committed: per (env, collection),
+//!   every export the emulator created is a recorded snapshot's or one a crash left
+//!   uncommitted (`check_exports`, with the spare exports each caller can account for).
 
 #![allow(dead_code)]
 
@@ -21,6 +22,7 @@ use serde_json::Value;
 use tcb_backup::archive;
 use tcb_backup::emulator::EmulatorHandle;
 use tcb_backup::manifest::Manifest;
+use tcb_state::{Engine, EngineOptions, HistoryEvent, JobFilter, JobView};
 
 use super::backup_support::{self, TestApp};
 
@@ -284,31 +286,193 @@ impl Fixture {
         tolerated
     }
 
-    /// No collection got a second export, except the ones in `allowed_orphans` which may have
-    /// exactly one orphan each (an export whose id was never committed). The recorded snapshot
-    /// always uses the newest export.
-    pub fn check_exports(&self, found: &[(PathBuf, Manifest)], max_orphans: usize) {
-        let exports = self.exports();
-        let mut orphans = 0;
-        for (_, m) in found {
-            let ids = exports
-                .get(&(m.env.clone(), m.collection.clone()))
-                .cloned()
-                .unwrap_or_default();
-            assert_eq!(
-                ids.last(),
-                Some(&m.export_job_id),
-                "{}/{}: the snapshot must come from the newest export: {ids:?}",
-                m.env,
-                m.collection
-            );
-            orphans += ids.len() - 1;
-        }
-        assert!(
-            orphans <= max_orphans,
-            "{orphans} orphaned exports, at most {max_orphans} allowed: {exports:?}"
-        );
+    /// The `backup.collection` jobs of the store, read with the binary dead or finished
+    /// (opening the store recovers jobs a killed process left running, exactly as the next run
+    /// of the binary would).
+    fn collection_jobs(&self) -> Vec<JobView> {
+        let engine = Engine::open(&self.state_dir(), EngineOptions::default())
+            .unwrap_or_else(|e| panic!("the store does not open: {e}"));
+        let jobs = engine
+            .list(&JobFilter {
+                kind: Some("backup.collection".into()),
+                ..JobFilter::default()
+            })
+            .expect("list backup.collection jobs");
+        jobs.iter()
+            .map(|s| {
+                engine
+                    .job(s.id)
+                    .expect("read job")
+                    .expect("listed job exists")
+            })
+            .collect()
     }
+
+    /// Every export job id a `backup.collection` job has committed (all phases from
+    /// ExportCreated on carry it), with the job and its (env, collection).
+    pub fn committed_exports(&self) -> Vec<CommittedExport> {
+        self.collection_jobs()
+            .iter()
+            .filter_map(|job| {
+                let export = job.state.pointer("/phase/export/job_id")?.as_u64()?;
+                Some(CommittedExport {
+                    job: job.id().0,
+                    target: job_target(job),
+                    export,
+                })
+            })
+            .collect()
+    }
+
+    /// Per (env, collection), the exports the emulator created whose id no job committed: the
+    /// orphans a crash just left (call it with the process dead). A resumed job cannot know
+    /// these ids, so each stays an orphan for good.
+    pub fn uncommitted_exports(&self) -> BTreeMap<(String, String), BTreeSet<u64>> {
+        let committed: BTreeSet<u64> = self
+            .committed_exports()
+            .into_iter()
+            .map(|c| c.export)
+            .collect();
+        let mut out = BTreeMap::new();
+        for (target, ids) in self.exports() {
+            let left: BTreeSet<u64> = ids
+                .into_iter()
+                .filter(|id| !committed.contains(id))
+                .collect();
+            if !left.is_empty() {
+                out.insert(target, left);
+            }
+        }
+        out
+    }
+
+    /// Per (env, collection), how many times its jobs' steps ended without committing their
+    /// work: crash recoveries, retries scheduled after a failed step, and failures (including
+    /// crash loops). Each export the server created but no job committed needs one of these
+    /// (the export call is the only side effect of its step, and a step that commits keeps the
+    /// id), so this bounds the orphaned exports of each collection.
+    pub fn interrupted_steps(&self) -> BTreeMap<(String, String), usize> {
+        let mut out: BTreeMap<(String, String), usize> = BTreeMap::new();
+        for job in self.collection_jobs() {
+            let n = job
+                .history
+                .iter()
+                .filter(|h| {
+                    matches!(
+                        h.event,
+                        HistoryEvent::Recovered { .. }
+                            | HistoryEvent::RetryScheduled { .. }
+                            | HistoryEvent::Failed { .. }
+                    )
+                })
+                .count();
+            *out.entry(job_target(&job)).or_default() += n;
+        }
+        out
+    }
+
+    /// No second export for any job whose export id was committed: every export of a
+    /// collection is one a snapshot was made from, or one of the spare exports `spare` allows
+    /// for that same collection (see [`SpareExports`]). The newest export of each collection
+    /// is always one a snapshot was made from.
+    pub fn check_exports(&self, found: &[(PathBuf, Manifest)], spare: &SpareExports) {
+        let exports = self.exports();
+        let mut recorded: BTreeMap<(String, String), BTreeSet<u64>> = BTreeMap::new();
+        for (_, m) in found {
+            recorded
+                .entry((m.env.clone(), m.collection.clone()))
+                .or_default()
+                .insert(m.export_job_id);
+        }
+        for (target, used) in &recorded {
+            let ids = exports.get(target).cloned().unwrap_or_default();
+            let (env, collection) = target;
+            assert!(
+                ids.last().is_some_and(|newest| used.contains(newest)),
+                "{env}/{collection}: the newest export must be a recorded snapshot's: exports {ids:?}, recorded {used:?}"
+            );
+            let unused: BTreeSet<u64> = ids
+                .iter()
+                .copied()
+                .filter(|id| !used.contains(id))
+                .collect();
+            match spare {
+                SpareExports::None => assert!(
+                    unused.is_empty(),
+                    "{env}/{collection}: exports {unused:?} besides the recorded ones {used:?}"
+                ),
+                SpareExports::Exactly(allowed) => {
+                    let expected = allowed.get(target).cloned().unwrap_or_default();
+                    assert_eq!(
+                        unused, expected,
+                        "{env}/{collection}: the exports besides the recorded ones {used:?} must be exactly the ones the crashes left uncommitted"
+                    );
+                }
+                SpareExports::AtMost(allowed) => {
+                    let max = allowed.get(target).copied().unwrap_or(0);
+                    assert!(
+                        unused.len() <= max,
+                        "{env}/{collection}: {} exports besides the recorded ones {used:?}, at most {max} allowed: {unused:?}",
+                        unused.len()
+                    );
+                }
+            }
+        }
+        for target in exports.keys() {
+            assert!(
+                recorded.contains_key(target),
+                "{}/{}: exported, but no snapshot recorded",
+                target.0,
+                target.1
+            );
+        }
+    }
+}
+
+/// One export id a `backup.collection` job committed.
+#[derive(Clone, Debug)]
+pub struct CommittedExport {
+    pub job: u64,
+    pub target: (String, String),
+    pub export: u64,
+}
+
+/// The (env, collection) a `backup.collection` job backs up, from its persisted spec.
+fn job_target(job: &JobView) -> (String, String) {
+    let field = |name: &str| {
+        job.state
+            .pointer(&format!("/spec/target/{name}"))
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| panic!("job {} has no spec.target.{name}", job.id().0))
+            .to_string()
+    };
+    (field("env"), field("collection"))
+}
+
+/// The exports [`Fixture::check_exports`] allows per (env, collection) besides the ones
+/// snapshots were made from. A collection not named allows none.
+pub enum SpareExports {
+    /// No collection has any.
+    None,
+    /// Exactly these ids: the orphans the crashes left ([`Fixture::uncommitted_exports`]).
+    Exactly(BTreeMap<(String, String), BTreeSet<u64>>),
+    /// At most this many (e.g. [`Fixture::interrupted_steps`], when the crashes are too many
+    /// to inspect each).
+    AtMost(BTreeMap<(String, String), usize>),
+}
+
+/// Set (to 1) where the tests that need root or an extra tool must run (CI runs as root and
+/// installs the tools): then such a test fails instead of skipping, so it cannot silently stop
+/// running.
+pub const REQUIRE_ENV: &str = "TCB_REQUIRE_PRIVILEGED_TESTS";
+
+/// A test that cannot run here: prints why and skips (None), or fails when [`REQUIRE_ENV`]
+/// is 1.
+pub fn skip_or_fail<T>(why: &str) -> Option<T> {
+    let required = std::env::var(REQUIRE_ENV).is_ok_and(|v| v == "1");
+    assert!(!required, "{REQUIRE_ENV}=1 but {why}");
+    eprintln!("SKIP: {why}");
+    None
 }
 
 /// Runs the binary with `args` after `--config`, extra env, a deadline (then SIGKILL).

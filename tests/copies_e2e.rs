@@ -152,6 +152,9 @@ fn add_document(emu: &tcb_backup::emulator::EmulatorHandle, env: &str, collectio
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn backup_copies_to_local_and_s3_through_an_s3_outage() {
+    if !moto_support::installed() {
+        return;
+    }
     let apps = test_apps("cpy", 1, 1);
     let env = apps[0].envs[0].clone();
     let emu = start(emulator_config(&apps, 2, 30)).await;

@@ -336,14 +336,14 @@ fn chromium() -> Option<std::path::PathBuf> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn page_renders_in_headless_chromium() {
     let Some(browser) = chromium() else {
-        // CI installs chromium (.ci/run); a developer machine without it may opt out.
-        if std::env::var_os("TCB_SKIP_BROWSER_TESTS").is_some() {
-            eprintln!("chromium not installed; skipped (TCB_SKIP_BROWSER_TESTS)");
-            return;
-        }
-        panic!(
-            "chromium is not installed (apt-get install chromium), or set TCB_SKIP_BROWSER_TESTS=1"
+        // CI installs chromium (.ci/run) and requires this test; elsewhere it may skip.
+        let required = std::env::var("TCB_REQUIRE_PRIVILEGED_TESTS").is_ok_and(|v| v == "1");
+        assert!(
+            !required,
+            "TCB_REQUIRE_PRIVILEGED_TESTS=1 but chromium is not installed (apt-get install chromium)"
         );
+        eprintln!("SKIP: chromium is not installed (apt-get install chromium)");
+        return;
     };
     let s = start(None).await;
     let url = format!("http://{}/", s.addr);

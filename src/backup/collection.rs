@@ -9,7 +9,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tcb_state::{KvNamespace, StepContext, StepError, Transition, Workflow};
+use tcb_state::{
+    Engine, EngineError, JobFilter, JobStatus, KvNamespace, StepContext, StepError, Transition,
+    Workflow,
+};
 use time::OffsetDateTime;
 
 use crate::archive::{self, ArchiveError, ArchiveOptions};
@@ -48,6 +51,35 @@ pub struct CollectionWorkflow {
 /// as soon as a slot frees up (released, or reclaimed from a job that ended: see
 /// [`ExportSlots`]), so this is only a safety net; each re-check adds a history entry.
 const SLOT_RECHECK: Duration = Duration::from_secs(60);
+
+/// Wakes the collection jobs an earlier process left waiting for an export slot. The slot
+/// registry lives in memory, so such a job is in no queue of this process: without this it
+/// would sleep until its [`SLOT_RECHECK`] while slots are free. A waiter is a Waiting job in
+/// the TokenAcquired phase with no failed attempt (a retry back-off after a failed export
+/// call has one, and keeps its delay). Returns how many were woken.
+pub fn wake_slot_waiters(engine: &Engine) -> Result<usize, EngineError> {
+    let waiting = engine.list(&JobFilter {
+        kind: Some(CollectionWorkflow::KIND.to_string()),
+        active_only: true,
+        ..JobFilter::default()
+    })?;
+    let mut woken = 0;
+    for job in waiting
+        .iter()
+        .filter(|j| j.status == JobStatus::Waiting && j.attempt == 0)
+    {
+        let Some(view) = engine.job(job.id)? else {
+            continue;
+        };
+        let waits_for_slot = serde_json::from_value::<CollectionState>(view.state)
+            .is_ok_and(|s| matches!(s.phase, Phase::TokenAcquired { .. }));
+        if waits_for_slot {
+            engine.wake(job.id)?;
+            woken += 1;
+        }
+    }
+    Ok(woken)
+}
 
 /// `databaseadd`'s answer when the collection is missing (see the errcode table).
 const COLLECTION_DOES_NOT_EXIST: i64 = -502005;

@@ -73,6 +73,13 @@ impl BackupService {
             export_slots,
         };
         service.reconfigure(settings, clients, plan, concurrency, progress);
+        let woken = super::collection::wake_slot_waiters(&service.engine)?;
+        if woken > 0 {
+            tracing::debug!(
+                woken,
+                "woke collections an earlier process left waiting for a slot"
+            );
+        }
         Ok(service)
     }
 

@@ -7,6 +7,23 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+/// Whether `moto_server` is on the PATH. Where it is not, the calling test skips (say so and
+/// return), unless `TCB_REQUIRE_PRIVILEGED_TESTS=1` (CI, which installs it): then it fails.
+pub fn installed() -> bool {
+    let found = std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| dir.join("moto_server").is_file())
+    });
+    if !found {
+        let required = std::env::var("TCB_REQUIRE_PRIVILEGED_TESTS").is_ok_and(|v| v == "1");
+        assert!(
+            !required,
+            "TCB_REQUIRE_PRIVILEGED_TESTS=1 but moto_server is not installed (pip install 'moto[server]')"
+        );
+        eprintln!("SKIP: moto_server is not installed (pip install 'moto[server]')");
+    }
+    found
+}
+
 pub struct Moto {
     child: Child,
     pub port: u16,

@@ -254,13 +254,10 @@ async fn corrupted_catalog_entry_is_named() {
     fx.emu.shutdown().await;
 }
 
-/// KNOWN GAPS (reported): one undecodable catalog record makes `snapshots` fail as a whole
-/// (the kv scan stops at the first bad record), so the intact snapshots are not listed; and
-/// `catalog rebuild`, the documented repair, fails on the same record instead of replacing
-/// it from the manifests. Expected: the broken entry named, the others listed; `catalog
-/// rebuild` restores it; the invariants hold.
+/// One undecodable catalog record hides only itself (known problem 8, fixed): `snapshots`
+/// names it and lists the intact snapshots; `catalog rebuild` restores it from its manifest;
+/// the invariants hold.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known gaps: a corrupted catalog record hides the whole listing, and catalog rebuild fails on it"]
 async fn corrupted_catalog_entry_hides_only_itself_and_is_rebuilt() {
     let (fx, _, all_ids, victim) = backup_with_corrupted_catalog_entry("ech").await;
     let (out, all) = list_snapshots(&fx).await;

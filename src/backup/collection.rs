@@ -225,6 +225,14 @@ impl CollectionWorkflow {
         let policy = &self.deps.settings.poll;
         let elapsed = since(ctx.now, export.created_at);
         let wait = policy.next_wait(elapsed, None, history);
+        // The duration recorded runs from the job's start (the manifest's `started_at`) to the
+        // export seen finished, so any wait before polling began would count as export time:
+        // one between the start and the export's creation (for an export slot, across a
+        // restart) or between the creation and this step (a restart).
+        let started_at = st.started_at.unwrap_or(export.created_at);
+        let timing_interrupted = policy
+            .interrupts_timing(Duration::ZERO, gap(export.created_at, started_at))
+            || policy.interrupts_timing(Duration::ZERO, gap(odt(ctx.now), export.created_at));
         let poll = PollProgress {
             polls: 0,
             last_wait_ms: Some(millis(wait)),
@@ -233,6 +241,7 @@ impl CollectionWorkflow {
             last_change_at: odt(ctx.now),
             last_running_at: None,
             history_ms: history.map(millis),
+            timing_interrupted,
         };
         let detail = history.map(|h| format!("previous export took {:.1}s", h.as_secs_f64()));
         self.phase_event(ctx, &st.spec.target, "polling", Some(export.job_id), detail);
@@ -272,9 +281,20 @@ impl CollectionWorkflow {
             .map_err(|e| step_error(&what, &e, ctx.now))?;
         poll.polls += 1;
         let now = odt(ctx.now);
+        // The previous observation: the last call that saw the job running, else the start
+        // of polling (`last_change_at` is still that time until a call has seen the job).
+        let previous = poll.last_running_at.unwrap_or(poll.last_change_at);
+        let planned = Duration::from_millis(poll.last_wait_ms.unwrap_or(0));
+        poll.timing_interrupted |= self
+            .deps
+            .settings
+            .poll
+            .interrupts_timing(planned, gap(now, previous));
         match &info.status {
             MigrateStatus::Success => {
                 let ready_at = match poll.last_running_at {
+                    // Measured across a downtime or a clock jump: not a duration to plan by.
+                    _ if poll.timing_interrupted => None,
                     // The export finished somewhere between the last two calls.
                     Some(running) if running < now => Some(running + (now - running) / 2),
                     _ => Some(now),
@@ -789,6 +809,11 @@ fn since(now: SystemTime, then: OffsetDateTime) -> Duration {
     } else {
         d.unsigned_abs()
     }
+}
+
+/// Time from `earlier` to `later`; None when `later` is before it (the clock stepped back).
+fn gap(later: OffsetDateTime, earlier: OffsetDateTime) -> Option<Duration> {
+    (later - earlier).try_into().ok()
 }
 
 fn time_dur(d: Duration) -> time::Duration {

@@ -10,6 +10,12 @@
 //!
 //! A job whose status (or record count) does not change for `stall_timeout` is declared stalled:
 //! that is a progress watchdog, not a deadline, so a long export that keeps moving never fails.
+//!
+//! The history is only as good as the duration recorded: an export watched across a downtime,
+//! a suspended machine or a clock jump would "take" that long, so
+//! [`PollPolicy::interrupts_timing`] tells the poll loop when a gap between two observations
+//! makes the measurement worthless (it is then not recorded), and the first wait planned from
+//! any history is capped by the stall timeout.
 
 use std::time::Duration;
 
@@ -66,7 +72,12 @@ impl PollPolicy {
         history: Option<Duration>,
     ) -> Duration {
         if let Some(hist) = history.filter(|h| !h.is_zero()) {
-            let lead = hist.mul_f64(self.history_lead);
+            // Capped by the stall timeout, not by `max`: waiting to just before a minutes-long
+            // export is the point of history (a `max` cap would cost a dozen polls on a 60 s
+            // export), while the watchdog already accepts that long without news of a job,
+            // so even a wrong history (recorded by an older version across a downtime) costs
+            // at most that much.
+            let lead = hist.mul_f64(self.history_lead).min(self.stall_timeout);
             if previous_wait.is_none() {
                 return lead.saturating_sub(elapsed).max(self.min.min(lead));
             }
@@ -81,6 +92,19 @@ impl PollPolicy {
             wait = wait.min(prev.mul_f64(self.max_growth.max(1.0)).max(self.min));
         }
         wait
+    }
+
+    /// Whether the gap between two observations of an export (its creation, the start of
+    /// polling, each status call), planned as `planned`, keeps its duration from being
+    /// measured: longer than planned by more than one `max` interval (beyond the ordinary
+    /// lateness of a busy runner or a retried call: a downtime, a suspended machine, a clock
+    /// jumping ahead), or negative (`gap` None: the clock stepped back). The API gives no
+    /// server timestamps, so the local clock across uninterrupted polling is all there is.
+    pub fn interrupts_timing(&self, planned: Duration, gap: Option<Duration>) -> bool {
+        match gap {
+            None => true,
+            Some(gap) => gap > planned.saturating_add(self.max),
+        }
     }
 }
 
@@ -158,6 +182,40 @@ mod tests {
         let (calls, lag) = simulate(&PollPolicy::default(), Duration::from_secs(3600), None);
         assert!(calls < 150, "{calls}");
         assert!(lag < 0.01);
+    }
+
+    #[test]
+    fn a_huge_history_delays_the_first_poll_at_most_by_the_stall_timeout() {
+        // An export that "took" two days (measured across a downtime by an older version).
+        let p = PollPolicy::default();
+        let two_days = Duration::from_secs(2 * 24 * 3600);
+        assert_eq!(
+            p.next_wait(Duration::ZERO, None, Some(two_days)),
+            p.stall_timeout
+        );
+        // A history within the cap is followed as before.
+        let hour = Duration::from_secs(3600);
+        let lead = hour.mul_f64(p.history_lead).min(p.stall_timeout);
+        assert_eq!(p.next_wait(Duration::ZERO, None, Some(hour)), lead);
+        let ten_min = Duration::from_secs(600);
+        assert_eq!(
+            p.next_wait(Duration::ZERO, None, Some(ten_min)),
+            ten_min.mul_f64(p.history_lead)
+        );
+    }
+
+    #[test]
+    fn only_a_gap_well_past_its_plan_interrupts_the_timing() {
+        let p = PollPolicy::default();
+        let planned = Duration::from_secs(4);
+        // On time, or late as a busy runner or a retried call makes it.
+        assert!(!p.interrupts_timing(planned, Some(planned)));
+        assert!(!p.interrupts_timing(planned, Some(planned + p.max)));
+        assert!(!p.interrupts_timing(Duration::ZERO, Some(Duration::from_millis(30))));
+        // A downtime or a jump ahead, or the clock stepped back.
+        assert!(p.interrupts_timing(planned, Some(planned + p.max + Duration::from_secs(1))));
+        assert!(p.interrupts_timing(planned, Some(Duration::from_secs(2 * 24 * 3600))));
+        assert!(p.interrupts_timing(planned, None));
     }
 
     #[test]

@@ -81,6 +81,11 @@ pub struct PollProgress {
     pub last_running_at: Option<OffsetDateTime>,
     /// Duration (ms) of an earlier export of the same collection, planning the first poll.
     pub history_ms: Option<u64>,
+    /// Set once a gap between two observations of the export was too long to measure across
+    /// (`PollPolicy::interrupts_timing`: a downtime, a clock jump): the snapshot then records
+    /// no export duration. Absent in stores written before it: false.
+    #[serde(default)]
+    pub timing_interrupted: bool,
 }
 
 /// The stored snapshot, once downloaded and verified.

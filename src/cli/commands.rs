@@ -499,12 +499,24 @@ fn snapshots(g: &GlobalArgs, a: SnapshotsArgs, out: Output) -> Result<ExitStatus
         Err(e) => return Err(e),
     };
     let catalog = SnapshotCatalog::new(engine.kv(SnapshotCatalog::NAMESPACE));
-    let list = catalog
-        .list(a.env.as_deref(), a.collection.as_deref())
+    let scan = catalog
+        .list_with_damaged(a.env.as_deref(), a.collection.as_deref())
         .map_err(|e| CliError::error(e.to_string()))?;
-    let list = annotate(&engine, list).map_err(engine_error)?;
+    let list = annotate(&engine, scan.records).map_err(engine_error)?;
     print_snapshots(list, a.limit, "", &out);
-    Ok(ExitStatus::Ok)
+    // On stderr in both modes: `--json` keeps its array shape (scripts parse stdout), and the
+    // exit code says the listing is incomplete.
+    for d in &scan.damaged {
+        eprintln!(
+            "tcb-backup: warning: catalog record {} skipped: {} (run `tcb-backup catalog rebuild`)",
+            d.id, d.reason
+        );
+    }
+    Ok(if scan.damaged.is_empty() {
+        ExitStatus::Ok
+    } else {
+        ExitStatus::PartialFailure
+    })
 }
 
 /// Prints the `snapshots` listing (newest first, at most `limit`): one JSON document, or a
@@ -779,6 +791,14 @@ fn catalog_rebuild(g: &GlobalArgs, out: Output) -> Result<ExitStatus, CliError> 
             result.removed,
             result.problems.len()
         ));
+        for id in &result.damaged_replaced {
+            out.text(&format!(
+                "  damaged record {id}: replaced from its manifest"
+            ));
+        }
+        for id in &result.damaged_removed {
+            out.text(&format!("  damaged record {id}: removed (no manifest)"));
+        }
         for p in &result.problems {
             out.text(&format!("  problem: {p}"));
         }

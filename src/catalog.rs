@@ -504,6 +504,7 @@ mod tests {
                 export_job_id: job,
                 started_at: at,
                 export_ready_at: None,
+                export_created_at: None,
             },
             &summary,
             &paths,

@@ -77,6 +77,15 @@ pub struct Manifest {
         with = "time::serde::rfc3339::option"
     )]
     pub export_ready_at: Option<OffsetDateTime>,
+    /// When the export was created, written only when that was well after `started_at` (the
+    /// collection waited for an export slot, or a restart came between): the export's duration
+    /// then runs from here. Absent in the common case, so older versions still read the file.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub export_created_at: Option<OffsetDateTime>,
     /// File name (no directory) of the data file in the manifest's directory.
     pub data_file: String,
     /// Set when the export was byte-identical to the previous snapshot's (skip unchanged):
@@ -157,6 +166,7 @@ pub struct SnapshotInfo {
     pub export_job_id: u64,
     pub started_at: OffsetDateTime,
     pub export_ready_at: Option<OffsetDateTime>,
+    pub export_created_at: Option<OffsetDateTime>,
 }
 
 impl Manifest {
@@ -184,6 +194,7 @@ impl Manifest {
             started_at: info.started_at,
             finished_at,
             export_ready_at: info.export_ready_at,
+            export_created_at: info.export_created_at,
             data_file: paths.data_file_name(),
             encryption: None,
             data_reused_from: None,
@@ -336,10 +347,13 @@ impl Manifest {
             .join(&self.data_file)
     }
 
-    /// How long the server took to produce the export, if recorded.
+    /// How long the server took to produce the export, if recorded: from its creation (or
+    /// the collection's start, when it was created right away) until it was seen finished.
     pub fn export_duration(&self) -> Option<std::time::Duration> {
         let ready = self.export_ready_at?;
-        (ready - self.started_at).try_into().ok()
+        (ready - self.export_created_at.unwrap_or(self.started_at))
+            .try_into()
+            .ok()
     }
 }
 
@@ -417,6 +431,7 @@ pub(crate) mod tests {
             started_at: datetime!(2026-12-03 02:00:00 UTC),
             finished_at: datetime!(2026-12-03 02:00:09.5 UTC),
             export_ready_at: Some(datetime!(2026-12-03 02:00:07 UTC)),
+            export_created_at: None,
             data_file: "20261203T020000Z-100000012.jsonl.zst".into(),
             encryption: None,
             data_reused_from: None,
@@ -433,6 +448,24 @@ pub(crate) mod tests {
             }),
             ..sample()
         }
+    }
+
+    #[test]
+    fn export_duration_runs_from_the_exports_creation_when_recorded() {
+        let mut m = sample();
+        // Created right away: from the start (02:00:00) to seen finished (02:00:07).
+        assert_eq!(m.export_duration(), Some(std::time::Duration::from_secs(7)));
+        // Created after waiting for an export slot: the wait is not export time.
+        m.export_created_at = Some(datetime!(2026-12-03 02:00:05 UTC));
+        assert_eq!(m.export_duration(), Some(std::time::Duration::from_secs(2)));
+        let text = serde_json::to_string(&m).unwrap();
+        assert!(text.contains("\"export_created_at\":\"2026-12-03T02:00:05Z\""));
+        // Absent when not set, so older versions (which refuse unknown fields) still read it.
+        m.export_created_at = None;
+        assert!(!serde_json::to_string(&m).unwrap().contains("export_created_at"));
+        // Never a negative duration.
+        m.export_created_at = Some(datetime!(2026-12-03 02:00:08 UTC));
+        assert_eq!(m.export_duration(), None);
     }
 
     #[test]

@@ -36,6 +36,7 @@ async fn store(root: &Path, job: u64, at: OffsetDateTime) -> CatalogEntry {
             export_job_id: job,
             started_at: at,
             export_ready_at: None,
+            export_created_at: None,
         },
         &summary,
         &paths,

@@ -52,6 +52,7 @@ async fn stored_snapshot(root: &Path, job: u64, body: String) -> CatalogEntry {
             export_job_id: job,
             started_at: at,
             export_ready_at: None,
+            export_created_at: None,
         },
         &summary,
         &paths,

@@ -225,14 +225,12 @@ impl CollectionWorkflow {
         let policy = &self.deps.settings.poll;
         let elapsed = since(ctx.now, export.created_at);
         let wait = policy.next_wait(elapsed, None, history);
-        // The duration recorded runs from the job's start (the manifest's `started_at`) to the
-        // export seen finished, so any wait before polling began would count as export time:
-        // one between the start and the export's creation (for an export slot, across a
-        // restart) or between the creation and this step (a restart).
-        let started_at = st.started_at.unwrap_or(export.created_at);
-        let timing_interrupted = policy
-            .interrupts_timing(Duration::ZERO, gap(export.created_at, started_at))
-            || policy.interrupts_timing(Duration::ZERO, gap(odt(ctx.now), export.created_at));
+        // The duration recorded runs from the export's creation (the manifest's
+        // `export_created_at`, or `started_at` when it was created right away) to the export
+        // seen finished: a wait between the creation and this step (a restart) would count as
+        // export time. A wait before the creation (for an export slot) does not.
+        let timing_interrupted =
+            policy.interrupts_timing(Duration::ZERO, gap(odt(ctx.now), export.created_at));
         let poll = PollProgress {
             polls: 0,
             last_wait_ms: Some(millis(wait)),
@@ -459,6 +457,7 @@ impl CollectionWorkflow {
             .snapshot_paths(&target, &export)?
             .with_encryption(file.encryption.is_some());
         let own_id = crate::catalog::entry_id(&target.env, &target.collection, export.job_id);
+        let started_at = st.started_at.unwrap_or(export.created_at);
         let m = Manifest {
             format_version: manifest::FORMAT_VERSION,
             tool_version: manifest::TOOL_VERSION.to_string(),
@@ -473,9 +472,12 @@ impl CollectionWorkflow {
             bytes_stored: file.bytes_stored,
             sha256_raw: file.sha256.clone(),
             sha256_stored: file.sha256_stored.clone(),
-            started_at: st.started_at.unwrap_or(export.created_at),
+            started_at,
             finished_at: file.finished_at,
             export_ready_at: file.export_ready_at,
+            // Only when it tells something `started_at` does not (see the field).
+            export_created_at: Some(export.created_at)
+                .filter(|created| *created - started_at > time::Duration::SECOND),
             data_file: paths.data_file_name(),
             encryption: file.encryption.clone(),
             data_reused_from: None,
@@ -882,6 +884,7 @@ mod tests {
                 export_job_id: job,
                 started_at: at,
                 export_ready_at: None,
+                export_created_at: None,
             },
             &summary,
             &paths,

@@ -164,6 +164,7 @@ pub async fn backup(
             export_job_id: job,
             started_at: started,
             export_ready_at: None,
+            export_created_at: None,
         },
         &summary,
         &paths,

@@ -421,7 +421,10 @@ impl CollectionWorkflow {
             bytes_stored: file.bytes_stored,
             sha256_raw: file.sha256.clone(),
             sha256_stored: file.sha256_stored.clone(),
-            started_at: st.started_at.unwrap_or(export.created_at),
+            started_at: st
+                .started_at
+                .unwrap_or(export.created_at)
+                .min(file.finished_at),
             finished_at: file.finished_at,
             export_ready_at: file.export_ready_at,
             data_file: paths.data_file_name(),

@@ -1,5 +1,5 @@
 //! The engine under faults of its environment: a state store that can no longer write (a full
-//! disk).
+//! disk) and a wall clock stepped back between two processes.
 
 mod common;
 
@@ -291,4 +291,107 @@ async fn a_commit_that_cannot_be_written_stops_the_run_and_the_next_run_finishes
     // The next process finds jobs left Running (their failed commits and claims were in
     // memory only, or reached the disk) and recovers them.
     finish_with_room(dir.path(), &ids).await;
+}
+
+/// Waits `wait` once, then completes.
+struct Poll {
+    wait: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum PollState {
+    Start,
+    Polled,
+}
+
+impl Workflow for Poll {
+    type State = PollState;
+    const KIND: &'static str = "poll";
+    const SCHEMA_VERSION: u32 = 1;
+    async fn step(
+        &self,
+        ctx: StepContext,
+        s: PollState,
+    ) -> Result<Transition<PollState>, StepError> {
+        Ok(match s {
+            PollState::Start => Transition::WaitUntil {
+                state: PollState::Polled,
+                at: ctx.now + self.wait,
+            },
+            PollState::Polled => Transition::Complete {
+                state: PollState::Polled,
+                output: serde_json::json!(ctx.now.duration_since(t0()).unwrap().as_secs()),
+            },
+        })
+    }
+}
+
+const POLL_WAIT: Duration = Duration::from_secs(600);
+
+/// Commits a poll's `WaitUntil` with the clock at `at`; returns the job, Waiting.
+async fn waiting_poll(dir: &std::path::Path, at: SystemTime) -> JobId {
+    let clock = ManualClock::new(at);
+    let engine = Engine::open(dir, opts(&clock)).unwrap();
+    engine.register(Poll { wait: POLL_WAIT }, KindLimits::default());
+    let mut events = engine.subscribe();
+    let id = engine
+        .submit::<Poll>(PollState::Start, SubmitOptions::default())
+        .unwrap();
+    let runner = {
+        let engine = engine.clone();
+        tokio::spawn(async move { engine.run(std::future::pending::<()>()).await })
+    };
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let ev = events.recv().await.unwrap();
+            if ev.id == id && ev.status == JobStatus::Waiting {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("the poll committed its wait");
+    runner.abort();
+    let _ = runner.await;
+    id
+}
+
+#[tokio::test]
+async fn a_clock_stepped_back_never_lengthens_a_wait_after_a_restart() {
+    let dir = common::test_dir();
+    let committed_at = t0() + Duration::from_secs(3 * 3600);
+    let id = waiting_poll(dir.path(), committed_at).await;
+
+    // The next process starts with the clock three hours back.
+    let clock = ManualClock::auto_advancing(t0());
+    let engine = Engine::open(dir.path(), opts(&clock)).unwrap();
+    engine.register(Poll { wait: POLL_WAIT }, KindLimits::default());
+    let job = engine.job(id).unwrap().unwrap();
+    assert_eq!(job.status(), JobStatus::Waiting);
+    assert_eq!(
+        job.summary.due_at,
+        Some(t0() + POLL_WAIT),
+        "due within its original wait from now, not at the stored instant 3 h away"
+    );
+    run_bounded(&engine).await.unwrap();
+    let done = engine.job(id).unwrap().unwrap();
+    assert_eq!(done.status(), JobStatus::Succeeded);
+    assert_eq!(
+        clock.now(),
+        t0() + POLL_WAIT,
+        "the resumed job waited its wait, no longer"
+    );
+    assert_eq!(done.output, Some(serde_json::json!(POLL_WAIT.as_secs())));
+}
+
+#[tokio::test]
+async fn a_restart_with_the_clock_unchanged_or_ahead_keeps_the_due_time() {
+    let dir = common::test_dir();
+    let id = waiting_poll(dir.path(), t0()).await;
+    for later in [Duration::ZERO, Duration::from_secs(60)] {
+        let clock = ManualClock::new(t0() + later);
+        let engine = Engine::open(dir.path(), opts(&clock)).unwrap();
+        let job = engine.job(id).unwrap().unwrap();
+        assert_eq!(job.summary.due_at, Some(t0() + POLL_WAIT));
+    }
 }

@@ -462,7 +462,9 @@ pub(crate) mod tests {
         assert!(text.contains("\"export_created_at\":\"2026-12-03T02:00:05Z\""));
         // Absent when not set, so older versions (which refuse unknown fields) still read it.
         m.export_created_at = None;
-        assert!(!serde_json::to_string(&m).unwrap().contains("export_created_at"));
+        assert!(!serde_json::to_string(&m)
+            .unwrap()
+            .contains("export_created_at"));
         // Never a negative duration.
         m.export_created_at = Some(datetime!(2026-12-03 02:00:08 UTC));
         assert_eq!(m.export_duration(), None);

@@ -1,7 +1,7 @@
 //! The *local* clock jumping while a backup is interrupted. The binary has no injectable clock,
 //! so the test runs it under libfaketime (`LD_PRELOAD`, Debian package `faketime`) with the
 //! wall clock moved: a backup killed mid-poll resumes with the clock two days ahead, or three
-//! hours back; then a new backup runs two days ahead (the three-hours-back case is a known bug, ignored). Each must finish with the invariants of
+//! hours back; then a new backup runs two days ahead. Each must finish with the invariants of
 //! `crash_support` (every snapshot recorded once and verified, no second export of a committed
 //! id, nothing left open) — the engine's stored due times and the workflows' stored
 //! timestamps are from another "time", and must not strand a job or corrupt a snapshot.
@@ -133,13 +133,11 @@ async fn next_backup_after_a_jump_ahead_polls_promptly() {
     fx.emu.shutdown().await;
 }
 
-/// KNOWN BUG (reported, known problem 9): the clock three hours back when the killed backup
-/// resumes. The engine stores due times as wall-clock instants, so the job interrupted
-/// mid-poll is due "in three hours" and the resumed backup sleeps that long instead of
-/// polling (measured: still waiting after 120 s). Expected: it finishes as with the clock
-/// unchanged.
+/// The clock three hours back when the killed backup resumes: every stored due time and
+/// commit time lies in the "future". It finishes as with the clock unchanged: at open the
+/// engine restarts each wait from now (known problem 9: the job interrupted mid-poll used to
+/// sleep until its stored due time, three hours away).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known bug: with the clock stepped back, a resumed job waits until its stored due time"]
 async fn local_clock_jumps_back_mid_backup() {
     let Some((fx, lib, left)) = killed_mid_poll("elb").await else {
         return;

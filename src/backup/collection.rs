@@ -457,7 +457,11 @@ impl CollectionWorkflow {
             .snapshot_paths(&target, &export)?
             .with_encryption(file.encryption.is_some());
         let own_id = crate::catalog::entry_id(&target.env, &target.collection, export.job_id);
-        let started_at = st.started_at.unwrap_or(export.created_at);
+        // Capped at the finish: a start committed before the clock stepped back is later.
+        let started_at = st
+            .started_at
+            .unwrap_or(export.created_at)
+            .min(file.finished_at);
         let m = Manifest {
             format_version: manifest::FORMAT_VERSION,
             tool_version: manifest::TOOL_VERSION.to_string(),

@@ -148,6 +148,51 @@ impl WeakEngine {
     }
 }
 
+/// What a job driver task returns: the job, its kind, and how driving it went.
+type DriverResult = (JobId, String, Result<(), EngineError>);
+
+/// The runner's book-keeping of the job drivers in flight.
+#[derive(Default)]
+struct Slots {
+    running: HashSet<JobId>,
+    per_kind: HashMap<String, usize>,
+    /// The first store failure a driver reported: the runner stops and returns it.
+    failure: Option<EngineError>,
+}
+
+impl Slots {
+    /// Frees the slot of a driver that ended and keeps its error if it must stop the runner.
+    fn reap(&mut self, res: Result<DriverResult, tokio::task::JoinError>) {
+        match res {
+            Ok((id, kind, outcome)) => {
+                self.running.remove(&id);
+                if let Some(n) = self.per_kind.get_mut(&kind) {
+                    *n = n.saturating_sub(1);
+                }
+                match outcome {
+                    Ok(()) => {}
+                    Err(e) if stops_the_runner(&e) => {
+                        tracing::error!(job = %id, error = %e, "the state store cannot be written: stopping the runner");
+                        self.failure.get_or_insert(e);
+                    }
+                    Err(e) => tracing::error!(job = %id, error = %e, "running a step failed"),
+                }
+            }
+            Err(e) => {
+                // run_job catches step panics itself; this is a bug in the runner.
+                tracing::error!(error = %e, "job driver task failed");
+            }
+        }
+    }
+}
+
+/// True for a driver error that claiming again cannot get past: the store failed to read or
+/// write (a full or failing disk). The job's record is unchanged, so it is still due, and the
+/// runner would re-claim it at once, and fail again, for ever.
+fn stops_the_runner(e: &EngineError) -> bool {
+    matches!(e, EngineError::Store(StoreError::Io(_)))
+}
+
 /// Clears the "runner active" flag however the runner exits (including being dropped).
 struct RunnerGuard<'a>(&'a AtomicBool);
 impl Drop for RunnerGuard<'_> {
@@ -399,30 +444,19 @@ impl Engine {
         self.inner.stopping.store(false, Ordering::SeqCst);
         let global = self.inner.opts.global_concurrency.max(1);
         let scan_limit = global * 4 + 64;
-        let mut tasks: JoinSet<(JobId, String)> = JoinSet::new();
-        let mut running: HashSet<JobId> = HashSet::new();
-        let mut per_kind: HashMap<String, usize> = HashMap::new();
-        let reap = |res: Result<(JobId, String), tokio::task::JoinError>,
-                    running: &mut HashSet<JobId>,
-                    per_kind: &mut HashMap<String, usize>| {
-            match res {
-                Ok((id, kind)) => {
-                    running.remove(&id);
-                    if let Some(n) = per_kind.get_mut(&kind) {
-                        *n = n.saturating_sub(1);
-                    }
-                }
-                Err(e) => {
-                    // run_job catches step panics itself; this is a bug in the runner.
-                    tracing::error!(error = %e, "job driver task failed");
-                }
-            }
-        };
+        let mut tasks: JoinSet<DriverResult> = JoinSet::new();
+        let mut slots = Slots::default();
         tokio::pin!(shutdown);
         let mut stopping = false;
         loop {
             while let Some(res) = tasks.try_join_next() {
-                reap(res, &mut running, &mut per_kind);
+                slots.reap(res);
+            }
+            if !stopping && slots.failure.is_some() {
+                // A store write failed: claiming again would find the same jobs due and fail
+                // the same way, in a tight loop. Stop as on shutdown and report the error.
+                stopping = true;
+                self.inner.stopping.store(true, Ordering::SeqCst);
             }
             if stopping {
                 break;
@@ -432,36 +466,34 @@ impl Engine {
             // belongs to a kind at its limit (or an unregistered kind), look further so that one
             // busy kind cannot starve the others.
             let mut limit = scan_limit;
-            while running.len() < global {
+            while slots.running.len() < global {
                 let due = self.inner.store.due(now, limit)?;
                 let seen_all = due.len() < limit;
                 let registry = self.registry_read();
                 for d in due {
-                    if running.len() >= global {
+                    if slots.running.len() >= global {
                         break;
                     }
-                    if running.contains(&d.id) {
+                    if slots.running.contains(&d.id) {
                         continue;
                     }
                     let Some(reg) = registry.get(&d.kind) else {
                         continue;
                     };
-                    let n = per_kind.entry(d.kind.clone()).or_insert(0);
+                    let n = slots.per_kind.entry(d.kind.clone()).or_insert(0);
                     if *n >= reg.limits.max_concurrent {
                         continue;
                     }
                     *n += 1;
-                    running.insert(d.id);
+                    slots.running.insert(d.id);
                     let inner = self.inner.clone();
                     let reg = reg.clone();
                     let kind = d.kind.clone();
                     let id = d.id;
                     tasks.spawn(async move {
                         let engine = Engine { inner };
-                        if let Err(e) = engine.run_job(id, reg).await {
-                            tracing::error!(job = %id, error = %e, "running a step failed");
-                        }
-                        (id, kind)
+                        let outcome = engine.run_job(id, reg).await;
+                        (id, kind, outcome)
                     });
                 }
                 if seen_all || limit >= MAX_DUE_SCAN {
@@ -489,7 +521,7 @@ impl Engine {
                     self.inner.stopping.store(true, Ordering::SeqCst);
                 }
                 Some(res) = tasks.join_next(), if !tasks.is_empty() => {
-                    reap(res, &mut running, &mut per_kind);
+                    slots.reap(res);
                 }
                 _ = self.inner.wake.notified() => {}
                 _ = sleep => {}
@@ -506,7 +538,7 @@ impl Engine {
                 tokio::select! {
                     res = tasks.join_next() => match res {
                         None => break,
-                        Some(res) => reap(res, &mut running, &mut per_kind),
+                        Some(res) => slots.reap(res),
                     },
                     _ = &mut deadline => {
                         tracing::warn!(running = tasks.len(), "shutdown deadline passed: abandoning running steps (they run again after restart)");
@@ -516,7 +548,10 @@ impl Engine {
                 }
             }
         }
-        Ok(())
+        match slots.failure {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     /// True when a job of a registered kind is due now (jobs of unknown kinds do not keep

@@ -244,6 +244,19 @@ fn is_runnable(status: JobStatus) -> bool {
     matches!(status, JobStatus::Queued | JobStatus::Waiting)
 }
 
+/// The due time a runnable job gets after a restart at `now_ms`, when it must move: its last
+/// commit lies after `now_ms` (the clock was stepped back) and it is due later than `now_ms` +
+/// the wait it was committed with. Waits within one process follow the engine's clock.
+fn clamped_due_ms(rec: &JobRecord, now_ms: u64) -> Option<u64> {
+    let due = rec.due_at_ms?;
+    if !is_runnable(rec.status) || rec.updated_at_ms <= now_ms {
+        return None;
+    }
+    let wait = due.saturating_sub(rec.updated_at_ms);
+    let clamped = now_ms.saturating_add(wait);
+    (clamped < due).then_some(clamped)
+}
+
 /// Index membership of a record, captured before it changes.
 #[derive(Clone, Copy)]
 struct IndexKey {
@@ -671,6 +684,24 @@ impl<'a> Tx<'a> {
         self.save_with(before, &mut rec, HistoryEvent::Recovered { recoveries })
     }
 
+    /// After a restart with the clock stepped back (the job's last commit lies after now), a
+    /// Queued/Waiting job due later than now + the wait it was committed with (due time −
+    /// commit time) is made due at now + that wait: a clock stepped back never lengthens a
+    /// wait. The commit time is kept, so a second restart computes the same wait. True when
+    /// the due time moved.
+    fn clamp_due(&mut self, id: JobId) -> TxResult<bool> {
+        let Some(mut rec) = self.get(id)? else {
+            return Ok(false);
+        };
+        let Some(clamped) = clamped_due_ms(&rec, self.now_ms) else {
+            return Ok(false);
+        };
+        let before = IndexKey::of(&rec);
+        rec.due_at_ms = Some(clamped);
+        self.save(Some(before), &rec)?;
+        Ok(true)
+    }
+
     /// Makes a Failed, PartiallyFailed or Cancelled job run again from its last committed
     /// state. A job with children that did not succeed restarts those (recursively) and waits
     /// for them; any other job is queued itself. False when there was nothing to restart (a
@@ -1041,8 +1072,10 @@ impl JobStore for SledJobStore {
     }
 
     fn recover(&self, now: SystemTime, max_recoveries: u32) -> Result<Vec<Changed>, StoreError> {
+        let now_ms = to_ms(now);
         let mut all = Vec::new();
         let mut running = Vec::new();
+        let mut stepped_back = Vec::new();
         for item in self.active.iter() {
             let (key, _) = item?;
             let Some(id) = read_u64(&key).map(JobId) else {
@@ -1056,6 +1089,28 @@ impl JobStore for SledJobStore {
             };
             if rec.status == JobStatus::Running {
                 running.push(id);
+            } else if clamped_due_ms(&rec, now_ms).is_some() {
+                stepped_back.push(id);
+            }
+        }
+        if !stepped_back.is_empty() {
+            tracing::warn!(
+                jobs = stepped_back.len(),
+                "the clock is earlier than these jobs' last commits (stepped back?): their waits restart from now"
+            );
+        }
+        // No history entry: nothing happened to the jobs, only the clock moved. So `transact`
+        // sees no change and does not flush; flush here.
+        for chunk in stepped_back.chunks(512) {
+            let (moved, _) = self.transact(now, |tx| {
+                let mut moved = false;
+                for &id in chunk {
+                    moved |= tx.clamp_due(id)?;
+                }
+                Ok(moved)
+            })?;
+            if moved {
+                self.flush()?;
             }
         }
         // Batched: one transaction and one flush per chunk keeps start-up fast after a crash

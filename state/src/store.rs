@@ -185,7 +185,10 @@ pub trait JobStore: Send + Sync + 'static {
     /// back-off); any other job is left alone (empty result).
     fn wake(&self, id: JobId, now: SystemTime) -> Result<Vec<Changed>, StoreError>;
     /// Crash recovery at open: every job left Running becomes runnable again, or Failed once
-    /// it has been recovered more than `max_recoveries` times without progress.
+    /// it has been recovered more than `max_recoveries` times without progress. And a
+    /// Queued/Waiting job whose last commit lies after `now` (the clock was stepped back) and
+    /// that is due later than `now` + the wait it was committed with (due time − commit time)
+    /// becomes due at `now` + that wait: a clock stepped back never lengthens a wait.
     fn recover(&self, now: SystemTime, max_recoveries: u32) -> Result<Vec<Changed>, StoreError>;
     /// Due Queued/Waiting jobs, earliest first.
     fn due(&self, now: SystemTime, limit: usize) -> Result<Vec<DueJob>, StoreError>;

@@ -99,6 +99,10 @@ pub enum DaemonError {
     Listener(std::io::Error),
     #[error("engine: {0}")]
     Engine(#[from] EngineError),
+    /// The engine's runner ended while the daemon was not stopping: nothing would run the
+    /// scheduled backups, so the daemon exits (non-zero) for its supervisor to restart it.
+    #[error("the engine's runner stopped unexpectedly: {0}")]
+    EngineStopped(String),
 }
 
 /// Everything the loop runs.
@@ -160,11 +164,14 @@ impl<L: Launcher> Daemon<L> {
             None => None,
         };
 
-        let engine_task = {
+        let mut engine_task = {
             let engine = engine.clone();
             let token = stop.clone();
             tokio::spawn(async move { engine.run(token.cancelled_owned()).await })
         };
+        // Set when the engine's runner ended on its own (a state store that cannot be written
+        // stops it): scheduling on would only pile up runs nothing executes.
+        let mut engine_ended = None;
 
         tokio::pin!(shutdown);
         let mut deliveries = Deliveries::default();
@@ -195,6 +202,11 @@ impl<L: Launcher> Daemon<L> {
                     tracing::info!("shutting down: letting running steps finish");
                     break;
                 }
+                ended = &mut engine_task => {
+                    tracing::error!("the engine's runner stopped; shutting down so a supervisor can restart the daemon");
+                    engine_ended = Some(ended);
+                    break;
+                }
                 Some(()) = reload.recv() => self.reload(),
                 event = events.recv() => match event {
                     Ok(ev) if (ev.kind == run_kind || self.reporter.watches(&ev.kind))
@@ -220,18 +232,31 @@ impl<L: Launcher> Daemon<L> {
         }
         stop.cancel();
         // Pending deliveries get their short grace while the engine gives running steps theirs.
-        let (engine_result, ()) =
-            tokio::join!(engine_task, deliveries.shutdown(self.delivery_grace));
+        let engine_result = match engine_ended {
+            Some(ended) => {
+                deliveries.shutdown(self.delivery_grace).await;
+                match ended {
+                    Ok(Err(e)) => Err(DaemonError::Engine(e)),
+                    Ok(Ok(())) => Err(DaemonError::EngineStopped("it returned".into())),
+                    Err(e) => Err(DaemonError::EngineStopped(e.to_string())),
+                }
+            }
+            None => {
+                let (joined, ()) =
+                    tokio::join!(engine_task, deliveries.shutdown(self.delivery_grace));
+                match joined {
+                    Ok(r) => r.map_err(DaemonError::Engine),
+                    Err(e) => {
+                        tracing::error!(error = %e, "engine task failed");
+                        Ok(())
+                    }
+                }
+            }
+        };
         if let Some(task) = server {
             let _ = task.await;
         }
-        match engine_result {
-            Ok(r) => r.map_err(DaemonError::Engine),
-            Err(e) => {
-                tracing::error!(error = %e, "engine task failed");
-                Ok(())
-            }
-        }
+        engine_result
     }
 
     fn record(&self, outcomes: Vec<FireOutcome>) {

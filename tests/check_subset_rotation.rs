@@ -2,14 +2,13 @@
 //! last read attempt, not on the last pass, so an unreadable snapshot does not take a place
 //! in every run (the daemon's `read_data_percent` uses the same selection).
 
+mod snapshot_support;
+
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use bytes::Bytes;
-use tcb_backup::archive::{write_snapshot, ArchiveOptions};
+use snapshot_support::store_snapshot;
 use tcb_backup::catalog::CatalogEntry;
-use tcb_backup::manifest::{write_manifest, Manifest, SnapshotInfo};
-use tcb_backup::naming::snapshot_paths;
 use tcb_backup::verify::check::record_report;
 use tcb_backup::verify::{check_entries, CheckOptions, DataRead, Verdict, VerificationStore};
 use tcb_state::{Engine, EngineOptions};
@@ -17,33 +16,7 @@ use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
 
 async fn store(root: &Path, job: u64, at: OffsetDateTime) -> CatalogEntry {
-    let paths = snapshot_paths(root, "prod", "orders", at, job).unwrap();
-    let body = format!("{{\"_id\":\"{job}\"}}\n");
-    let summary = write_snapshot(
-        futures_util::stream::iter(vec![Ok::<_, std::io::Error>(Bytes::from(body))]),
-        &paths,
-        ArchiveOptions::default(),
-    )
-    .await
-    .unwrap();
-    let m = Manifest::for_snapshot(
-        SnapshotInfo {
-            appid: "wx1".into(),
-            env: "prod".into(),
-            collection: "orders".into(),
-            query: String::new(),
-            file_type: Default::default(),
-            export_job_id: job,
-            started_at: at,
-            export_ready_at: None,
-            export_created_at: None,
-        },
-        &summary,
-        &paths,
-        at,
-    );
-    write_manifest(&paths.manifest, &m).unwrap();
-    CatalogEntry::new(m, &paths.manifest)
+    store_snapshot(root, "orders", job, at, format!("{{\"_id\":\"{job}\"}}\n")).await
 }
 
 #[tokio::test]

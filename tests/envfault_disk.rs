@@ -100,6 +100,21 @@ fn fill_up(dir: &Path) -> PathBuf {
     path
 }
 
+/// `n` more collections of 5 small documents each in the fixture's env: a run over them writes
+/// enough job records to outgrow the space sled already holds.
+fn add_small_collections(fx: &Fixture, n: usize) {
+    let env = fx.apps[0].envs[0].clone();
+    for k in 0..n {
+        let docs = (0..5)
+            .map(|i| serde_json::json!({ "_id": format!("d{i}"), "n": i }))
+            .collect();
+        fx.emu
+            .control()
+            .insert_documents(&env, &format!("more{k:02}"), docs)
+            .expect("insert");
+    }
+}
+
 /// Incompressible documents (random hex), ~`bytes` of export in total.
 fn random_docs(bytes: usize) -> Vec<serde_json::Value> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
@@ -200,16 +215,7 @@ async fn state_store_disk_full_keeps_earlier_snapshots() {
         .collect();
     // Enough new collections that the next run's job records outgrow the store's allocated
     // space (a few jobs fit in what sled already holds).
-    let env = fx.apps[0].envs[0].clone();
-    for n in 0..80 {
-        let docs = (0..5)
-            .map(|i| serde_json::json!({ "_id": format!("d{i}"), "n": i }))
-            .collect();
-        fx.emu
-            .control()
-            .insert_documents(&env, &format!("more{n:02}"), docs)
-            .expect("insert");
-    }
+    add_small_collections(&fx, 80);
     let filler = fill_up(&fx.state_dir());
 
     let out = fx.backup(&[], Duration::from_secs(60)).await;
@@ -271,16 +277,7 @@ async fn daemon_exits_when_its_state_store_is_full() {
     fx.backup_until_done(1).await;
     let before = fx.check_invariants().await;
     // As above: enough collections that the run's job records outgrow sled's allocation.
-    let env = fx.apps[0].envs[0].clone();
-    for n in 0..80 {
-        let docs = (0..5)
-            .map(|i| serde_json::json!({ "_id": format!("d{i}"), "n": i }))
-            .collect();
-        fx.emu
-            .control()
-            .insert_documents(&env, &format!("more{n:02}"), docs)
-            .expect("insert");
-    }
+    add_small_collections(&fx, 80);
     let mut text = std::fs::read_to_string(&fx.config).expect("read config");
     text.push_str(
         "\n[daemon]\nlisten = \"127.0.0.1:0\"\n\n[[schedules]]\nname = \"often\"\ncron = \"* * * * * * *\"\n",

@@ -4,22 +4,20 @@
 //! server is back, records the copy, and deleting the copies removes the objects.
 
 mod moto_support;
+mod snapshot_support;
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use moto_support::{free_port, HoldingProxy, Moto};
-use tcb_backup::archive::{write_snapshot, ArchiveOptions};
+use snapshot_support::store_snapshot;
 use tcb_backup::catalog::CatalogEntry;
 use tcb_backup::destination::copy::{
     delete_copies, submit_copies, CopyRecords, CopyWorkflow, Destinations,
 };
 use tcb_backup::destination::local::LocalDir;
 use tcb_backup::destination::s3::{S3Destination, S3Settings};
-use tcb_backup::manifest::{write_manifest, Manifest, SnapshotInfo};
-use tcb_backup::naming::snapshot_paths;
 use tcb_state::{Engine, EngineOptions, JobStatus, KindLimits, RetryPolicy};
 
 const BUCKET: &str = "tcb-backup-test";
@@ -31,35 +29,9 @@ async fn snapshot(root: &Path, job: u64) -> CatalogEntry {
     stored_snapshot(root, job, body).await
 }
 
-/// Stores `body` (JSON lines) as snapshot `job` of prod/orders under `root`.
+/// Stores `body` (JSON lines) as snapshot `job` of prod/orders under `root`, made now.
 async fn stored_snapshot(root: &Path, job: u64, body: String) -> CatalogEntry {
-    let at = time::OffsetDateTime::now_utc();
-    let paths = snapshot_paths(root, "prod", "orders", at, job).unwrap();
-    let summary = write_snapshot(
-        futures_util::stream::iter(vec![Ok::<_, std::io::Error>(Bytes::from(body))]),
-        &paths,
-        ArchiveOptions::default(),
-    )
-    .await
-    .unwrap();
-    let m = Manifest::for_snapshot(
-        SnapshotInfo {
-            appid: "wx1".into(),
-            env: "prod".into(),
-            collection: "orders".into(),
-            query: String::new(),
-            file_type: Default::default(),
-            export_job_id: job,
-            started_at: at,
-            export_ready_at: None,
-            export_created_at: None,
-        },
-        &summary,
-        &paths,
-        at,
-    );
-    write_manifest(&paths.manifest, &m).unwrap();
-    CatalogEntry::new(m, &paths.manifest)
+    store_snapshot(root, "orders", job, time::OffsetDateTime::now_utc(), body).await
 }
 
 /// A snapshot of `records` lines of 1000 random alphanumeric characters: zstd cannot shrink

@@ -2,13 +2,12 @@
 //! and is deleted, the rules keep what they say, `--prune` removes data file + manifest +
 //! records (remote copies first), and without `--prune` nothing is touched.
 
+mod snapshot_support;
+
 use std::path::Path;
 
-use bytes::Bytes;
-use tcb_backup::archive::{write_snapshot, ArchiveOptions};
+use snapshot_support::store_snapshot;
 use tcb_backup::catalog::CatalogEntry;
-use tcb_backup::manifest::{write_manifest, Manifest, SnapshotInfo};
-use tcb_backup::naming::snapshot_paths;
 use tcb_backup::retention::forget::{forget, ForgetHooks, ForgetOptions};
 use tcb_backup::retention::{ForgetReason, RetentionPolicy};
 use tcb_backup::verify::VerificationStore;
@@ -17,33 +16,8 @@ use time::macros::datetime;
 use time::OffsetDateTime;
 
 async fn store(root: &Path, collection: &str, job: u64, at: OffsetDateTime) -> CatalogEntry {
-    let paths = snapshot_paths(root, "prod", collection, at, job).unwrap();
     let body = format!("{{\"_id\":\"{job}\",\"v\":1}}\n");
-    let summary = write_snapshot(
-        futures_util::stream::iter(vec![Ok::<_, std::io::Error>(Bytes::from(body))]),
-        &paths,
-        ArchiveOptions::default(),
-    )
-    .await
-    .unwrap();
-    let m = Manifest::for_snapshot(
-        SnapshotInfo {
-            appid: "wx1".into(),
-            env: "prod".into(),
-            collection: collection.into(),
-            query: String::new(),
-            file_type: Default::default(),
-            export_job_id: job,
-            started_at: at,
-            export_ready_at: None,
-            export_created_at: None,
-        },
-        &summary,
-        &paths,
-        at,
-    );
-    write_manifest(&paths.manifest, &m).unwrap();
-    CatalogEntry::new(m, &paths.manifest)
+    store_snapshot(root, collection, job, at, body).await
 }
 
 #[derive(Default)]

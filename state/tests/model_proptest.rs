@@ -84,6 +84,17 @@ impl World {
         }
         lock(&self.scripts).insert(label.to_string(), script.clone());
     }
+
+    /// A finished parent reopened by a retry runs its step once more from its final state
+    /// when its restarted children end (the engine resumes every job from its last committed
+    /// state): in the model, its last step (always Complete or Permanent) comes once more.
+    fn repeat_last_step(&self, label: &str) {
+        if let Some(script) = lock(&self.scripts).get_mut(label) {
+            if let Some(last) = script.last().cloned() {
+                script.push(last);
+            }
+        }
+    }
 }
 
 fn child_label(parent: &str, step: u32, i: usize) -> String {
@@ -502,6 +513,7 @@ fn check_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         } else if status == JobStatus::PartiallyFailed {
                             // Succeeds when a child failed or was cancelled.
                             if h.engine().retry(id).is_ok() {
+                                h.world.repeat_last_step(&label);
                                 h.disturb(&label);
                             }
                         } else {

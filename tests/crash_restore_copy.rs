@@ -180,21 +180,7 @@ async fn resume_and_check(r: &Restoring, imports: usize, restarted: bool) {
     );
 
     // One restore job, resumed (not started again), Succeeded; its counter is gone.
-    let engine = Engine::open(&fx.state_dir(), EngineOptions::default()).unwrap();
-    let jobs = engine
-        .list(&JobFilter {
-            kind: Some("restore.collection".into()),
-            ..JobFilter::default()
-        })
-        .unwrap();
-    assert_eq!(jobs.len(), 1, "{jobs:?}");
-    assert_eq!(jobs[0].status, JobStatus::Succeeded);
-    let marks = engine
-        .kv(IMPORT_MARKS_NAMESPACE)
-        .scan_prefix::<u32>("")
-        .unwrap();
-    assert!(marks.is_empty(), "import-call counters left: {marks:?}");
-    drop(engine);
+    one_restore_job_ended(fx, JobStatus::Succeeded);
 
     // The backup side is untouched: with the restored collection (which has no snapshot of its
     // own) out of the way, every collection still has its one verifying snapshot, no job is
@@ -220,6 +206,25 @@ async fn restore_crash_at(prefix: &str, point: &str, imports: usize, restarted: 
     let r = restore_until_crash(prefix, point, point, 0, None).await;
     resume_and_check(&r, imports, restarted).await;
     r.fx.emu.shutdown().await;
+}
+
+/// Exactly one restore job (resumed, never started again) ended `status`, and its import-call
+/// counter is gone.
+fn one_restore_job_ended(fx: &Fixture, status: JobStatus) {
+    let engine = Engine::open(&fx.state_dir(), EngineOptions::default()).unwrap();
+    let jobs = engine
+        .list(&JobFilter {
+            kind: Some("restore.collection".into()),
+            ..JobFilter::default()
+        })
+        .unwrap();
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    assert_eq!(jobs[0].status, status);
+    let marks = engine
+        .kv(IMPORT_MARKS_NAMESPACE)
+        .scan_prefix::<u32>("")
+        .unwrap();
+    assert!(marks.is_empty(), "import-call counters left: {marks:?}");
 }
 
 macro_rules! restore_case {
@@ -382,21 +387,7 @@ async fn restore_before_abandon() {
     let import_jobs = r.fx.emu.control().jobs(&r.env);
     assert_eq!(import_jobs.iter().filter(|j| !j.export).count(), 1);
 
-    let engine = Engine::open(&r.fx.state_dir(), EngineOptions::default()).unwrap();
-    let jobs = engine
-        .list(&JobFilter {
-            kind: Some("restore.collection".into()),
-            ..JobFilter::default()
-        })
-        .unwrap();
-    assert_eq!(jobs.len(), 1, "{jobs:?}");
-    assert_eq!(jobs[0].status, JobStatus::Failed);
-    let marks = engine
-        .kv(IMPORT_MARKS_NAMESPACE)
-        .scan_prefix::<u32>("")
-        .unwrap();
-    assert!(marks.is_empty(), "import-call counters left: {marks:?}");
-    drop(engine);
+    one_restore_job_ended(&r.fx, JobStatus::Failed);
 
     // The failed restore is the only open job, so the source is checked directly: its one
     // snapshot verifies, nothing was exported twice.

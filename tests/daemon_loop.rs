@@ -357,25 +357,7 @@ async fn shutdown_mid_run_then_resume_to_completion() {
     clock.set(at("2026-12-03T02:00:30+08:00"));
     // In-process, the aborted step's task releases its engine handle (and the store lock)
     // asynchronously; a real restart is a new process. Wait for the lock, bounded.
-    let engine = within("the store lock to be released", async {
-        loop {
-            match Engine::open(
-                dir.path(),
-                EngineOptions {
-                    clock: Arc::new(clock.clone()),
-                    ..EngineOptions::default()
-                },
-            ) {
-                Ok(e) => break e,
-                Err(EngineError::Locked { .. }) => {
-                    tokio::time::sleep(Duration::from_millis(10)).await
-                }
-                Err(e) => panic!("{e}"),
-            }
-        }
-    })
-    .await;
-    engine.register(GatedRun { gate: gate.clone() }, KindLimits::new(2));
+    let engine = reopen(dir.path(), &clock, &gate).await;
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let (_reload_tx, reload_rx) = mpsc::channel(1);
     let task = tokio::spawn(daemon(&engine, false, None).run(
